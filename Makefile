@@ -1,0 +1,50 @@
+# ecs-scan-operator: every target creates what it needs (venv from pinned locks, tools, cluster).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+LOCK := requirements/dev.lock
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv lint typecheck importlint unit test demo clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: $(LOCK) pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade 'pip==25.3'
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(LOCK)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv from the pinned lock
+
+lint: venv ## ruff
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+
+typecheck: venv ## mypy --strict on the package
+	$(BIN)/mypy
+
+importlint: venv ## layering contracts (.importlinter)
+	$(BIN)/lint-imports
+
+unit: venv ## the fast tests only
+	$(BIN)/pytest -q tests/unit
+
+demo: venv ## run the pipeline once against an emulated AWS fleet; writes demo-report/
+	$(BIN)/ecs-scan-operator run --demo -f examples/scanpolicy.yaml --output-dir demo-report
+
+test: venv lint typecheck importlint test-deps ## everything CI runs
+	$(BIN)/pytest -q
+
+clean: ## remove build outputs (keeps the venv)
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-report .out
+
+# Topic targets (cluster, helm, bench, ...) live in mk/*.mk; each may add prerequisites to test-deps.
+.PHONY: test-deps
+test-deps:: venv
+-include mk/*.mk

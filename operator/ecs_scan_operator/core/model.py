@@ -1,0 +1,235 @@
+"""Value types that flow through the pipeline. Pure: no I/O, no clock reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Severity(StrEnum):
+    """Finding severities, as Amazon Inspector and ECR name them."""
+
+    INFORMATIONAL = "INFORMATIONAL"
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+    UNTRIAGED = "UNTRIAGED"
+
+    @property
+    def rank(self) -> int:
+        """Order for thresholds; UNTRIAGED has no rank of its own (policy decides)."""
+        return _RANK[self]
+
+    @classmethod
+    def parse(cls, value: str | None) -> Severity:
+        """Map ECR/Inspector spellings (including UNDEFINED) to a Severity."""
+        text = (value or "").strip().upper()
+        if text in ("", "UNDEFINED"):
+            return cls.UNTRIAGED
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.UNTRIAGED
+
+
+_RANK = {
+    Severity.INFORMATIONAL: 0,
+    Severity.LOW: 1,
+    Severity.MEDIUM: 2,
+    Severity.HIGH: 3,
+    Severity.CRITICAL: 4,
+    Severity.UNTRIAGED: -1,
+}
+
+#: Severities from the most to the least severe, the order reports use.
+SEVERITY_ORDER: tuple[Severity, ...] = (
+    Severity.CRITICAL,
+    Severity.HIGH,
+    Severity.MEDIUM,
+    Severity.LOW,
+    Severity.INFORMATIONAL,
+    Severity.UNTRIAGED,
+)
+
+
+class ImageStatus(StrEnum):
+    """What became of one image in a run (the fixed report vocabulary)."""
+
+    SCANNED = "scanned"  # findings read (possibly none)
+    UNSCANNABLE = "unscannable"  # not a private ECR image, or a malformed reference
+    NOT_FOUND = "not_found"  # the repository or tag no longer exists
+    NOT_SCANNED = "not_scanned"  # exists but has no usable scan (not covered, pending, expired)
+    FAILED = "failed"  # an error while resolving or reading findings
+
+
+class RefKind(StrEnum):
+    """Where an image reference points."""
+
+    ECR = "ecr"  # private ECR, including pull-through-cache paths
+    ECR_PUBLIC = "ecr_public"
+    DOCKER_HUB = "docker_hub"
+    OTHER = "other"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, order=True)
+class ImageRef:
+    """A parsed container image reference, as written in a task definition."""
+
+    raw: str
+    kind: RefKind
+    registry: str = ""
+    repository: str = ""
+    tag: str | None = None
+    digest: str | None = None
+    account: str | None = None
+    region: str | None = None
+    reason: str = ""  # why it is malformed or unscannable
+
+    @property
+    def scannable(self) -> bool:
+        """Only private ECR images are scanned by ECR / Inspector."""
+        return self.kind is RefKind.ECR
+
+    @property
+    def display(self) -> str:
+        """repository:tag or repository@digest, for people."""
+        if self.kind is RefKind.MALFORMED:
+            return self.raw
+        suffix = f":{self.tag}" if self.tag else ""
+        if self.digest:
+            suffix += f"@{self.digest}"
+        return f"{self.repository}{suffix}"
+
+
+@dataclass(frozen=True, order=True)
+class ImageUse:
+    """One container of one task-definition revision that uses an image."""
+
+    family: str
+    revision: int
+    container: str
+    task_definition_arn: str
+    region: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerImage:
+    """A container of a task definition and the image string it names."""
+
+    name: str
+    image: str
+
+
+@dataclass(frozen=True)
+class TaskDefinitionImages:
+    """The containers of one task-definition revision (immutable once registered)."""
+
+    arn: str
+    family: str
+    revision: int
+    containers: tuple[ContainerImage, ...]
+    region: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One vulnerability in one image, reduced to what reports and tickets need."""
+
+    vulnerability_id: str
+    severity: Severity
+    package: str = ""
+    installed_version: str = ""
+    fixed_version: str = ""
+    description: str = ""
+    url: str = ""
+    first_observed: datetime | None = None
+    title: str = ""
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """What makes two findings of one image the same finding."""
+        return (self.vulnerability_id, self.package)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, used in reports."""
+        return {
+            "vulnerabilityId": self.vulnerability_id,
+            "severity": self.severity.value,
+            "package": self.package,
+            "installedVersion": self.installed_version,
+            "fixedVersion": self.fixed_version,
+            "title": self.title,
+            "description": self.description,
+            "url": self.url,
+            "firstObserved": self.first_observed.isoformat() if self.first_observed else None,
+        }
+
+
+class ScanState(StrEnum):
+    """What the findings source said about an image's scan."""
+
+    COMPLETE = "complete"  # findings are current (maybe none)
+    NOT_COVERED = "not_covered"  # scanning does not cover it (manual, unsupported, expired)
+    PENDING = "pending"  # a scan is running or queued
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ImageScan:
+    """Raw findings of one image digest, before threshold and suppressions."""
+
+    state: ScanState
+    findings: tuple[Finding, ...] = ()
+    reason: str = ""
+    scanned_at: datetime | None = None
+    scan_type: str = ""  # BASIC | ENHANCED
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The outcome of resolving an image reference to a digest."""
+
+    digest: str | None
+    status: ImageStatus | None = None  # set when it could not be resolved (not_found / failed)
+    reason: str = ""
+    tags: tuple[str, ...] = ()
+    pushed_at: datetime | None = None
+
+
+@dataclass
+class ImageResult:
+    """Everything known about one image at the end of a run."""
+
+    ref: ImageRef
+    uses: list[ImageUse] = field(default_factory=list)
+    status: ImageStatus = ImageStatus.NOT_SCANNED
+    reason: str = ""
+    digest: str | None = None
+    scan_type: str = ""
+    scanned_at: datetime | None = None
+    findings: list[Finding] = field(default_factory=list)  # at/above threshold, not suppressed
+    suppressed: list[tuple[Finding, str]] = field(default_factory=list)  # finding, suppression reason
+    below_threshold: int = 0
+
+    @property
+    def affected(self) -> bool:
+        """Has findings that need action."""
+        return bool(self.findings)
+
+    def counts(self) -> dict[str, int]:
+        """Findings by severity (only the actionable ones)."""
+        out = {s.value: 0 for s in SEVERITY_ORDER}
+        for f in self.findings:
+            out[f.severity.value] += 1
+        return out
+
+    @property
+    def families(self) -> list[str]:
+        """Task-definition families that use this image, sorted, unique."""
+        return sorted({u.family for u in self.uses})

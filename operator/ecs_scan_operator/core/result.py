@@ -1,0 +1,122 @@
+"""The run result: a bounded summary of one run, whatever the fleet size. Pure.
+
+It is what the CLI prints as JSON and what the operator copies into `.status.lastRun`, so it
+holds counters and references to the full report, never per-image or per-finding lists.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageResult, ImageStatus
+
+MAX_ERRORS = 10
+MAX_MESSAGE = 300
+
+
+class Outcome(StrEnum):
+    """How a run ended."""
+
+    SUCCEEDED = "Succeeded"
+    PARTIAL = "PartialFailure"
+    FAILED = "Failed"
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Bound a message's length (status and events must stay small)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass
+class RunResult:
+    """Bounded summary of a run."""
+
+    run_id: str
+    policy: str
+    started: datetime
+    completed: datetime | None = None
+    outcome: Outcome = Outcome.SUCCEEDED
+    dry_run: bool = False
+    families_matched: int = 0
+    task_definitions: int = 0
+    images_total: int = 0
+    images_by_status: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in ImageStatus})
+    findings_by_severity: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in SEVERITY_ORDER})
+    affected_images: int = 0
+    suppressed_findings: int = 0
+    expired_suppressions: int = 0
+    report_uri: str = ""
+    errors: list[str] = field(default_factory=list)
+    errors_total: int = 0
+    stage_failures: dict[str, str] = field(default_factory=dict)
+    tickets: dict[str, int] = field(default_factory=dict)
+    aws_calls: dict[str, int] = field(default_factory=dict)
+
+    def record_error(self, message: str) -> None:
+        """Count an error; keep the first few messages, clipped."""
+        self.errors_total += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(clip(message))
+
+    def fail_stage(self, stage: str, message: str) -> None:
+        """A whole stage failed: the run is at best partial."""
+        self.stage_failures[stage] = clip(message)
+        self.record_error(f"{stage}: {message}")
+
+    def add_images(self, images: list[ImageResult]) -> None:
+        """Fold per-image results into counters."""
+        statuses: Counter[str] = Counter(i.status.value for i in images)
+        self.images_total = len(images)
+        self.images_by_status = {s.value: statuses.get(s.value, 0) for s in ImageStatus}
+        sev: Counter[str] = Counter()
+        for img in images:
+            sev.update(f.severity.value for f in img.findings)
+            self.suppressed_findings += len(img.suppressed)
+        self.findings_by_severity = {s.value: sev.get(s.value, 0) for s in SEVERITY_ORDER}
+        self.affected_images = sum(1 for i in images if i.affected)
+
+    def finish(self, completed: datetime, *, fatal: bool = False) -> None:
+        """Set the outcome from what was recorded."""
+        self.completed = completed
+        if fatal:
+            self.outcome = Outcome.FAILED
+        elif self.errors_total or self.stage_failures or self.images_by_status.get(ImageStatus.FAILED.value):
+            self.outcome = Outcome.PARTIAL
+        else:
+            self.outcome = Outcome.SUCCEEDED
+
+    @property
+    def findings_total(self) -> int:
+        """Actionable findings of the run."""
+        return sum(self.findings_by_severity.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """camelCase JSON form (CLI --format json, status.lastRun)."""
+        return {
+            "id": self.run_id,
+            "policy": self.policy,
+            "startTime": self.started.isoformat(),
+            "completionTime": self.completed.isoformat() if self.completed else None,
+            "result": self.outcome.value,
+            "dryRun": self.dry_run,
+            "familiesMatched": self.families_matched,
+            "taskDefinitions": self.task_definitions,
+            "images": self.images_total,
+            "imagesByStatus": dict(self.images_by_status),
+            "affectedImages": self.affected_images,
+            "findings": self.findings_total,
+            "findingsBySeverity": dict(self.findings_by_severity),
+            "suppressedFindings": self.suppressed_findings,
+            "expiredSuppressions": self.expired_suppressions,
+            "reportUri": self.report_uri,
+            "errors": list(self.errors),
+            "errorsTotal": self.errors_total,
+            "stageFailures": dict(self.stage_failures),
+            "tickets": dict(self.tickets),
+            "awsCalls": dict(self.aws_calls),
+        }

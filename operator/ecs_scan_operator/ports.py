@@ -1,0 +1,77 @@
+"""The ports: small interfaces the pipeline needs from the outside world.
+
+One adapter per technology implements each (adapters/), and tests pass fakes that implement
+the same protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from ecs_scan_operator.core.model import ImageRef, ImageScan, Resolution, Severity, TaskDefinitionImages
+from ecs_scan_operator.core.policy import TaskDefinitionsSpec
+from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
+
+
+class Clock(Protocol):
+    """Where time comes from (tests pass a fixed clock)."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware (UTC)."""
+        ...
+
+
+class ImageSource(Protocol):
+    """Task definitions that a policy selects, with their containers' images."""
+
+    def task_definitions(
+        self, selection: TaskDefinitionsSpec, region: str, known: Mapping[str, TaskDefinitionImages]
+    ) -> Iterable[TaskDefinitionImages]:
+        """Yield the selected task-definition revisions; `known` caches revisions by ARN (immutable)."""
+        ...
+
+
+class DigestResolver(Protocol):
+    """Tags to digests, in each image's own registry."""
+
+    def resolve(self, refs: Sequence[ImageRef]) -> dict[ImageRef, Resolution]:
+        """Resolve scannable refs; every ref given gets an entry."""
+        ...
+
+
+class FindingsSource(Protocol):
+    """Current scan findings of image digests."""
+
+    def scans(
+        self,
+        images: Sequence[tuple[ImageRef, str]],
+        severities: Sequence[Severity],
+    ) -> dict[tuple[ImageRef, str], ImageScan]:
+        """Findings for each (ref, digest), limited to `severities` where the service can filter."""
+        ...
+
+
+class ReportSink(Protocol):
+    """Where report objects go (S3 or a local folder)."""
+
+    def put(self, key: str, body: bytes, content_type: str) -> None:
+        """Write one object (whole, or not at all)."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """Read one object, or None when absent."""
+        ...
+
+    def uri(self, key: str) -> str:
+        """Where a person finds the object (s3://… or a file path)."""
+        ...
+
+
+class TicketSink(Protocol):
+    """Jira (or a dry-run planner): keeps one ticket per (route, group) in step with the findings."""
+
+    def sync(self, request: TicketRequest) -> TicketReport:
+        """Create/update/close/reopen tickets for this run; never raises for per-ticket faults."""
+        ...

@@ -1,0 +1,3 @@
+"""Shared pytest configuration: fixture plugins of each test level."""
+
+pytest_plugins: list[str] = []
