@@ -1,0 +1,628 @@
+"""A real, local Kubernetes control plane for tests and demos (like envtest).
+
+Starts ``etcd`` and the real ``kube-apiserver`` (built by ``tests/cluster/build.py``)
+as local processes on free 127.0.0.1 ports: TLS with a throw-away CA, static
+token authentication (an admin in ``system:masters`` plus named test
+identities that only have ``system:authenticated``), RBAC authorization, the
+service-account signing flags and the default admission plugins.  No kubelet,
+no controller-manager, no scheduler, no containers.
+
+Python API::
+
+    from tests.cluster.localcluster import LocalCluster
+
+    with LocalCluster(users=["alice", "bob"]) as cluster:
+        cluster.kubeconfig            # admin kubeconfig path
+        cluster.kubeconfig_for("alice")
+        cluster.server                # https://127.0.0.1:PORT
+        cluster.ca_file               # PEM of the cluster CA
+        cluster.token_for("alice")
+        status, body = cluster.request("GET", "/api/v1/namespaces", user="alice")
+
+Everything lives in one temp dir that is removed on exit; both processes run in
+their own process groups and are killed by PID (group) on exit, on an exception,
+on SIGINT/SIGTERM, at interpreter exit, and (Linux ``PR_SET_PDEATHSIG``) when the
+Python process itself dies.  Leftovers of a process killed with SIGKILL are
+reaped by the next start.
+
+CLI::
+
+    python -m tests.cluster.localcluster build            # build/cache the binaries
+    python -m tests.cluster.localcluster up [--dir .cluster] [--user alice ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+try:  # run as `python -m tests.cluster.localcluster` or `python tests/cluster/localcluster.py`
+    from tests.cluster import build
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.cluster import build
+
+ADMIN = "admin"
+DEFAULT_USERS: tuple[str, ...] = ("alice", "bob")
+TMP_PREFIX = "ecs-localcluster-"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # allocation only: nothing routes there
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_libc: Any = None
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort, never break the exec
+        pass
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    res = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise ClusterError(f"openssl {' '.join(args)} failed: {res.stderr.strip()}")
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-n:])
+
+
+def reap_stale(tmp_root: str | None = None) -> list[str]:
+    """Remove temp dirs (and kill processes) left by a LocalCluster whose owner died."""
+    removed: list[str] = []
+    root = Path(tmp_root or tempfile.gettempdir())
+    roots = {root, Path("/dev/shm")}
+    for r in roots:
+        if not r.is_dir():
+            continue
+        for d in r.glob(TMP_PREFIX + "*"):
+            owner_file = d / "owner.pid"
+            try:
+                owner = int(owner_file.read_text().strip())
+            except (OSError, ValueError):
+                # not yet written by a starting cluster, or not ours: leave young dirs alone
+                try:
+                    if time.time() - d.stat().st_mtime < 600:
+                        continue
+                except OSError:
+                    continue
+                owner = -1
+            if owner > 0 and _pid_alive(owner):
+                continue
+            for pgfile in d.glob("*.pgid"):
+                with contextlib.suppress(OSError, ValueError):
+                    os.killpg(int(pgfile.read_text().strip()), signal.SIGKILL)
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    return removed
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+class LocalCluster:
+    """etcd + kube-apiserver on 127.0.0.1; a context manager.
+
+    :param users: names of test identities (token auth, no groups besides
+        ``system:authenticated``, so no permissions until RBAC grants some).
+        :param auto_build: build/install the binaries if missing (can take ~25 min once).
+    :param extra_apiserver_args: appended to the kube-apiserver command line.
+    :param startup_timeout: seconds to wait for /readyz.
+    :param progress: callable for progress lines (default: print to stderr).
+    """
+
+    def __init__(
+        self,
+        users: Iterable[str] = DEFAULT_USERS,
+        *,
+        auto_build: bool = True,
+        extra_apiserver_args: Sequence[str] = (),
+        startup_timeout: float = 180.0,
+        progress: build.Progress | None = None,
+        verbosity: int = 1,
+    ) -> None:
+        self.users: list[str] = [u for u in users if u != ADMIN]
+        self._auto_build = auto_build
+        self._extra_args = list(extra_apiserver_args)
+        self._timeout = startup_timeout
+        self._progress = progress or (lambda m: print(f"[localcluster] {m}", file=sys.stderr, flush=True))
+        self._verbosity = verbosity
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+        self._tokens: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._old_sigterm: Any = None
+        self._atexit_registered = False
+        self.workdir: Path | None = None
+        self.server = ""
+        self.port = 0
+        self.etcd_url = ""
+        self.startup_seconds = 0.0
+
+    # -- public API ---------------------------------------------------------------
+
+    @property
+    def ca_file(self) -> str:
+        return str(self._dir / "pki" / "ca.crt")
+
+    @property
+    def kubeconfig(self) -> str:
+        """Path of the admin kubeconfig (user ``admin`` in ``system:masters``)."""
+        return self.kubeconfig_for(ADMIN)
+
+    def kubeconfig_for(self, user: str) -> str:
+        path = self._dir / "kubeconfigs" / f"{user}.yaml"
+        if not path.exists():
+            raise KeyError(f"no such identity: {user!r} (known: {[ADMIN, *self.users]})")
+        return str(path)
+
+    def token_for(self, user: str) -> str:
+        return self._tokens[user]
+
+    @property
+    def apiserver_log(self) -> str:
+        return str(self._dir / "kube-apiserver.log")
+
+    @property
+    def etcd_log(self) -> str:
+        return str(self._dir / "etcd.log")
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_file)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        user: str = ADMIN,
+        content_type: str = "application/json",
+        timeout: float = 30.0,
+    ) -> tuple[int, Any]:
+        """One HTTP request to the apiserver as ``user``; returns (status, decoded JSON or text)."""
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(self.server + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token_for(user)}")
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, context=self.ssl_context(), timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            with err:
+                status, raw = err.code, err.read()
+        text = raw.decode(errors="replace")
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def write_kubeconfig(self, path: str | os.PathLike[str], user: str = ADMIN) -> str:
+        """Write a self-contained kubeconfig (CA embedded) for ``user`` to ``path``."""
+        ca_data = base64.b64encode(Path(self.ca_file).read_bytes()).decode()
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "ecs-local", "cluster": {"server": self.server, "certificate-authority-data": ca_data}}
+            ],
+            "users": [{"name": user, "user": {"token": self.token_for(user)}}],
+            "contexts": [
+                {"name": f"{user}@ecs-local", "context": {"cluster": "ecs-local", "user": user, "namespace": "default"}}
+            ],
+            "current-context": f"{user}@ecs-local",
+            "preferences": {},
+        }
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            try:
+                import yaml
+
+                yaml.safe_dump(cfg, fh, sort_keys=False)
+            except ImportError:  # JSON is valid YAML
+                json.dump(cfg, fh, indent=2)
+        return str(p)
+
+    def running(self) -> bool:
+        return bool(self._procs) and all(p.poll() is None for p in self._procs.values())
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalCluster:
+        if self._procs:
+            raise ClusterError("already started")
+        t0 = time.monotonic()
+        binaries = build.ensure_all(self._progress) if self._auto_build else {
+            "etcd": build.ensure_etcd(self._progress, install=False),
+            "kube-apiserver": build.apiserver_path(),
+        }
+        self._install_signal_handlers()
+        if not self._atexit_registered:
+            atexit.register(self.stop)
+            self._atexit_registered = True
+        reap_stale()
+        last_err: Exception | None = None
+        for attempt in range(3):  # a freshly picked free port can be taken by someone else
+            try:
+                self._start_once(binaries)
+                self.startup_seconds = time.monotonic() - t0
+                return self
+            except ClusterError as err:
+                logs = ""
+                with contextlib.suppress(Exception):
+                    logs = _tail(Path(self.apiserver_log), 200) + _tail(Path(self.etcd_log), 200)
+                self.stop()
+                last_err = err
+                if "address already in use" not in logs.lower():
+                    break
+                self._progress(f"port clash, retrying ({attempt + 1}/3)")
+        assert last_err is not None
+        raise last_err
+
+    def stop(self) -> None:
+        """Kill both process groups and remove the temp dir. Idempotent."""
+        with self._lock:
+            # apiserver first, then etcd
+            for name in ("kube-apiserver", "etcd"):
+                proc = self._procs.pop(name, None)
+                if proc is not None:
+                    self._kill(proc)
+            for fh in self._logs.values():
+                with contextlib.suppress(OSError):
+                    fh.close()
+            self._logs.clear()
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                self.workdir = None
+            self._restore_signal_handlers()
+            if self._atexit_registered:
+                atexit.unregister(self.stop)
+                self._atexit_registered = False
+
+    # -- internals ----------------------------------------------------------------
+
+    @property
+    def _dir(self) -> Path:
+        if self.workdir is None:
+            raise ClusterError("the cluster is not running")
+        return self.workdir
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGTERM)
+        if current in (signal.SIG_DFL, None):
+
+            def on_term(signum: int, frame: object) -> None:
+                # turn SIGTERM into the same unwinding as Ctrl-C: finally/__exit__ run
+                raise KeyboardInterrupt(f"signal {signum}")
+
+            self._old_sigterm = current
+            signal.signal(signal.SIGTERM, on_term)
+
+    def _restore_signal_handlers(self) -> None:
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            pgid = os.getpgid(proc.pid)
+        except ProcessLookupError:
+            pgid = proc.pid
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            if proc.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+            try:
+                proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+        # anything else left in the group (none expected)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait()
+
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self._dir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._logs[name] = log
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self._dir,
+            start_new_session=True,  # own process group: killed as a group by PID
+            preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+        )
+        self._procs[name] = proc
+        (self._dir / f"{name}.pgid").write_text(f"{proc.pid}\n")
+        return proc
+
+    def _make_workdir(self) -> Path:
+        # etcd fsyncs a lot; tmpfs makes that free (it's throw-away data anyway)
+        base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        d = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=base))
+        (d / "owner.pid").write_text(f"{os.getpid()}\n")
+        return d
+
+    def _make_pki(self) -> None:
+        pki = self._dir / "pki"
+        pki.mkdir()
+        (pki / "server.ext").write_text(
+            "basicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\n"
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+            "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1\n"
+        )
+        ec = ("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256")
+        _openssl(*ec, "-out", "ca.key", cwd=pki)
+        _openssl(
+            "req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "3650",
+            "-subj", "/CN=ecs-scan-operator local test CA", "-out", "ca.crt", cwd=pki,
+        )  # fmt: skip
+        _openssl(*ec, "-out", "server.key", cwd=pki)
+        _openssl("req", "-new", "-key", "server.key", "-subj", "/CN=kube-apiserver", "-out", "server.csr", cwd=pki)
+        _openssl(
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-sha256", "-days", "365", "-extfile", "server.ext", "-out", "server.crt", cwd=pki,
+        )  # fmt: skip
+        _openssl(*ec, "-out", "sa.key", cwd=pki)
+        _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+        for f in pki.iterdir():
+            f.chmod(0o600)
+
+    def _write_tokens(self) -> None:
+        self._tokens = {ADMIN: secrets.token_hex(24)}
+        lines = [f'{self._tokens[ADMIN]},{ADMIN},uid-{ADMIN},"system:masters"']
+        for user in self.users:
+            if not user or any(c in user for c in ',"\n'):
+                raise ValueError(f"bad user name {user!r}")
+            self._tokens[user] = secrets.token_hex(24)
+            lines.append(f"{self._tokens[user]},{user},uid-{user}")
+        p = self._dir / "tokens.csv"
+        p.write_text("\n".join(lines) + "\n")
+        p.chmod(0o600)
+
+    def _start_once(self, binaries: dict[str, Path]) -> None:
+        self.workdir = self._make_workdir()
+        self._make_pki()
+        self._write_tokens()
+        d = self._dir
+
+        client_port, peer_port = _free_port(), _free_port()
+        self.etcd_url = f"http://127.0.0.1:{client_port}"
+        peer = f"http://127.0.0.1:{peer_port}"
+        self._spawn(
+            "etcd",
+            [
+                str(binaries["etcd"]),
+                "--name=local",
+                f"--data-dir={d / 'etcd-data'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=local={peer}",
+                "--initial-cluster-state=new",
+                "--logger=zap",
+                "--log-outputs=stderr",
+                "--log-level=warn",
+            ],
+        )
+        self._wait_etcd()
+
+        self.port = _free_port()
+        self.server = f"https://127.0.0.1:{self.port}"
+        pki = d / "pki"
+        (d / "apiserver-certs").mkdir()
+        cmd = [
+            str(binaries["kube-apiserver"]),
+            f"--etcd-servers={self.etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.port}",
+            f"--cert-dir={d / 'apiserver-certs'}",
+            f"--tls-cert-file={pki / 'server.crt'}",
+            f"--tls-private-key-file={pki / 'server.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--token-auth-file={d / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={SA_ISSUER}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            f"--v={self._verbosity}",
+            *self._extra_args,
+        ]
+        (d / "kube-apiserver.cmdline").write_text(" \\\n  ".join(cmd) + "\n")
+        self._spawn("kube-apiserver", cmd)
+        for user in [ADMIN, *self.users]:
+            self.write_kubeconfig(d / "kubeconfigs" / f"{user}.yaml", user)
+        self._wait_ready()
+
+    def _check_alive(self) -> None:
+        for name, proc in self._procs.items():
+            if proc.poll() is not None:
+                raise ClusterError(
+                    f"{name} exited with code {proc.returncode} during start-up; last log lines:\n"
+                    + _tail(self._dir / f"{name}.log")
+                )
+
+    def _wait_etcd(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(self.etcd_url + "/health", timeout=2) as r:
+                    if json.loads(r.read()).get("health") in ("true", True):
+                        return
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterError("etcd did not become healthy in 30 s:\n" + _tail(self._dir / "etcd.log"))
+            time.sleep(0.1)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        last = ""
+        while True:
+            self._check_alive()
+            try:
+                status, body = self.request("GET", "/readyz", timeout=5)
+                if status == 200:
+                    # the 'default' namespace is created by a bootstrap controller after readyz
+                    status, body = self.request("GET", "/api/v1/namespaces/default", timeout=5)
+                    if status == 200:
+                        return
+                last = f"{status}: {str(body)[:2000]}"
+            except (OSError, ssl.SSLError) as err:
+                last = repr(err)
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"kube-apiserver not ready after {self._timeout:.0f} s (last answer: {last});\n"
+                    + _tail(self._dir / "kube-apiserver.log")
+                )
+            time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    try:
+        paths = build.ensure_all(build.default_progress, install_etcd=not args.no_install)
+    except build.BuildError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    print(f"done in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    out_dir = Path(args.dir).resolve()
+    written: list[Path] = []
+    try:
+        with LocalCluster(users=args.user or DEFAULT_USERS) as cluster:
+            written.append(Path(cluster.write_kubeconfig(out_dir / "kubeconfig")))
+            for user in cluster.users:
+                written.append(Path(cluster.write_kubeconfig(out_dir / f"kubeconfig-{user}", user)))
+            kubectl = Path(".tools/bin/kubectl")
+            kubectl_hint = str(kubectl) if kubectl.exists() else "kubectl"
+            print(
+                f"\nkube-apiserver {build.kubernetes_version()} is up at {cluster.server}"
+                f" (started in {cluster.startup_seconds:.1f} s)\n\n"
+                f"  export KUBECONFIG={written[0]}\n"
+                f"  {kubectl_hint} get namespaces\n\n"
+                f"test identities (no RBAC permissions yet): "
+                + ", ".join(f"{u} -> {out_dir / f'kubeconfig-{u}'}" for u in cluster.users)
+                + f"\nlogs: {cluster.apiserver_log}, {cluster.etcd_log}\n"
+                "Press Ctrl-C to stop (everything is removed).\n",
+                flush=True,
+            )
+            while cluster.running():
+                time.sleep(1)
+            print("error: a control-plane process exited unexpectedly:", file=sys.stderr)
+            print(_tail(Path(cluster.apiserver_log)), file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...", file=sys.stderr)
+        return 0
+    except (ClusterError, build.BuildError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        for p in written:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.localcluster", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_build = sub.add_parser("build", help="build/cache kube-apiserver and install etcd if missing")
+    p_build.add_argument("--no-install", action="store_true", help="do not apt-get install etcd-server")
+    p_build.set_defaults(func=_cmd_build)
+    p_up = sub.add_parser("up", help="start a cluster in the foreground until Ctrl-C")
+    p_up.add_argument("--dir", default=".cluster", help="where to write kubeconfig files (default: .cluster)")
+    p_up.add_argument("--user", action="append", help="test identity (repeatable; default: alice, bob)")
+    p_up.set_defaults(func=_cmd_up)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
