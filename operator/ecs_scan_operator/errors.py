@@ -8,8 +8,10 @@ an invalid policy is reported on the resource and no outside system is called fo
     ScanError
     ├── TransientError       throttling, 5xx, timeouts, dropped connections
     ├── PermanentError       access denied, not found, bad request, exhausted budgets
-    │   └── AuthError        credentials missing, expired or refused
-    └── InvalidPolicy        the policy itself is wrong (field path and reason)
+    │   ├── AuthError        credentials missing, expired or refused
+    │   └── NotFoundError    the thing asked for does not exist
+    ├── InvalidPolicy        the policy itself is wrong (field path and reason)
+    └── Cancelled            the run was cancelled (policy deleted, operator stopping)
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ class PermanentError(ScanError):
 
 class AuthError(PermanentError):
     """Credentials are missing, expired or refused."""
+
+
+class NotFoundError(PermanentError):
+    """The repository, image, task definition or bucket does not exist."""
+
+
+class Cancelled(ScanError):
+    """The run was asked to stop (its policy was deleted or the operator is shutting down)."""
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,13 @@ the same protocols.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from ecs_scan_operator.core.model import ImageRef, ImageScan, Resolution, Severity, TaskDefinitionImages
+from ecs_scan_operator.core.model import ImageRef, ImageScan, Resolution, Severity, TaskDefinitionListing
 from ecs_scan_operator.core.policy import TaskDefinitionsSpec
+from ecs_scan_operator.core.state import RevisionCache
 from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
 
 
@@ -27,9 +28,9 @@ class ImageSource(Protocol):
     """Task definitions that a policy selects, with their containers' images."""
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, known: Mapping[str, TaskDefinitionImages]
-    ) -> Iterable[TaskDefinitionImages]:
-        """Yield the selected task-definition revisions; `known` caches revisions by ARN (immutable)."""
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+    ) -> TaskDefinitionListing:
+        """The selected task-definition revisions; `cache` holds revisions by ARN (they are immutable)."""
         ...
 
 

@@ -51,7 +51,9 @@ def parse_image(raw: str) -> ImageRef:
         if not _TAG_RE.match(tag):
             return _malformed(raw, f"tag {tag!r} is not a valid tag")
     if not _REPO_RE.match(name):
-        return _malformed(raw, f"repository {name!r} is not a valid repository name (lowercase, digits, ._-/)")
+        return _malformed(
+            raw, f"repository {name!r} is not a valid repository name (lowercase, digits, ._-/)"
+        )
     if tag is None and digest is None:
         tag = "latest"
 

@@ -29,7 +29,13 @@ def safe_path(text: str) -> str:
 def run_folder(prefix: str, started: datetime, namespace: str, policy: str, run_id: str) -> str:
     """`<prefix>/<YYYY-MM-DD>/<namespace>/<policy>/<runId>`."""
     return "/".join(
-        [prefix.strip("/"), started.strftime("%Y-%m-%d"), safe_part(namespace), safe_part(policy), safe_part(run_id)]
+        [
+            prefix.strip("/"),
+            started.strftime("%Y-%m-%d"),
+            safe_part(namespace),
+            safe_part(policy),
+            safe_part(run_id),
+        ]
     )
 
 

@@ -216,6 +216,8 @@ class ImageResult:
     findings: list[Finding] = field(default_factory=list)  # at/above threshold, not suppressed
     suppressed: list[tuple[Finding, str]] = field(default_factory=list)  # finding, suppression reason
     below_threshold: int = 0
+    td_tags: dict[str, str] = field(default_factory=dict)  # tags of the task definitions using it (routing)
+    repository_tags: dict[str, str] = field(default_factory=dict)  # ECR repository tags (routing)
 
     @property
     def affected(self) -> bool:
@@ -233,3 +235,12 @@ class ImageResult:
     def families(self) -> list[str]:
         """Task-definition families that use this image, sorted, unique."""
         return sorted({u.family for u in self.uses})
+
+
+@dataclass
+class TaskDefinitionListing:
+    """What an image source found in one region."""
+
+    task_definitions: list[TaskDefinitionImages] = field(default_factory=list)
+    families_matched: int = 0
+    errors: list[str] = field(default_factory=list)

@@ -231,7 +231,9 @@ class S3ReportSpec(_Model):
     def _prefix(cls, v: str) -> str:
         v = v.strip("/")
         if not v or not _PREFIX_RE.match(v) or any(part in ("", ".", "..") for part in v.split("/")):
-            raise ValueError(f"{v!r} is not a safe key prefix (letters, digits, !_.*'()-/, no empty or '..' parts)")
+            raise ValueError(
+                f"{v!r} is not a safe key prefix (letters, digits, !_.*'()-/, no empty or '..' parts)"
+            )
         return v
 
     @field_validator("kms_key_id")
@@ -451,7 +453,9 @@ class PolicyRef(BaseModel):
 def parse_document(doc: Any) -> tuple[PolicyRef, PolicySpec]:
     """Accept a ScanPolicy manifest (apiVersion/kind/metadata/spec) or a bare spec."""
     if not isinstance(doc, Mapping):
-        raise InvalidPolicy([FieldError("(document)", "must be a mapping (a ScanPolicy manifest or its spec)")])
+        raise InvalidPolicy(
+            [FieldError("(document)", "must be a mapping (a ScanPolicy manifest or its spec)")]
+        )
     if "spec" in doc or "kind" in doc or "apiVersion" in doc:
         problems = []
         if doc.get("apiVersion") != f"{API_GROUP}/{API_VERSION}":

@@ -20,7 +20,7 @@ def meets_threshold(severity: Severity, threshold: Severity, *, include_untriage
 
 def severities_at_or_above(threshold: Severity, *, include_untriaged: bool) -> list[Severity]:
     """The severities a findings query must ask for, most severe first."""
-    out = [s for s in Severity if s is not Severity.UNTRIAGED and s.rank >= threshold.rank]
+    out: list[Severity] = [s for s in Severity if s is not Severity.UNTRIAGED and s.rank >= threshold.rank]
     out.sort(key=lambda s: -s.rank)
     if include_untriaged:
         out.append(Severity.UNTRIAGED)
@@ -74,7 +74,9 @@ def apply_rules(
         if matching:
             expired_used.add(f.vulnerability_id)
         actionable.append(f)
-    actionable.sort(key=lambda f: (-f.severity.rank if f.severity is not Severity.UNTRIAGED else 1, f.vulnerability_id))
+    actionable.sort(
+        key=lambda f: (-f.severity.rank if f.severity is not Severity.UNTRIAGED else 1, f.vulnerability_id)
+    )
     return RuleOutcome(actionable, suppressed, below, frozenset(expired_used))
 
 

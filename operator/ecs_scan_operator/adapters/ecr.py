@@ -1,0 +1,272 @@
+"""Amazon ECR: tags to digests, the registry's scan type, and BASIC scan findings.
+
+Calls go to each image's own registry account and region (parsed from the image host).
+BASIC scanning: `DescribeImageScanFindings`; an image never scanned gets one `StartImageScan`
+(ECR allows one per image per 24 h: `LimitExceededException` then means "already scanned
+today", not throttling, so that call is made by a single-attempt client), then it is polled
+with backoff up to a deadline. No fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ecs_scan_operator.adapters.aws_session import AwsClients, error_code, map_aws_error
+from ecs_scan_operator.core.model import (
+    Finding,
+    ImageRef,
+    ImageScan,
+    ImageStatus,
+    Resolution,
+    ScanState,
+    Severity,
+)
+from ecs_scan_operator.errors import ScanError
+
+log = logging.getLogger(__name__)
+DESCRIBE_IMAGES_BATCH = 100
+FINDINGS_PAGE = 1000
+
+
+class EcrDigestResolver:
+    """DigestResolver over ECR DescribeImages, batched per repository (100 ids per call)."""
+
+    def __init__(self, clients: AwsClients) -> None:
+        self._clients = clients
+
+    def resolve(self, refs: Sequence[ImageRef]) -> dict[ImageRef, Resolution]:
+        """Every ref gets a Resolution; digests in the reference win without a lookup."""
+        out: dict[ImageRef, Resolution] = {}
+        by_repo: dict[tuple[str, str, str], list[ImageRef]] = defaultdict(list)
+        for ref in refs:
+            if ref.digest:
+                out[ref] = Resolution(digest=ref.digest, tags=(ref.tag,) if ref.tag else ())
+            elif ref.scannable and ref.account and ref.region and ref.tag:
+                by_repo[(ref.account, ref.region, ref.repository)].append(ref)
+            else:
+                out[ref] = Resolution(None, ImageStatus.UNSCANNABLE, ref.reason or "not a private ECR image")
+        for (account, region, repo), group in sorted(by_repo.items()):
+            ecr = self._clients.registry("ecr", region)
+            for i in range(0, len(group), DESCRIBE_IMAGES_BATCH):
+                batch = group[i : i + DESCRIBE_IMAGES_BATCH]
+                out.update(self._batch(ecr, account, repo, batch))
+        return out
+
+    def _batch(self, ecr: Any, account: str, repo: str, batch: list[ImageRef]) -> dict[ImageRef, Resolution]:
+        tags = sorted({r.tag for r in batch if r.tag})
+        try:
+            resp = ecr.describe_images(
+                registryId=account, repositoryName=repo, imageIds=[{"imageTag": t} for t in tags]
+            )
+        except ClientError as exc:
+            if error_code(exc) == "RepositoryNotFoundException":
+                return {
+                    r: Resolution(None, ImageStatus.NOT_FOUND, f"repository {repo} not found") for r in batch
+                }
+            if error_code(exc) == "ImageNotFoundException":
+                return {
+                    r: Resolution(None, ImageStatus.NOT_FOUND, f"tag {r.tag} not found in {repo}")
+                    for r in batch
+                }
+            err = map_aws_error(exc, f"ecr:DescribeImages {repo}")
+            return {r: Resolution(None, ImageStatus.FAILED, str(err)) for r in batch}
+        except BotoCoreError as exc:
+            err = map_aws_error(exc, f"ecr:DescribeImages {repo}")
+            return {r: Resolution(None, ImageStatus.FAILED, str(err)) for r in batch}
+        found: dict[str, Resolution] = {}
+        for detail in resp.get("imageDetails", []):
+            res = Resolution(
+                digest=str(detail["imageDigest"]),
+                tags=tuple(detail.get("imageTags", [])),
+                pushed_at=detail.get("imagePushedAt"),
+            )
+            for t in detail.get("imageTags", []):
+                found[t] = res
+        out = {}
+        for r in batch:
+            if r.tag in found:
+                out[r] = found[r.tag]
+            else:
+                out[r] = Resolution(None, ImageStatus.NOT_FOUND, f"tag {r.tag} not found in {repo}")
+        return out
+
+
+def scan_type(clients: AwsClients, region: str) -> str:
+    """BASIC or ENHANCED for the registry in `region` (of the registry account)."""
+    ecr = clients.registry("ecr", region)
+    try:
+        cfg = ecr.get_registry_scanning_configuration()
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(exc, f"ecr:GetRegistryScanningConfiguration {region}") from exc
+    return str(cfg.get("scanningConfiguration", {}).get("scanType", "BASIC")).upper()
+
+
+def _attr(attrs: list[dict[str, str]], key: str) -> str:
+    for a in attrs:
+        if a.get("key") == key:
+            return str(a.get("value", ""))
+    return ""
+
+
+def parse_basic_finding(raw: dict[str, Any]) -> Finding:
+    """An ECR BASIC finding (`findings[]`)."""
+    attrs = raw.get("attributes", [])
+    return Finding(
+        vulnerability_id=str(raw.get("name", "")),
+        severity=Severity.parse(raw.get("severity")),
+        package=_attr(attrs, "package_name"),
+        installed_version=_attr(attrs, "package_version"),
+        fixed_version="",
+        description=str(raw.get("description", ""))[:2000],
+        url=str(raw.get("uri", "")),
+    )
+
+
+def parse_enhanced_finding(raw: dict[str, Any]) -> Finding:
+    """An Inspector finding (ListFindings, or ECR `enhancedFindings[]`)."""
+    details = raw.get("packageVulnerabilityDetails", {}) or {}
+    packages = details.get("vulnerablePackages", []) or [{}]
+    pkg = packages[0]
+    refs = details.get("referenceUrls", []) or []
+    first = raw.get("firstObservedAt")
+    return Finding(
+        vulnerability_id=str(details.get("vulnerabilityId") or raw.get("title", "")).split(" ", 1)[0],
+        severity=Severity.parse(raw.get("severity")),
+        package=str(pkg.get("name", "")),
+        installed_version=str(pkg.get("version", "")),
+        fixed_version=str(pkg.get("fixedInVersion", "") or ""),
+        description=str(raw.get("description", ""))[:2000],
+        url=str(details.get("sourceUrl") or (refs[0] if refs else "")),
+        first_observed=first if isinstance(first, datetime) else None,
+        title=str(raw.get("title", ""))[:300],
+    )
+
+
+_NOT_COVERED = {"UNSUPPORTED_IMAGE", "SCAN_ELIGIBILITY_EXPIRED", "FINDINGS_UNAVAILABLE", "IMAGE_ARCHIVED"}
+
+
+class EcrBasicScanner:
+    """Findings of BASIC-scanned images in one registry (account, region)."""
+
+    def __init__(
+        self,
+        clients: AwsClients,
+        region: str,
+        *,
+        poll_deadline: float = 600.0,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ecr = clients.registry("ecr", region)
+        self._ecr_once = clients.registry("ecr", region, single_attempt=True)
+        self._deadline = poll_deadline
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def _read(self, ref: ImageRef, digest: str) -> ImageScan | None:
+        """The scan when it is final; None while it is in progress."""
+        findings: list[Finding] = []
+        token: str | None = None
+        status: dict[str, Any] = {}
+        completed = None
+        while True:
+            args: dict[str, Any] = {
+                "registryId": ref.account,
+                "repositoryName": ref.repository,
+                "imageId": {"imageDigest": digest},
+                "maxResults": FINDINGS_PAGE,
+            }
+            if token:
+                args["nextToken"] = token
+            resp = self._ecr.describe_image_scan_findings(**args)
+            status = resp.get("imageScanStatus", {}) or {}
+            if status.get("status") in ("IN_PROGRESS", "PENDING"):
+                return None
+            body = resp.get("imageScanFindings", {}) or {}
+            completed = body.get("imageScanCompletedAt") or completed
+            findings.extend(parse_basic_finding(f) for f in body.get("findings", []))
+            findings.extend(parse_enhanced_finding(f) for f in body.get("enhancedFindings", []))
+            token = resp.get("nextToken")
+            if not token:
+                break
+        state = str(status.get("status", "COMPLETE"))
+        if state in ("COMPLETE", "ACTIVE"):
+            return ImageScan(ScanState.COMPLETE, tuple(findings), scanned_at=completed, scan_type="BASIC")
+        reason = f"{state}: {status.get('description', '')}".rstrip(": ")
+        if state in _NOT_COVERED:
+            return ImageScan(ScanState.NOT_COVERED, reason=reason, scan_type="BASIC")
+        return ImageScan(ScanState.FAILED, reason=reason, scan_type="BASIC")
+
+    def _start(self, ref: ImageRef, digest: str) -> ImageScan | None:
+        try:
+            self._ecr_once.start_image_scan(
+                registryId=ref.account, repositoryName=ref.repository, imageId={"imageDigest": digest}
+            )
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "LimitExceededException":
+                return ImageScan(
+                    ScanState.NOT_COVERED,
+                    reason="no scan result and a scan was already started in the last 24 h (ECR limit)",
+                    scan_type="BASIC",
+                )
+            if code == "UnsupportedImageTypeException":
+                return ImageScan(ScanState.NOT_COVERED, reason="unsupported image type", scan_type="BASIC")
+            raise
+        return None
+
+    def scans(self, images: Sequence[tuple[ImageRef, str]]) -> dict[tuple[ImageRef, str], ImageScan]:
+        """Read each image's findings; start missing scans once; poll the pending ones."""
+        out: dict[tuple[ImageRef, str], ImageScan] = {}
+        pending: list[tuple[ImageRef, str]] = []
+        for ref, digest in images:
+            try:
+                scan = self._read(ref, digest)
+            except ClientError as exc:
+                if error_code(exc) == "ScanNotFoundException":
+                    try:
+                        scan = self._start(ref, digest)
+                    except (ClientError, BotoCoreError) as start_exc:
+                        scan = _failed(start_exc, f"ecr:StartImageScan {ref.repository}")
+                elif error_code(exc) in ("ImageNotFoundException", "RepositoryNotFoundException"):
+                    scan = ImageScan(ScanState.NOT_FOUND, reason=error_code(exc), scan_type="BASIC")
+                else:
+                    scan = _failed(exc, f"ecr:DescribeImageScanFindings {ref.repository}")
+            except BotoCoreError as exc:
+                scan = _failed(exc, f"ecr:DescribeImageScanFindings {ref.repository}")
+            if scan is None:
+                pending.append((ref, digest))
+            else:
+                out[(ref, digest)] = scan
+        delay, started = 2.0, self._monotonic()
+        while pending:
+            if self._monotonic() - started + delay > self._deadline:
+                for key in pending:
+                    out[key] = ImageScan(ScanState.PENDING, reason="scan still in progress at the deadline")
+                break
+            self._sleep(delay)
+            delay = min(delay * 2, 30.0)
+            still = []
+            for ref, digest in pending:
+                try:
+                    scan = self._read(ref, digest)
+                except (ClientError, BotoCoreError) as exc:
+                    scan = _failed(exc, f"ecr:DescribeImageScanFindings {ref.repository}")
+                if scan is None:
+                    still.append((ref, digest))
+                else:
+                    out[(ref, digest)] = scan
+            pending = still
+        return out
+
+
+def _failed(exc: Exception, what: str) -> ImageScan:
+    err: ScanError = map_aws_error(exc, what)
+    return ImageScan(ScanState.FAILED, reason=str(err))

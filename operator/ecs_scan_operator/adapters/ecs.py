@@ -1,0 +1,227 @@
+"""Amazon ECS: the task definitions a policy selects and their containers' images.
+
+Costs are what matter at scale (one shared token bucket of 20 calls/s for every task-definition
+read): families are filtered by name before any describe, each revision is described at most
+once ever (revisions are immutable, cached by ARN), and on a warm cache the latest revisions come
+from `ListTaskDefinitions(status=ACTIVE)` pages when that is cheaper than one describe per family.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from fnmatch import fnmatchcase
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ecs_scan_operator.adapters.aws_session import AwsClients, map_aws_error
+from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages, TaskDefinitionListing
+from ecs_scan_operator.core.policy import TaskDefinitionSource, TaskDefinitionsSpec
+from ecs_scan_operator.core.selection import exact_family, family_selected, literal_prefix, select_families
+from ecs_scan_operator.core.state import RevisionCache
+from ecs_scan_operator.errors import ScanError
+
+log = logging.getLogger(__name__)
+PAGE = 100  # the API's maximum page size for the list calls used here
+DESCRIBE_SERVICES_BATCH = 10
+
+
+def parse_td_arn(arn: str) -> tuple[str, int]:
+    """(family, revision) of `arn:aws:ecs:<region>:<acct>:task-definition/<family>:<rev>`."""
+    tail = arn.rsplit("/", 1)[-1]
+    family, _, rev = tail.rpartition(":")
+    return family, int(rev)
+
+
+def _td_from_description(
+    desc: dict[str, Any], tags: list[dict[str, str]], region: str
+) -> TaskDefinitionImages:
+    containers = tuple(
+        ContainerImage(name=str(c.get("name", "")), image=str(c.get("image", "")))
+        for c in desc.get("containerDefinitions", [])
+    )
+    return TaskDefinitionImages(
+        arn=str(desc["taskDefinitionArn"]),
+        family=str(desc["family"]),
+        revision=int(desc["revision"]),
+        containers=containers,
+        region=region,
+        tags=tuple(sorted((str(t["key"]), str(t["value"])) for t in tags)),
+    )
+
+
+class EcsImageSource:
+    """ImageSource over the ECS API."""
+
+    def __init__(self, clients: AwsClients, *, concurrency: int = 8) -> None:
+        self._clients = clients
+        self._concurrency = concurrency
+
+    # --- listing helpers (manual pagination: moto ignores it, AWS does not) ---
+
+    def _pages(self, call: Callable[..., dict[str, Any]], key: str, **kwargs: Any) -> Iterator[list[Any]]:
+        token: str | None = None
+        while True:
+            args = dict(kwargs)
+            if token:
+                args["nextToken"] = token
+            page = call(**args)
+            yield list(page.get(key, []))
+            token = page.get("nextToken")
+            if not token:
+                return
+
+    def _families(self, ecs: Any, selection: TaskDefinitionsSpec) -> tuple[list[str], int]:
+        only = exact_family(selection.include)
+        if only is not None:
+            return [only], 0
+        prefix = literal_prefix(selection.include)
+        kwargs: dict[str, Any] = {"status": "ACTIVE", "maxResults": PAGE}
+        if prefix:
+            kwargs["familyPrefix"] = prefix
+        names: list[str] = []
+        for page in self._pages(ecs.list_task_definition_families, "families", **kwargs):
+            names.extend(page)
+        return select_families(names, selection.include, selection.exclude), len(names)
+
+    def _active_revisions(self, ecs: Any, selection: TaskDefinitionsSpec) -> tuple[dict[str, str], int]:
+        """Latest ACTIVE revision ARN of each selected family, from ListTaskDefinitions pages."""
+        kwargs: dict[str, Any] = {"status": "ACTIVE", "sort": "DESC", "maxResults": PAGE}
+        only = exact_family(selection.include)
+        if only is not None:
+            kwargs["familyPrefix"] = only  # an exact family name for this call
+        latest: dict[str, tuple[int, str]] = {}
+        total = 0
+        for page in self._pages(ecs.list_task_definitions, "taskDefinitionArns", **kwargs):
+            for arn in page:
+                total += 1
+                family, rev = parse_td_arn(arn)
+                if not family_selected(family, selection.include, selection.exclude):
+                    continue
+                if family not in latest or rev > latest[family][0]:
+                    latest[family] = (rev, arn)
+        return {f: arn for f, (_, arn) in latest.items()}, total
+
+    def _describe(self, ecs: Any, name: str, region: str) -> TaskDefinitionImages:
+        try:
+            out = ecs.describe_task_definition(taskDefinition=name, include=["TAGS"])
+        except (ClientError, BotoCoreError) as exc:
+            raise map_aws_error(exc, f"ecs:DescribeTaskDefinition {name}") from exc
+        return _td_from_description(out["taskDefinition"], out.get("tags", []), region)
+
+    def _describe_all(
+        self, ecs: Any, names: list[str], region: str, listing: TaskDefinitionListing, cache: RevisionCache
+    ) -> None:
+        def one(name: str) -> TaskDefinitionImages | ScanError:
+            try:
+                return self._describe(ecs, name, region)
+            except ScanError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+            for name, outcome in zip(names, pool.map(one, names), strict=True):
+                if isinstance(outcome, ScanError):
+                    listing.errors.append(f"{name}: {outcome}")
+                else:
+                    cache.put(outcome)
+                    listing.task_definitions.append(outcome)
+
+    # --- the port ---
+
+    def task_definitions(
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+    ) -> TaskDefinitionListing:
+        """The selected revisions of one region (never raises for a single bad family)."""
+        ecs = self._clients.workload("ecs", region)
+        try:
+            if selection.source is TaskDefinitionSource.SERVICES:
+                return self._from_services(ecs, selection, region, cache)
+            return self._latest(ecs, selection, region, cache)
+        except (ClientError, BotoCoreError) as exc:
+            raise map_aws_error(exc, f"ecs listing in {region}") from exc
+
+    def _latest(
+        self, ecs: Any, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+    ) -> TaskDefinitionListing:
+        listing = TaskDefinitionListing()
+        seen = cache.listing.get(region, {})
+        warm = bool(cache.by_arn) and "activeRevisions" in seen and "families" in seen
+        if warm:
+            # Revisions pages cost ceil(active/100) and then only new revisions are described;
+            # families pages cost ceil(families/100) plus one describe per selected family.
+            cost_revisions = math.ceil(seen["activeRevisions"] / PAGE)
+            cost_families = math.ceil(seen["families"] / PAGE) + seen.get("selected", 0)
+            warm = cost_revisions < cost_families
+        if warm:
+            latest, total = self._active_revisions(ecs, selection)
+            listing.families_matched = len(latest)
+            to_describe = []
+            for family in sorted(latest):
+                td = cache.get(latest[family])
+                if td is None:
+                    to_describe.append(latest[family])
+                else:
+                    listing.task_definitions.append(td)
+            self._describe_all(ecs, to_describe, region, listing, cache)
+            cache.listing[region] = dict(seen, activeRevisions=total, selected=len(latest))
+            return listing
+        families, listed = self._families(ecs, selection)
+        listing.families_matched = len(families)
+        self._describe_all(ecs, families, region, listing, cache)
+        # Estimate the account's active revisions from the selected families' revision numbers
+        # (an upper bound: some old revisions are inactive); a warm run measures the real count.
+        revisions = sum(td.revision for td in listing.task_definitions)
+        total_families = listed or len(families)
+        estimate = math.ceil(revisions * total_families / max(len(listing.task_definitions), 1))
+        cache.listing[region] = {
+            "families": total_families,
+            "selected": len(families),
+            "activeRevisions": max(estimate, total_families),
+        }
+        return listing
+
+    def _from_services(
+        self, ecs: Any, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+    ) -> TaskDefinitionListing:
+        listing = TaskDefinitionListing()
+        clusters = [
+            arn
+            for page in self._pages(ecs.list_clusters, "clusterArns", maxResults=PAGE)
+            for arn in page
+            if not selection.clusters
+            or any(fnmatchcase(arn.rsplit("/", 1)[-1], g) for g in selection.clusters)
+        ]
+        arns: set[str] = set()
+        for cluster in clusters:
+            services = [
+                s
+                for page in self._pages(ecs.list_services, "serviceArns", cluster=cluster, maxResults=PAGE)
+                for s in page
+            ]
+            for i in range(0, len(services), DESCRIBE_SERVICES_BATCH):
+                out = ecs.describe_services(
+                    cluster=cluster, services=services[i : i + DESCRIBE_SERVICES_BATCH]
+                )
+                for failure in out.get("failures", []):
+                    listing.errors.append(f"service {failure.get('arn')}: {failure.get('reason')}")
+                for svc in out.get("services", []):
+                    # During a rollout both the old and the new revision run: both matter.
+                    for dep in svc.get("deployments", []) or [{"taskDefinition": svc.get("taskDefinition")}]:
+                        if dep.get("taskDefinition"):
+                            arns.add(str(dep["taskDefinition"]))
+        selected = sorted(
+            a for a in arns if family_selected(parse_td_arn(a)[0], selection.include, selection.exclude)
+        )
+        listing.families_matched = len({parse_td_arn(a)[0] for a in selected})
+        to_describe = []
+        for arn in selected:
+            td = cache.get(arn)
+            if td is None:
+                to_describe.append(arn)
+            else:
+                listing.task_definitions.append(td)
+        self._describe_all(ecs, to_describe, region, listing, cache)
+        return listing

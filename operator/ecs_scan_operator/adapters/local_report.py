@@ -1,0 +1,44 @@
+"""Local-folder report sink (CLI `--output-dir`): the same tree as in S3, written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ecs_scan_operator.errors import PermanentError
+
+
+class LocalReportSink:
+    """ReportSink over a directory; keys are already sanitized, and are checked to stay inside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise PermanentError(f"report key {key!r} escapes the output directory")
+        return path
+
+    def put(self, key: str, body: bytes, content_type: str) -> None:
+        """Write to a temp file and rename, so a crash never leaves half an object."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+            Path(tmp).replace(path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes | None:
+        """None when absent."""
+        path = self._path(key)
+        return path.read_bytes() if path.is_file() else None
+
+    def uri(self, key: str) -> str:
+        """The file's path."""
+        return str(self._path(key))
