@@ -1,24 +1,36 @@
 """Build and cache the control-plane binaries for the local test cluster.
 
-* ``kube-apiserver`` is built from the ``k8s.io/kubernetes`` Go module (Go module
-  proxy) with the pinned go.mod in ``tests/cluster/k8s/``; the binary, the Go
-  module cache and the Go build cache live under the cache root (default
-  ``~/.cache/ecs-scan-operator/``), never in the repository.
-* ``etcd`` is Debian's ``etcd-server`` package; it is installed with apt-get
-  when missing and we run as root.
+Both are built from Go modules through the Go module proxy, with our own
+build-only go.mod files; nothing of their source is committed:
+
+* ``kube-apiserver`` of the pinned Kubernetes release: ``tests/cluster/k8s/go.mod``
+  requires ``k8s.io/kubernetes`` and maps every ``k8s.io/*`` staging module to
+  its published ``v0.X.Y``;
+* ``etcd`` at the version that release supports (kubeadm's default etcd for it):
+  ``tests/cluster/etcd/go.mod`` requires ``go.etcd.io/etcd/server/v3``.
+  (Debian's etcd-server 3.4.23 is *not* usable: kube-apiserver >= 1.31 needs
+  etcd's RequestWatchProgress, i.e. etcd >= 3.5.13 / 3.4.31, or every watch
+  with ``allowWatchBookmarks=true`` - kopf's, client-go's - fails with a 500;
+  kubeadm 1.36's minimum external etcd is 3.5.24.)
+
+The binaries go to ``<cache>/<k8s version>/`` (``<cache>`` defaults to
+``~/.cache/ecs-scan-operator``), next to the Go module and build caches
+(``<cache>/go/``), so later runs start in seconds.  A stamp (hash of go.mod,
+go.sum and flags) next to each binary triggers a rebuild when those change.
 
 Environment overrides:
 
 ``ECS_SCAN_CACHE_DIR``   cache root (default ``$XDG_CACHE_HOME/ecs-scan-operator``
                          or ``~/.cache/ecs-scan-operator``)
 ``KUBE_APISERVER_BIN``   use this kube-apiserver instead of building one
-``ETCD_BIN``             use this etcd instead of the system one
+``ETCD_BIN``             use this etcd (>= 3.5.13) instead of building one
 ``GO``                   the go command (default: ``go`` on PATH, then /usr/local/go/bin/go)
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -27,6 +39,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,10 +47,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GOMOD_DIR = HERE / "k8s"
+ETCD_GOMOD_DIR = HERE / "etcd"
 APISERVER_PKG = "k8s.io/kubernetes/cmd/kube-apiserver"
+ETCD_PKG = "go.etcd.io/etcd/server/v3"
 
-# etcd versions the pinned kube-apiserver was verified against (see README.md).
-MIN_ETCD = (3, 4, 23)
+# kube-apiserver needs etcd's RequestWatchProgress: etcd >= 3.5.13 (3.4.31 on 3.4)
+MIN_ETCD = (3, 5, 13)
 
 Progress = Callable[[str], None]
 
@@ -50,7 +65,7 @@ class BuildError(RuntimeError):
     pass
 
 
-# --------------------------------------------------------------------------- paths
+# --------------------------------------------------------------------------- versions and paths
 
 
 def cache_root() -> Path:
@@ -62,19 +77,86 @@ def cache_root() -> Path:
     return base / "ecs-scan-operator"
 
 
-def kubernetes_version() -> str:
-    """The Kubernetes release pinned in tests/cluster/k8s/go.mod (e.g. ``v1.36.3``)."""
-    text = (GOMOD_DIR / "go.mod").read_text()
-    m = re.search(r"^require\s+k8s\.io/kubernetes\s+(v\d+\.\d+\.\d+)\s*$", text, re.M)
+def _required_version(gomod_dir: Path, module: str) -> str:
+    text = (gomod_dir / "go.mod").read_text()
+    m = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\d+\.\d+\.\d+)(?:\s|$)", text, re.M)
     if not m:
-        m = re.search(r"^\s+k8s\.io/kubernetes\s+(v\d+\.\d+\.\d+)\s*$", text, re.M)
-    if not m:
-        raise BuildError(f"cannot find the k8s.io/kubernetes requirement in {GOMOD_DIR / 'go.mod'}")
+        raise BuildError(f"cannot find the {module} requirement in {gomod_dir / 'go.mod'}")
     return m.group(1)
 
 
+def kubernetes_version() -> str:
+    """The Kubernetes release pinned in tests/cluster/k8s/go.mod (e.g. ``v1.36.3``)."""
+    return _required_version(GOMOD_DIR, "k8s.io/kubernetes")
+
+
+def etcd_pinned_version() -> str:
+    """The etcd release pinned in tests/cluster/etcd/go.mod (e.g. ``v3.6.8``)."""
+    return _required_version(ETCD_GOMOD_DIR, ETCD_PKG)
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+
+def _fmt_secs(s: float) -> str:
+    m, s = divmod(int(s), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@dataclasses.dataclass(frozen=True)
+class GoBinary:
+    """One binary built from a Go package of a pinned module."""
+
+    name: str
+    gomod_dir: Path
+    package: str
+    version: str  # vX.Y.Z
+    env_override: str
+
+    @property
+    def path(self) -> Path:
+        return cache_root() / kubernetes_version() / self.name
+
+    @property
+    def stamp_path(self) -> Path:
+        return self.path.with_name(self.name + ".stamp")
+
+    def ldflags(self) -> list[str]:
+        flags = ["-s", "-w"]
+        if self.name == "kube-apiserver":
+            major, minor, _ = _version_tuple(self.version)
+            for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+                flags += [
+                    f"-X {pkg}.gitVersion={self.version}",
+                    f"-X {pkg}.gitMajor={major}",
+                    f"-X {pkg}.gitMinor={minor}",
+                    f"-X {pkg}.gitTreeState=clean",
+                ]
+        return flags
+
+    def stamp(self) -> str:
+        h = hashlib.sha256()
+        for name in ("go.mod", "go.sum"):
+            h.update((self.gomod_dir / name).read_bytes())
+        h.update(" ".join([self.package, *self.ldflags()]).encode())
+        return h.hexdigest()
+
+    def fresh(self) -> bool:
+        p, sp = self.path, self.stamp_path
+        return p.is_file() and sp.is_file() and sp.read_text().strip() == self.stamp()
+
+
+def kube_apiserver_spec() -> GoBinary:
+    return GoBinary("kube-apiserver", GOMOD_DIR, APISERVER_PKG, kubernetes_version(), "KUBE_APISERVER_BIN")
+
+
+def etcd_spec() -> GoBinary:
+    return GoBinary("etcd", ETCD_GOMOD_DIR, ETCD_PKG, etcd_pinned_version(), "ETCD_BIN")
+
+
 def apiserver_path() -> Path:
-    return cache_root() / kubernetes_version() / "kube-apiserver"
+    return kube_apiserver_spec().path
 
 
 # --------------------------------------------------------------------------- helpers
@@ -95,11 +177,6 @@ def _file_lock(path: Path, progress: Progress) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _fmt_secs(s: float) -> str:
-    m, s = divmod(int(s), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
-
-
 def find_go() -> str:
     env = os.environ.get("GO")
     if env:
@@ -110,11 +187,7 @@ def find_go() -> str:
     for cand in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go"):
         if os.access(cand, os.X_OK):
             return cand
-    raise BuildError("the Go toolchain is needed to build kube-apiserver: no `go` on PATH (set GO=...)")
-
-
-def _version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+    raise BuildError("the Go toolchain is needed to build kube-apiserver and etcd: no `go` on PATH (set GO=...)")
 
 
 def _go_env(go: str) -> dict[str, str]:
@@ -133,49 +206,24 @@ def _go_env(go: str) -> dict[str, str]:
     return env
 
 
-def _check_go_version(go: str, env: dict[str, str]) -> str:
+def _check_go_version(go: str, env: dict[str, str], gomod_dir: Path) -> str:
     try:
         out = subprocess.run([go, "env", "GOVERSION"], env=env, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise BuildError(f"cannot run {go}: {exc}") from exc
     have = out.strip()
-    m = re.search(r"^go\s+(\d+\.\d+(?:\.\d+)?)\s*$", (GOMOD_DIR / "go.mod").read_text(), re.M)
+    m = re.search(r"^go\s+(\d+\.\d+(?:\.\d+)?)\s*$", (gomod_dir / "go.mod").read_text(), re.M)
     need = m.group(1) if m else "0"
     if _version_tuple(have.removeprefix("go")) < _version_tuple(need):
-        raise BuildError(f"{go} is {have}, but building Kubernetes {kubernetes_version()} needs go >= {need}")
+        raise BuildError(f"{go} is {have}, but {gomod_dir / 'go.mod'} needs go >= {need}")
     return have
 
 
-def _stamp() -> str:
-    h = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
-        h.update((GOMOD_DIR / name).read_bytes())
-    h.update(" ".join(_ldflags()).encode())
-    return h.hexdigest()
-
-
-def _ldflags() -> list[str]:
-    v = kubernetes_version()
-    major, minor, _ = _version_tuple(v)
-    flags = ["-s", "-w"]
-    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
-        flags += [
-            f"-X {pkg}.gitVersion={v}",
-            f"-X {pkg}.gitMajor={major}",
-            f"-X {pkg}.gitMinor={minor}",
-            f"-X {pkg}.gitTreeState=clean",
-        ]
-    return flags
-
-
-def _stream(cmd: list[str], env: dict[str, str], on_line: Callable[[str], None]) -> tuple[int, list[str]]:
-    """Run cmd in GOMOD_DIR; feed each stderr line to on_line; return (rc, stdout lines)."""
-    proc = subprocess.Popen(
-        cmd, cwd=GOMOD_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    # stdout is small (package lists); stderr carries progress: read stderr first, live.
-    import threading
-
+def _stream(
+    cmd: list[str], cwd: Path, env: dict[str, str], on_line: Callable[[str], None]
+) -> tuple[int, list[str]]:
+    """Run cmd; feed each stderr line to on_line as it comes; return (rc, stdout lines)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out: list[str] = []
 
     def _read_out() -> None:
@@ -184,56 +232,51 @@ def _stream(cmd: list[str], env: dict[str, str], on_line: Callable[[str], None])
 
     t = threading.Thread(target=_read_out, daemon=True)
     t.start()
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        on_line(line.rstrip("\n"))
-    rc = proc.wait()
-    t.join()
-    proc.stdout.close()  # type: ignore[union-attr]
-    proc.stderr.close()
+    assert proc.stderr is not None and proc.stdout is not None
+    try:
+        for line in proc.stderr:
+            on_line(line.rstrip("\n"))
+    finally:
+        if proc.poll() is None and sys.exc_info()[0] is not None:
+            proc.kill()
+        rc = proc.wait()
+        t.join()
+        proc.stdout.close()
+        proc.stderr.close()
     return rc, out
 
 
-# --------------------------------------------------------------------------- kube-apiserver
+# --------------------------------------------------------------------------- building
 
 
-def ensure_kube_apiserver(progress: Progress = default_progress, force: bool = False) -> Path:
-    """Return the path of a cached kube-apiserver, building it first if needed."""
-    env_bin = os.environ.get("KUBE_APISERVER_BIN")
-    if env_bin:
-        if not os.access(env_bin, os.X_OK):
-            raise BuildError(f"KUBE_APISERVER_BIN={env_bin} is not an executable file")
-        return Path(env_bin)
-
-    target = apiserver_path()
-    stamp_file = target.with_name(target.name + ".stamp")
-    stamp = _stamp()
-
-    def fresh() -> bool:
-        return target.is_file() and stamp_file.is_file() and stamp_file.read_text().strip() == stamp
-
-    if not force and fresh():
-        return target
-    with _file_lock(target.parent / ".build.lock", progress):
-        if not force and fresh():  # built by a concurrent process meanwhile
-            return target
-        _build_kube_apiserver(target, progress)
-        stamp_file.write_text(stamp + "\n")
-    return target
+def ensure_binary(spec: GoBinary, progress: Progress = default_progress, force: bool = False) -> Path:
+    """Return the path of the cached binary, building it first if needed."""
+    override = os.environ.get(spec.env_override)
+    if override:
+        if not os.access(override, os.X_OK):
+            raise BuildError(f"{spec.env_override}={override} is not an executable file")
+        return Path(override)
+    if not force and spec.fresh():
+        return spec.path
+    with _file_lock(spec.path.parent / f".{spec.name}.lock", progress):
+        if not force and spec.fresh():  # built by a concurrent process meanwhile
+            return spec.path
+        _build(spec, progress)
+        spec.stamp_path.write_text(spec.stamp() + "\n")
+    return spec.path
 
 
-def _build_kube_apiserver(target: Path, progress: Progress) -> None:
-    version = kubernetes_version()
+def _build(spec: GoBinary, progress: Progress) -> None:
     go = find_go()
     env = _go_env(go)
-    goversion = _check_go_version(go, env)
+    goversion = _check_go_version(go, env, spec.gomod_dir)
     t0 = time.monotonic()
-    progress(f"building kube-apiserver {version} from the k8s.io/kubernetes module with {goversion}")
-    progress(f"go.mod: {GOMOD_DIR / 'go.mod'}; caches under {cache_root()}")
-    progress("this takes a while on a cold machine (measured ~25 min on 2 cores); later runs reuse the cache")
+    tag = f"[{spec.name}]"
+    progress(f"{tag} building {spec.name} {spec.version} from {spec.package} with {goversion}")
+    progress(f"{tag} go.mod: {spec.gomod_dir / 'go.mod'}; Go caches under {cache_root() / 'go'}")
 
-    # 1. resolve the package graph; downloads the needed modules on first run
-    progress("step 1/2: resolving packages and downloading modules (go list -deps)")
+    # 1. resolve the package graph; downloads the needed modules on a cold machine
+    progress(f"{tag} step 1/2: resolving packages, downloading modules (go list -deps)")
     downloads = 0
     last = time.monotonic()
     errors: deque[str] = deque(maxlen=40)
@@ -245,25 +288,22 @@ def _build_kube_apiserver(target: Path, progress: Progress) -> None:
             now = time.monotonic()
             if downloads == 1 or now - last > 10:
                 last = now
-                progress(f"  downloaded {downloads} modules ... ({line[len('go: downloading '):]})")
+                progress(f"{tag}   downloading modules: {downloads} so far ({line[len('go: downloading '):]})")
         else:
             errors.append(line)
 
-    rc, pkgs = _stream([go, "list", "-deps", "-f", "{{.ImportPath}}", APISERVER_PKG], env, on_list_line)
+    rc, pkgs = _stream([go, "list", "-deps", "-f", "{{.ImportPath}}", spec.package], spec.gomod_dir, env, on_list_line)
     if rc != 0:
-        raise BuildError("`go list -deps` failed:\n" + "\n".join(errors))
+        raise BuildError(f"`go list -deps {spec.package}` failed:\n" + "\n".join(errors))
     total = len(pkgs)
-    progress(
-        f"  {total} packages to build ({downloads} modules downloaded) in {_fmt_secs(time.monotonic() - t0)}"
-    )
+    progress(f"{tag}   {total} packages, {downloads} modules downloaded, {_fmt_secs(time.monotonic() - t0)}")
 
     # 2. compile; -v prints each package as it is compiled (cached ones are not printed)
-    progress("step 2/2: compiling (go build -v); progress is packages compiled / total")
+    progress(f"{tag} step 2/2: compiling (go build -v); [compiled/total] packages, cached ones are skipped")
     known = set(pkgs)
     done = 0
-    t1 = time.monotonic()
-    last = t1
-    last_pct = -1
+    last = time.monotonic()
+    last_pct = 0
     errors.clear()
 
     def on_build_line(line: str) -> None:
@@ -272,31 +312,31 @@ def _build_kube_apiserver(target: Path, progress: Progress) -> None:
             done += 1
             now = time.monotonic()
             pct = done * 100 // max(total, 1)
-            if pct // 5 != last_pct // 5 or now - last > 60:
+            if pct // 5 != last_pct // 5 or now - last > 30:
                 last, last_pct = now, pct
-                progress(f"  [{done}/{total}] {pct:3d}%  {_fmt_secs(now - t0)} elapsed  ({line})")
+                progress(f"{tag}   [{done}/{total}] {pct:3d}%  {_fmt_secs(now - t0)} elapsed  ({line})")
         else:
             errors.append(line)
 
+    target = spec.path
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp.{os.getpid()}")
-    cmd = [go, "build", "-v", "-trimpath", "-ldflags", " ".join(_ldflags()), "-o", str(tmp), APISERVER_PKG]
+    ldflags = " ".join(spec.ldflags())
+    cmd = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), spec.package]
     try:
-        rc, _ = _stream(cmd, env, on_build_line)
+        t1 = time.monotonic()
+        rc, _ = _stream(cmd, spec.gomod_dir, env, on_build_line)
         if rc != 0:
-            raise BuildError(f"`go build {APISERVER_PKG}` failed (rc={rc}):\n" + "\n".join(errors))
-        progress(f"  linking done; compiled {done} packages in {_fmt_secs(time.monotonic() - t1)}")
+            raise BuildError(f"`go build {spec.package}` failed (rc={rc}):\n" + "\n".join(errors))
+        progress(f"{tag}   compiled {done} packages and linked in {_fmt_secs(time.monotonic() - t1)}")
         out = subprocess.run([str(tmp), "--version"], capture_output=True, text=True, check=False)
-        if out.returncode != 0 or version not in out.stdout:
-            raise BuildError(f"the built kube-apiserver does not run: {out.stdout} {out.stderr}")
+        if out.returncode != 0 or spec.version.lstrip("v") not in out.stdout:
+            raise BuildError(f"the built {spec.name} does not run as expected: {out.stdout} {out.stderr}")
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    progress(f"kube-apiserver {version} ready at {target} (total {_fmt_secs(time.monotonic() - t0)})")
-
-
-# --------------------------------------------------------------------------- etcd
+    progress(f"{tag} {spec.name} {spec.version} ready at {target} ({_fmt_secs(time.monotonic() - t0)})")
 
 
 def etcd_version(path: str | os.PathLike[str]) -> tuple[int, ...]:
@@ -307,75 +347,40 @@ def etcd_version(path: str | os.PathLike[str]) -> tuple[int, ...]:
     return _version_tuple(m.group(1))
 
 
-def _find_etcd() -> str | None:
-    env_bin = os.environ.get("ETCD_BIN")
-    if env_bin:
-        if not os.access(env_bin, os.X_OK):
-            raise BuildError(f"ETCD_BIN={env_bin} is not an executable file")
-        return env_bin
-    found = shutil.which("etcd")
-    if found:
-        return found
-    for cand in ("/usr/bin/etcd", "/usr/local/bin/etcd"):
-        if os.access(cand, os.X_OK):
-            return cand
-    return None
+def ensure_kube_apiserver(progress: Progress = default_progress, force: bool = False) -> Path:
+    return ensure_binary(kube_apiserver_spec(), progress, force)
 
 
-def _apt_install_etcd(progress: Progress) -> None:
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise BuildError(
-            "etcd is missing: install Debian's etcd-server package "
-            "(`sudo apt-get install etcd-server`) or set ETCD_BIN=/path/to/etcd"
-        )
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    progress("etcd missing: apt-get update ...")
-    subprocess.run(["apt-get", "update", "-q"], env=env, check=True, stdout=sys.stderr)
-    progress("apt-get install -y --no-install-recommends etcd-server ...")
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "etcd-server"],
-        env=env,
-        check=True,
-        stdout=sys.stderr,
-    )
-
-
-def ensure_etcd(progress: Progress = default_progress, install: bool = True) -> Path:
-    """Return the path of a usable etcd, installing Debian's etcd-server if allowed."""
-    path = _find_etcd()
-    if path is None:
-        if not install:
-            raise BuildError("etcd is missing (run `make cluster-bins` or set ETCD_BIN)")
-        with _file_lock(cache_root() / ".apt-etcd.lock", progress):
-            if _find_etcd() is None:
-                _apt_install_etcd(progress)
-        path = _find_etcd()
-        if path is None:
-            raise BuildError("etcd-server was installed but no etcd binary was found")
+def ensure_etcd(progress: Progress = default_progress, force: bool = False) -> Path:
+    path = ensure_binary(etcd_spec(), progress, force)
     ver = etcd_version(path)
     if ver < MIN_ETCD:
         raise BuildError(
-            f"{path} is etcd {'.'.join(map(str, ver))}; need >= {'.'.join(map(str, MIN_ETCD))}"
+            f"{path} is etcd {'.'.join(map(str, ver))}; kube-apiserver {kubernetes_version()} needs etcd >= "
+            f"{'.'.join(map(str, MIN_ETCD))} (RequestWatchProgress; watches with bookmarks fail otherwise)"
         )
-    return Path(path)
+    return path
 
 
-def ensure_all(progress: Progress = default_progress, install_etcd: bool = True) -> dict[str, Path]:
-    etcd = ensure_etcd(progress, install=install_etcd)
-    apiserver = ensure_kube_apiserver(progress)
-    return {"etcd": etcd, "kube-apiserver": apiserver}
+def ensure_all(progress: Progress = default_progress, force: bool = False) -> dict[str, Path]:
+    """Build (or reuse) etcd and kube-apiserver; return their paths."""
+    t0 = time.monotonic()
+    ready = binaries_ready()
+    if not ready:
+        progress(
+            f"building the local control plane (Kubernetes {kubernetes_version()}, etcd {etcd_pinned_version()}) "
+            "from the Go module proxy; a cold build takes ~5-10 min on 2 cores, later runs reuse the cache"
+        )
+    paths = {"etcd": ensure_etcd(progress, force), "kube-apiserver": ensure_kube_apiserver(progress, force)}
+    if not ready:
+        progress(f"control-plane binaries ready in {_fmt_secs(time.monotonic() - t0)}")
+    return paths
 
 
 def binaries_ready() -> bool:
-    """True when no build or install is needed (cheap check)."""
+    """True when no build is needed (cheap check)."""
     try:
-        if _find_etcd() is None:
-            return False
-        if os.environ.get("KUBE_APISERVER_BIN"):
-            return True
-        target = apiserver_path()
-        stamp_file = target.with_name(target.name + ".stamp")
-        return target.is_file() and stamp_file.is_file() and stamp_file.read_text().strip() == _stamp()
+        return all(os.environ.get(s.env_override) or s.fresh() for s in (etcd_spec(), kube_apiserver_spec()))
     except (OSError, BuildError):
         return False
 

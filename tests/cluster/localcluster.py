@@ -157,7 +157,7 @@ class LocalCluster:
 
     :param users: names of test identities (token auth, no groups besides
         ``system:authenticated``, so no permissions until RBAC grants some).
-        :param auto_build: build/install the binaries if missing (can take ~25 min once).
+        :param auto_build: build the binaries if missing (a cold build takes minutes, once).
     :param extra_apiserver_args: appended to the kube-apiserver command line.
     :param startup_timeout: seconds to wait for /readyz.
     :param progress: callable for progress lines (default: print to stderr).
@@ -297,10 +297,9 @@ class LocalCluster:
         if self._procs:
             raise ClusterError("already started")
         t0 = time.monotonic()
-        binaries = build.ensure_all(self._progress) if self._auto_build else {
-            "etcd": build.ensure_etcd(self._progress, install=False),
-            "kube-apiserver": build.apiserver_path(),
-        }
+        if not self._auto_build and not build.binaries_ready():
+            raise ClusterError("the control-plane binaries are not built: run `make cluster-bins`")
+        binaries = build.ensure_all(self._progress)
         self._install_signal_handlers()
         if not self._atexit_registered:
             atexit.register(self.stop)
@@ -390,7 +389,7 @@ class LocalCluster:
         if proc.poll() is None:
             proc.wait()
 
-    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self._dir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self._logs[name] = log
         proc = subprocess.Popen(
@@ -399,6 +398,7 @@ class LocalCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self._dir,
+            env=env,
             start_new_session=True,  # own process group: killed as a group by PID
             preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None,  # noqa: PLW1509
         )
@@ -476,7 +476,10 @@ class LocalCluster:
                 "--logger=zap",
                 "--log-outputs=stderr",
                 "--log-level=warn",
+                "--unsafe-no-fsync",  # throw-away data
             ],
+            # etcd reads any ETCD_* variable as a flag: keep the caller's out
+            env={k: v for k, v in os.environ.items() if not k.startswith("ETCD_")},
         )
         self._wait_etcd()
 
@@ -562,7 +565,7 @@ class LocalCluster:
 def _cmd_build(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
-        paths = build.ensure_all(build.default_progress, install_etcd=not args.no_install)
+        paths = build.ensure_all(build.default_progress, force=args.force)
     except build.BuildError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -613,8 +616,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster.localcluster", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p_build = sub.add_parser("build", help="build/cache kube-apiserver and install etcd if missing")
-    p_build.add_argument("--no-install", action="store_true", help="do not apt-get install etcd-server")
+    p_build = sub.add_parser("build", help="build (or reuse the cached) kube-apiserver and etcd, with progress")
+    p_build.add_argument("--force", action="store_true", help="rebuild even if the cached binaries are current")
     p_build.set_defaults(func=_cmd_build)
     p_up = sub.add_parser("up", help="start a cluster in the foreground until Ctrl-C")
     p_up.add_argument("--dir", default=".cluster", help="where to write kubeconfig files (default: .cluster)")

@@ -4,8 +4,8 @@
 //
 // k8s.io/kubernetes refers to its staging modules (k8s.io/api, ...) as v0.0.0
 // with replace directives into ./staging; those replaces do not apply to a
-// dependent module, so we map each staging module to its published v0.X.Y
-// (Kubernetes v1.X.Y).  Regenerate for another release with:
+// dependent module, so we map each staging module to its published version
+// v0.X.Y (Kubernetes v1.X.Y).  Regenerate for another release with:
 //     python -m tests.cluster.gen_gomod v1.X.Y
 module ecs-scan-operator/tests/cluster/k8s
 
@@ -178,6 +178,7 @@ replace (
 	k8s.io/mount-utils => k8s.io/mount-utils v0.36.3
 	k8s.io/pod-security-admission => k8s.io/pod-security-admission v0.36.3
 	k8s.io/sample-apiserver => k8s.io/sample-apiserver v0.36.3
+	k8s.io/sample-cli-plugin => k8s.io/sample-cli-plugin v0.36.3
 	k8s.io/sample-controller => k8s.io/sample-controller v0.36.3
 	k8s.io/streaming => k8s.io/streaming v0.36.3
 )
