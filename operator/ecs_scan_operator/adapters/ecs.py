@@ -22,7 +22,7 @@ from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages, T
 from ecs_scan_operator.core.policy import TaskDefinitionSource, TaskDefinitionsSpec
 from ecs_scan_operator.core.selection import exact_family, family_selected, literal_prefix, select_families
 from ecs_scan_operator.core.state import RevisionCache
-from ecs_scan_operator.errors import ScanError
+from ecs_scan_operator.errors import NotFoundError, ScanError
 
 log = logging.getLogger(__name__)
 PAGE = 100  # the API's maximum page size for the list calls used here
@@ -108,9 +108,31 @@ class EcsImageSource:
     def _describe(self, ecs: Any, name: str, region: str) -> TaskDefinitionImages:
         try:
             out = ecs.describe_task_definition(taskDefinition=name, include=["TAGS"])
+            desc = out["taskDefinition"]
+            if desc.get("status") == "INACTIVE" and ":" not in name and not name.startswith("arn:"):
+                # AWS resolves a bare family to its latest ACTIVE revision; an INACTIVE answer means the
+                # newest revision was deregistered in between (or an emulator that ignores status).
+                latest = self._latest_active_arn(ecs, name)
+                if latest is None:
+                    raise NotFoundError(f"family {name} has no ACTIVE revision")
+                out = ecs.describe_task_definition(taskDefinition=latest, include=["TAGS"])
+                desc = out["taskDefinition"]
         except (ClientError, BotoCoreError) as exc:
             raise map_aws_error(exc, f"ecs:DescribeTaskDefinition {name}") from exc
-        return _td_from_description(out["taskDefinition"], out.get("tags", []), region)
+        return _td_from_description(desc, out.get("tags", []), region)
+
+    def _latest_active_arn(self, ecs: Any, family: str) -> str | None:
+        best: tuple[int, str] | None = None
+        for page in self._pages(
+            ecs.list_task_definitions, "taskDefinitionArns", familyPrefix=family, status="ACTIVE", sort="DESC"
+        ):
+            for arn in page:
+                fam, rev = parse_td_arn(arn)
+                if fam == family and (best is None or rev > best[0]):
+                    best = (rev, arn)
+            if best is not None:
+                break  # DESC order: the first page holds the newest revision
+        return best[1] if best else None
 
     def _describe_all(
         self, ecs: Any, names: list[str], region: str, listing: TaskDefinitionListing, cache: RevisionCache

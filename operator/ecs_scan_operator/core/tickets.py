@@ -1,6 +1,7 @@
 """What the pipeline hands the ticket sink, and what it gets back. Pure data.
 
-The Jira work (routing, grouping, dedup keys, the plan) extends this module and its siblings.
+The Jira work itself lives beside it: routing and grouping (grouping.py), dedup keys and the
+issue property (dedup.py), and the plan of writes with the ticket text (jira_plan.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class TicketRequest:
     run_log_link: str = ""
     index_link: str = ""
     dry_run: bool = False
+    # When the report links are presigned URLs: when they stop working (stated in the ticket).
+    links_expire: datetime | None = None
+    # False when listing task definitions failed somewhere this run: an image missing from
+    # `images` may then still be deployed, so its ticket must not be closed as "no longer used".
+    inventory_complete: bool = True
 
 
 @dataclass
@@ -36,3 +42,8 @@ class TicketReport:
     errors: list[str] = field(default_factory=list)
     requests: int = 0
     synced: bool = True  # False when some work is left for the next run
+    # CamelCase reason for the TicketsSynced condition: Synced, DryRun, PartialFailure,
+    # JiraUnavailable, JiraAuthFailed, RequestBudgetExhausted, NotConfigured.
+    reason: str = "Synced"
+    searches: int = 0  # search pages read
+    writes: int = 0  # requests that change Jira (create, edit, transition, link)

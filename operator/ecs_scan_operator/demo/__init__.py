@@ -1,0 +1,1 @@
+"""The demo: an emulated AWS fleet (moto) for `--demo`, `make demo` and `make demo-cluster`."""
