@@ -76,9 +76,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except InvalidPolicy as exc:
         _print_errors(exc.errors)
         return EXIT_BAD_INPUT
-    print(
-        f"{ref.key}: valid (schedule {spec.schedule!r} in {spec.time_zone}, threshold {spec.severity_threshold})"
-    )
+    print(f"{ref.key}: valid (schedule {spec.schedule!r} {spec.time_zone}, threshold {spec.threshold.value})")
     return EXIT_OK
 
 
@@ -192,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
     parser = argparse.ArgumentParser(
         prog="ecs-scan-operator",
-        description="Scan the images of Amazon ECS task definitions, report to S3, keep Jira tickets in step.",
+        description="Scan the images of ECS task definitions, report to S3, keep Jira tickets in sync.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")

@@ -123,21 +123,21 @@ class _Seeder:
             "endpoint_url": endpoint,
             "region_name": region,
             "aws_access_key_id": "demo",
-            "aws_secret_access_key": "demo",  # noqa: S106 -- moto accepts any credentials
+            "aws_secret_access_key": "demo",
         }
         self.endpoint = endpoint.rstrip("/")
         self.region = region
         self.ecs = boto3.client("ecs", **kw)
         self.ecr = boto3.client("ecr", **kw)
         self.s3 = boto3.client("s3", **kw)
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 -- a reproducible demo, not security
         self.info = FleetInfo(endpoint=endpoint, region=region)
         self.scan_results: list[dict[str, Any]] = []
 
     def repo(self, name: str) -> None:
         if name not in self.info.repositories:
             self.ecr.create_repository(
-                repositoryName=name, tags=[{"Key": "team", "Value": name.split("/")[0]}]
+                repositoryName=name, tags=[{"Key": "team", "Value": name.split("/", maxsplit=1)[0]}]
             )
             self.info.repositories.append(name)
 
@@ -263,7 +263,7 @@ def seed_fleet(endpoint_url: str, *, region: str = "us-east-1", seed: int = 2026
                     containers[0]["image"] = "Legacy/Mailer:latest"  # uppercase: not a valid reference
                 s.ecs.register_task_definition(
                     family=family,
-                    containerDefinitions=containers,
+                    containerDefinitions=containers,  # type: ignore[arg-type]
                     tags=[{"key": "team", "value": team}, {"key": "service", "value": svc}],
                 )
             if family == "payments-ledger":

@@ -1,0 +1,127 @@
+"""Fakes implementing the same ports as the adapters, for pipeline tests without servers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from ecs_scan_operator.core.model import (
+    ContainerImage,
+    Finding,
+    ImageRef,
+    ImageScan,
+    ImageStatus,
+    Resolution,
+    ScanState,
+    Severity,
+    TaskDefinitionImages,
+    TaskDefinitionListing,
+)
+from ecs_scan_operator.core.policy import TaskDefinitionsSpec
+from ecs_scan_operator.core.selection import family_selected
+from ecs_scan_operator.core.state import RevisionCache
+from ecs_scan_operator.errors import ScanError
+
+
+@dataclass
+class FixedClock:
+    """A clock that moves only when told."""
+
+    t: datetime = field(default_factory=lambda: datetime(2026, 11, 28, 6, 0, tzinfo=UTC))
+
+    def now(self) -> datetime:
+        return self.t
+
+    def advance(self, **kw: float) -> None:
+        self.t += timedelta(**kw)
+
+
+@dataclass
+class FakeImageSource:
+    """Task definitions from a dict family -> [(container, image)]."""
+
+    fleet: dict[str, list[tuple[str, str]]]
+    fail_regions: set[str] = field(default_factory=set)
+    described: int = 0
+
+    def task_definitions(
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+    ) -> TaskDefinitionListing:
+        if region in self.fail_regions:
+            raise ScanError(f"ecs in {region}: AccessDenied")
+        out = TaskDefinitionListing()
+        for family, containers in sorted(self.fleet.items()):
+            if not family_selected(family, selection.include, selection.exclude):
+                continue
+            arn = f"arn:aws:ecs:{region}:123456789012:task-definition/{family}:1"
+            td = cache.get(arn)
+            if td is None:
+                self.described += 1
+                td = TaskDefinitionImages(
+                    arn, family, 1, tuple(ContainerImage(n, i) for n, i in containers), region
+                )
+                cache.put(td)
+            out.task_definitions.append(td)
+            out.families_matched += 1
+        return out
+
+
+@dataclass
+class FakeDigests:
+    """Digest = sha256 of the tag; tags named 'gone' do not exist."""
+
+    def resolve(self, refs: Sequence[ImageRef]) -> dict[ImageRef, Resolution]:
+        out = {}
+        for r in refs:
+            if r.tag == "gone":
+                out[r] = Resolution(None, ImageStatus.NOT_FOUND, "tag gone not found")
+            else:
+                out[r] = Resolution(r.digest or f"sha256:{abs(hash(r.display)):064d}"[:71])
+        return out
+
+
+@dataclass
+class FakeFindings:
+    """Findings per repository name; repositories named '*broken*' fail."""
+
+    by_repo: dict[str, list[Finding]] = field(default_factory=dict)
+    calls: int = 0
+
+    def scans(
+        self, images: Sequence[tuple[ImageRef, str]], severities: Sequence[Severity]
+    ) -> dict[tuple[ImageRef, str], ImageScan]:
+        self.calls += 1
+        out = {}
+        for ref, digest in images:
+            if "broken" in ref.repository:
+                out[(ref, digest)] = ImageScan(ScanState.FAILED, reason="ThrottlingException after retries")
+            elif "uncovered" in ref.repository:
+                out[(ref, digest)] = ImageScan(
+                    ScanState.NOT_COVERED, reason="INACTIVE: SCAN_ELIGIBILITY_EXPIRED"
+                )
+            else:
+                fs = [f for f in self.by_repo.get(ref.repository, []) if f.severity in severities]
+                out[(ref, digest)] = ImageScan(ScanState.COMPLETE, tuple(fs), scan_type="ENHANCED")
+        return out
+
+
+@dataclass
+class MemorySink:
+    """ReportSink in a dict, recording the order of writes."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    fail_keys: str = ""
+
+    def put(self, key: str, body: bytes, content_type: str) -> None:
+        if self.fail_keys and self.fail_keys in key:
+            raise ScanError(f"s3:PutObject {key}: AccessDenied")
+        self.objects[key] = body
+        self.order.append(key)
+
+    def get(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def uri(self, key: str) -> str:
+        return f"mem://{key}"

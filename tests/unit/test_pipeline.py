@@ -1,0 +1,163 @@
+"""run_policy over fakes: statuses, dedup of images, failures recorded, bounded result, state reuse."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from ecs_scan_operator.core.model import Finding, Severity
+from ecs_scan_operator.core.policy import PolicyRef, parse_spec
+from ecs_scan_operator.core.result import Outcome
+from ecs_scan_operator.errors import Cancelled
+from ecs_scan_operator.pipeline import Ports, run_policy
+from tests.support.fakes import FakeDigests, FakeFindings, FakeImageSource, FixedClock, MemorySink
+
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+POLICY = PolicyRef(namespace="team-a", name="nightly")
+
+
+def spec(**over: Any) -> Any:
+    base: dict[str, Any] = {
+        "schedule": "@daily",
+        "aws": {"region": "us-east-1"},
+        "taskDefinitions": {"include": ["svc-*"], "exclude": ["*-sandbox"]},
+        "report": {"s3": {"bucket": "reports", "prefix": "scans"}},
+        "suppressions": [{"vulnerabilityId": "CVE-SUP", "reason": "accepted", "expires": "2099-01-01"}],
+    }
+    base.update(over)
+    return parse_spec(base)
+
+
+def findings() -> FakeFindings:
+    return FakeFindings(
+        by_repo={
+            "app": [
+                Finding("CVE-1", Severity.CRITICAL, "openssl"),
+                Finding("CVE-2", Severity.LOW, "zlib"),
+                Finding("CVE-SUP", Severity.HIGH, "nghttp2"),
+            ],
+            "sidecar": [Finding("CVE-3", Severity.MEDIUM, "curl")],
+        }
+    )
+
+
+FLEET = {
+    "svc-a": [("app", f"{ECR}/app:1"), ("log", f"{ECR}/sidecar:2"), ("dd", "datadog/agent:7")],
+    "svc-b": [("app", f"{ECR}/app:1"), ("log", f"{ECR}/sidecar:2")],  # same images: deduplicated
+    "svc-c": [("app", f"{ECR}/clean:1"), ("old", f"{ECR}/app:gone"), ("bad", "Not/Valid:x")],
+    "svc-d": [("app", f"{ECR}/broken:1"), ("x", f"{ECR}/uncovered:1")],
+    "svc-sandbox": [("app", f"{ECR}/app:9")],
+    "other": [("app", f"{ECR}/app:8")],
+}
+
+
+def ports(sink: MemorySink, src: FakeImageSource | None = None, fs: FakeFindings | None = None) -> Ports:
+    return Ports(
+        images=src or FakeImageSource(FLEET), digests=FakeDigests(), findings=fs or findings(), reports=sink
+    )
+
+
+def test_statuses_and_counts() -> None:
+    sink = MemorySink()
+    result = run_policy(POLICY, spec(), ports(sink), FixedClock())
+    assert result.families_matched == 4
+    assert result.images_by_status == {
+        "scanned": 3,
+        "unscannable": 2,
+        "not_found": 1,
+        "not_scanned": 1,
+        "failed": 1,
+    }
+    # CVE-2 is below MEDIUM, CVE-SUP is suppressed
+    assert result.findings_by_severity["CRITICAL"] == 1 and result.findings_by_severity["MEDIUM"] == 1
+    assert result.findings_total == 2 and result.suppressed_findings == 1
+    assert result.outcome is Outcome.PARTIAL  # the broken image failed
+    assert result.affected_images == 2
+
+
+def test_report_tree_index_written_after_images() -> None:
+    sink = MemorySink()
+    result = run_policy(POLICY, spec(), ports(sink), FixedClock(), run_id="r1")
+    folder = "scans/2026-11-28/team-a/nightly/r1"
+    images = [k for k in sink.order if "/images/" in k]
+    assert images == [f"{folder}/images/app/1.json", f"{folder}/images/sidecar/2.json"]
+    assert sink.order.index(f"{folder}/index.json") > max(sink.order.index(k) for k in images)
+    assert {f"{folder}/{n}" for n in ("index.json", "summary.csv", "index.html", "run.log.jsonl")} <= set(
+        sink.objects
+    )
+    assert result.report_uri == f"mem://{folder}/index.json"
+    index = json.loads(sink.objects[f"{folder}/index.json"])
+    by_image = {i["image"]: i for i in index["images"]}
+    assert by_image[f"{ECR}/app:1"]["families"] == ["svc-a", "svc-b"]
+    assert by_image["Not/Valid:x"]["status"] == "unscannable"
+    assert "malformed" in by_image["Not/Valid:x"]["reason"]
+    doc = json.loads(sink.objects[f"{folder}/images/app/1.json"])
+    assert [f["vulnerabilityId"] for f in doc["findings"]] == ["CVE-1"]
+    assert doc["suppressedFindings"][0]["suppressionReason"] == "accepted"
+    log_events = [json.loads(line)["event"] for line in sink.objects[f"{folder}/run.log.jsonl"].splitlines()]
+    assert log_events[0] == "run_started" and log_events[-1] == "run_finished"
+    html = sink.objects[f"{folder}/index.html"].decode()
+    assert "<script" in html and "http" not in html.split("<body>")[0]  # no external resources
+
+
+def test_second_run_uses_cache_and_marks_new_findings() -> None:
+    sink, clock = MemorySink(), FixedClock()
+    src = FakeImageSource(dict(FLEET))
+    fs = findings()
+    run_policy(POLICY, spec(), ports(sink, src, fs), clock, run_id="r1")
+    assert src.described == 4
+    fs.by_repo["sidecar"].append(Finding("CVE-NEW", Severity.HIGH, "libx"))
+    clock.advance(days=1)
+    run_policy(POLICY, spec(), ports(sink, src, fs), clock, run_id="r2")
+    assert src.described == 4  # nothing described again: revisions are immutable
+    doc = json.loads(sink.objects["scans/2026-11-29/team-a/nightly/r2/images/sidecar/2.json"])
+    assert {f["vulnerabilityId"]: f["new"] for f in doc["findings"]} == {"CVE-NEW": True, "CVE-3": False}
+
+
+def test_region_failure_recorded_run_goes_on() -> None:
+    sink = MemorySink()
+    src = FakeImageSource(FLEET, fail_regions={"eu-west-1"})
+    result = run_policy(
+        POLICY, spec(aws={"regions": ["eu-west-1", "us-east-1"]}), ports(sink, src), FixedClock()
+    )
+    assert "taskDefinitions[eu-west-1]" in result.stage_failures
+    assert result.images_total == 8
+    assert result.outcome is Outcome.PARTIAL
+
+
+def test_report_write_failure_is_recorded() -> None:
+    sink = MemorySink(fail_keys="/images/app/")
+    result = run_policy(POLICY, spec(), ports(sink), FixedClock())
+    assert any("report object" in e for e in result.errors)
+    assert result.outcome is Outcome.PARTIAL
+
+
+def test_cancel_stops_between_stages() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        run_policy(POLICY, spec(), ports(MemorySink()), FixedClock(), cancel=cancel)
+
+
+def test_result_bounded_for_2000_families() -> None:
+    fleet = {
+        f"svc-{i:04d}": [
+            ("app", f"{ECR}/repo{i % 700}:v{i}"),
+            ("x", f"{ECR}/broken{i % 50}:1"),
+            ("bad", f"BAD/{i}"),
+        ]
+        for i in range(2000)
+    }
+    fs = FakeFindings(
+        by_repo={
+            f"repo{i}": [Finding(f"CVE-{i}-{j}", Severity.HIGH, "p") for j in range(20)] for i in range(700)
+        }
+    )
+    result = run_policy(POLICY, spec(), ports(MemorySink(), FakeImageSource(fleet), fs), FixedClock())
+    assert result.images_total == 2000 + 50 + 2000
+    assert result.errors_total >= 1
+    size = len(json.dumps(result.to_dict()).encode())
+    assert size < 16 * 1024, size
