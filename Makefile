@@ -48,3 +48,5 @@ clean: ## remove build outputs (keeps the venv)
 .PHONY: test-deps
 test-deps:: venv
 -include mk/*.mk
+# The e2e tests need kubectl/helm and the locally built control plane (mk/cluster.mk).
+test-deps:: tools cluster-bins
