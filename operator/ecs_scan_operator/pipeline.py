@@ -141,7 +141,9 @@ def collect_images(
     return out
 
 
-def resolve_digests(images: list[ImageResult], ports: Ports, result: RunResult, rlog: _RunLog) -> None:
+def resolve_digests(
+    images: list[ImageResult], spec: PolicySpec, ports: Ports, result: RunResult, rlog: _RunLog
+) -> None:
     """Stage 3: tags -> digests; not_found and failures recorded per image."""
     todo = [i for i in images if i.ref.scannable]
     if not todo:
@@ -161,6 +163,13 @@ def resolve_digests(images: list[ImageResult], ports: Ports, result: RunResult, 
             img.status, img.reason = res.status or ImageStatus.FAILED, res.reason
         else:
             img.digest = res.digest
+    if spec.jira is not None and any(r.match.repository_tags for r in spec.jira.routes):
+        # Only routing needs repository tags: one call per repository, skipped when no route asks.
+        tags = ports.digests.repository_tags([i.ref for i in todo if i.digest])
+        for img in todo:
+            img.repository_tags = tags.get(
+                (img.ref.account or "", img.ref.region or "", img.ref.repository), {}
+            )
     failed = sum(1 for i in todo if i.status is ImageStatus.FAILED)
     if failed:
         result.record_error(f"{failed} image(s) failed digest resolution")
@@ -279,7 +288,7 @@ def run_policy(
     if progress:
         progress("task definitions", 1, 1)
     _check(cancel)
-    resolve_digests(images, ports, result, rlog)
+    resolve_digests(images, spec, ports, result, rlog)
     _check(cancel)
     expired_used = read_findings(images, spec, ports, result, rlog, today, cancel, progress)
     _check(cancel)

@@ -41,6 +41,10 @@ class DigestResolver(Protocol):
         """Resolve scannable refs; every ref given gets an entry."""
         ...
 
+    def repository_tags(self, refs: Sequence[ImageRef]) -> dict[tuple[str, str, str], dict[str, str]]:
+        """Tags of the repositories of `refs`, keyed by (account, region, repository)."""
+        ...
+
 
 class FindingsSource(Protocol):
     """Current scan findings of image digests."""

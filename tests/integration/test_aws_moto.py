@@ -127,7 +127,7 @@ def test_services_source(aws: str) -> None:
 
 def test_digests_and_not_found(aws: str) -> None:
     ecr = client("ecr")
-    ecr.create_repository(repositoryName="team/app")
+    ecr.create_repository(repositoryName="team/app", tags=[{"Key": "team", "Value": "payments"}])
     digest = "sha256:" + "1" * 64
     manifest = json.dumps(
         {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}
@@ -144,6 +144,9 @@ def test_digests_and_not_found(aws: str) -> None:
     assert out[refs[1]].status is ImageStatus.NOT_FOUND and "gone" in out[refs[1]].reason
     assert out[refs[2]].status is ImageStatus.NOT_FOUND and "repository" in out[refs[2]].reason
     assert out[refs[3]].digest == "sha256:" + "2" * 64  # a pinned digest needs no lookup
+    tags = EcrDigestResolver(AwsClients()).repository_tags(refs)
+    assert tags[(ACCOUNT, REGION, "team/app")] == {"team": "payments"}
+    assert (ACCOUNT, REGION, "nope") not in tags  # a missing repository is logged, not fatal
 
 
 def test_basic_scan_limit_exceeded_is_not_retried(aws: str) -> None:

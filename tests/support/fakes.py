@@ -80,6 +80,12 @@ class FakeDigests:
                 out[r] = Resolution(r.digest or f"sha256:{abs(hash(r.display)):064d}"[:71])
         return out
 
+    def repository_tags(self, refs: Sequence[ImageRef]) -> dict[tuple[str, str, str], dict[str, str]]:
+        return {
+            (r.account or "", r.region or "", r.repository): {"team": r.repository.split("/")[0]}
+            for r in refs
+        }
+
 
 @dataclass
 class FakeFindings:

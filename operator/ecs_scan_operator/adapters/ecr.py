@@ -105,6 +105,20 @@ class EcrDigestResolver:
                 out[r] = Resolution(None, ImageStatus.NOT_FOUND, f"tag {r.tag} not found in {repo}")
         return out
 
+    def repository_tags(self, refs: Sequence[ImageRef]) -> dict[tuple[str, str, str], dict[str, str]]:
+        """Tags of each repository (for Jira routing), one ListTagsForResource per repository."""
+        out: dict[tuple[str, str, str], dict[str, str]] = {}
+        for key in sorted({(r.account or "", r.region or "", r.repository) for r in refs if r.scannable}):
+            account, region, repo = key
+            arn = f"arn:aws:ecr:{region}:{account}:repository/{repo}"
+            try:
+                resp = self._clients.registry("ecr", region).list_tags_for_resource(resourceArn=arn)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("%s", map_aws_error(exc, f"ecr:ListTagsForResource {repo}"))
+                continue  # routing falls back to the other criteria / the default route
+            out[key] = {str(t["Key"]): str(t["Value"]) for t in resp.get("tags", [])}
+        return out
+
 
 def scan_type(clients: AwsClients, region: str) -> str:
     """BASIC or ENHANCED for the registry in `region` (of the registry account)."""
