@@ -52,7 +52,7 @@ def build_ports(
         findings=RegistryFindingsSource(clients),
         reports=reports,
         tickets=tickets,
-        aws_calls=counter.by_service,
+        aws_calls=counter.by_operation,
     )
 
 

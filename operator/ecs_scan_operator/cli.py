@@ -109,7 +109,8 @@ def _table(result: RunResult, index_html: str | None, fleet_note: str | None) ->
     if result.tickets:
         console.print("tickets: " + ", ".join(f"{k} {v}" for k, v in sorted(result.tickets.items())))
     if result.aws_calls:
-        console.print("AWS calls: " + ", ".join(f"{k} {v}" for k, v in result.aws_calls.items()))
+        total = sum(result.aws_calls.values())
+        console.print(f"AWS calls ({total}): " + ", ".join(f"{k} {v}" for k, v in result.aws_calls.items()))
     for err in result.errors:
         console.print(f"[yellow]error:[/] {err}")
     console.print(f"report: {result.report_uri}")

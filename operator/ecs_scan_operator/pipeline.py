@@ -57,7 +57,7 @@ class Ports:
     findings: FindingsSource
     reports: ReportSink
     tickets: TicketSink | None = None
-    aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service so far
+    aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service:Operation so far
 
 
 @dataclass

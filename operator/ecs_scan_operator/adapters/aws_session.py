@@ -122,6 +122,11 @@ class CallCounter:
         client.meta.events.register("before-call.*.*", self._before_call)
         client.meta.events.register("after-call-error.*.*", self._after_call_error)
 
+    def by_operation(self) -> dict[str, int]:
+        """Calls per `service:Operation` (bounded: the few operations the adapters use)."""
+        with self._lock:
+            return dict(sorted(self.calls.items()))
+
     def by_service(self) -> dict[str, int]:
         """Totals per service (bounded: a handful of services)."""
         out: Counter[str] = Counter()

@@ -55,7 +55,7 @@ class RunResult:
     errors_total: int = 0
     stage_failures: dict[str, str] = field(default_factory=dict)
     tickets: dict[str, int] = field(default_factory=dict)
-    aws_calls: dict[str, int] = field(default_factory=dict)
+    aws_calls: dict[str, int] = field(default_factory=dict)  # service:Operation -> calls
 
     def record_error(self, message: str) -> None:
         """Count an error; keep the first few messages, clipped."""
