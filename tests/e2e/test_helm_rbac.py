@@ -1,0 +1,383 @@
+"""The chart's RBAC on a real API server: enough for the operator's whole job, nothing more.
+
+The rendered chart (CRD, ServiceAccount, Roles, bindings, admission policy, Deployment) is
+applied to the local kube-apiserver with server-side apply, so the real API server validates
+it. There is no kubelet, so the Deployment never runs; instead the operator runs here as a
+local process with the chart's ServiceAccount identity (a TokenRequest token in a
+kubeconfig), against moto for AWS, and must watch its policy, patch the status, post Events
+and read the Jira Secret without a single 403. `kubectl auth can-i --as=<the ServiceAccount>`
+shows what it cannot do: read Secrets elsewhere, write ScanPolicy specs, touch other kinds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster.fixtures import Kubectl
+from tests.cluster.localcluster import LocalCluster
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "ecs-scan-operator"
+HELM = ROOT / ".tools" / "bin" / "helm"
+CRD_NAME = "scanpolicies.ecsscan.io"
+SP = "scanpolicies.ecsscan.io"
+
+
+def _eventually(fn: Callable[[], Any], what: str, timeout: float = 60.0, delay: float = 0.25) -> Any:
+    """Retry fn until it returns something truthy (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fn()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(delay)
+
+
+def helm_template(release: str, namespace: str, *sets: str) -> list[dict[str, Any]]:
+    """The chart rendered as the objects Helm would install (CRDs included)."""
+    home = ROOT / ".out" / "helm-home"
+    env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config")}
+    env.pop("KUBECONFIG", None)
+    args = [str(HELM), "template", release, str(CHART), "--namespace", namespace, "--include-crds"]
+    for s in sets:
+        args += ["--set", s]
+    res = subprocess.run(args, capture_output=True, text=True, env=env, check=False, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return [d for d in yaml.safe_load_all(res.stdout) if d]
+
+
+@dataclass
+class Install:
+    """One rendered-and-applied release and the namespaces around it."""
+
+    release: str
+    namespace: str  # the release namespace (where the ServiceAccount lives)
+    watched: list[str]
+    other: str  # a namespace the operator must not see into
+    objects: list[dict[str, Any]]
+    service_account: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def user(self) -> str:
+        """The ServiceAccount's user name, as `--as` takes it."""
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+
+def _create_namespace(kube_cluster: LocalCluster, name: str) -> None:
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    status, out = kube_cluster.request("POST", "/api/v1/namespaces", body)
+    assert status in (201, 409), out
+
+
+def _apply(kubectl: Kubectl, objects: list[dict[str, Any]]) -> None:
+    text = "\n---\n".join(yaml.safe_dump(o, sort_keys=False) for o in objects)
+    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=helm-e2e", "-f", "-", input=text)
+
+
+def _install(kube_cluster: LocalCluster, kubectl: Kubectl, *sets: str, watched: int = 1) -> Install:
+    suffix = uuid.uuid4().hex[:6]
+    inst = Install(
+        release=f"rbac-{suffix}",
+        namespace=f"ecs-scan-{suffix}",
+        watched=[f"team{i}-{suffix}" for i in range(watched)],
+        other=f"other-{suffix}",
+        objects=[],
+    )
+    for ns in (inst.namespace, *inst.watched, inst.other):
+        _create_namespace(kube_cluster, ns)
+    watch = ",".join(inst.watched)
+    settings = [f"watchNamespaces={{{watch}}}"] if watch else []
+    inst.objects = helm_template(inst.release, inst.namespace, *settings, *sets)
+    crds = [o for o in inst.objects if o["kind"] == "CustomResourceDefinition"]
+    assert [c["metadata"]["name"] for c in crds] == [CRD_NAME]
+    _apply(kubectl, crds)
+    kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=120s")
+    rest = [o for o in inst.objects if o["kind"] != "CustomResourceDefinition"]
+    _apply(kubectl, rest)
+    (sa,) = [o for o in inst.objects if o["kind"] == "ServiceAccount"]
+    inst.service_account = sa["metadata"]["name"]
+    (deploy,) = [o for o in inst.objects if o["kind"] == "Deployment"]
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    inst.env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    inst.env |= {"POD_NAME": f"{inst.release}-local", "POD_NAMESPACE": inst.namespace}
+    return inst
+
+
+def can_i(
+    kubectl: Kubectl, inst: Install, verb: str, resource: str, namespace: str | None, *extra: str
+) -> bool:
+    """`kubectl auth can-i` as the chart's ServiceAccount (impersonated by the admin)."""
+    scope = ["-n", namespace] if namespace else ["--all-namespaces"]
+    res = kubectl("auth", "can-i", verb, resource, *scope, *extra, f"--as={inst.user}", check=False)
+    answer = res.stdout.strip()
+    assert answer in ("yes", "no"), res.stderr
+    return answer == "yes"
+
+
+def _wait_for_rbac(kubectl: Kubectl, inst: Install, namespace: str | None) -> None:
+    # the RBAC authorizer reads through an informer: let it catch up with the new bindings
+    _eventually(lambda: can_i(kubectl, inst, "watch", SP, namespace), "the chart's RBAC to take effect")
+
+
+@pytest.fixture(scope="module")
+def namespaced(kube_cluster: LocalCluster, kubectl: Kubectl) -> Install:
+    """watchNamespaces: [team0-x]; two replicas, so the leader-election Role is there too."""
+    inst = _install(kube_cluster, kubectl, "replicaCount=2", "metrics.enabled=false")
+    _wait_for_rbac(kubectl, inst, inst.watched[0])
+    return inst
+
+
+@pytest.fixture(scope="module")
+def cluster_wide(kube_cluster: LocalCluster, kubectl: Kubectl) -> Install:
+    """watchNamespaces: [] with Secret reads limited to one namespace (rbac.secretNamespaces)."""
+    suffix = uuid.uuid4().hex[:6]
+    secrets_ns = f"security-{suffix}"
+    _create_namespace(kube_cluster, secrets_ns)
+    inst = _install(kube_cluster, kubectl, f"rbac.secretNamespaces={{{secrets_ns}}}", watched=0)
+    inst.watched = [secrets_ns]
+    _wait_for_rbac(kubectl, inst, None)
+    return inst
+
+
+# --------------------------------------------------------------------------- what it may do
+
+
+def test_rendered_chart_is_accepted_by_the_api_server(kubectl: Kubectl, namespaced: Install) -> None:
+    """Server-side apply validated every object; they exist with the chart's labels."""
+    for obj in namespaced.objects:
+        if obj["kind"] == "CustomResourceDefinition":
+            continue
+        ns = obj["metadata"].get("namespace")
+        group = obj["apiVersion"].rpartition("/")[0]
+        resource = f"{obj['kind'].lower()}.{group}" if group else obj["kind"].lower()
+        got = kubectl.json("get", resource, obj["metadata"]["name"], *(["-n", ns] if ns else []))
+        assert got["metadata"]["labels"]["app.kubernetes.io/instance"] == namespaced.release
+
+
+NAMESPACED_ALLOWED = [
+    ("get", SP),
+    ("list", SP),
+    ("watch", SP),
+    ("patch", SP),
+    ("patch", SP, "--subresource=status"),
+    ("get", SP, "--subresource=status"),
+    ("create", "events"),
+    ("get", "secrets"),
+]
+NAMESPACED_DENIED = [
+    ("update", SP),  # kopf merge-patches; a whole-object update is never needed
+    ("create", SP),
+    ("delete", SP),
+    ("deletecollection", SP),
+    ("update", SP, "--subresource=status"),
+    ("list", "secrets"),  # get by name only: no enumerating Secrets
+    ("watch", "secrets"),
+    ("create", "secrets"),
+    ("patch", "events"),
+    ("get", "pods"),
+    ("create", "pods"),
+    ("get", "configmaps"),
+    ("create", "deployments.apps"),
+    ("create", "roles.rbac.authorization.k8s.io"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("get", "serviceaccounts"),
+    ("create", "serviceaccounts/token"),
+    ("*", "*"),
+]
+
+
+@pytest.mark.parametrize("check", NAMESPACED_ALLOWED, ids=" ".join)
+def test_namespaced_allows_the_job(kubectl: Kubectl, namespaced: Install, check: tuple[str, ...]) -> None:
+    """In the watched namespace: exactly the verbs the operator uses."""
+    assert can_i(kubectl, namespaced, *check[:2], namespaced.watched[0], *check[2:])
+
+
+@pytest.mark.parametrize("check", NAMESPACED_DENIED, ids=" ".join)
+def test_namespaced_denies_everything_else(
+    kubectl: Kubectl, namespaced: Install, check: tuple[str, ...]
+) -> None:
+    """In the watched namespace: nothing beyond the job."""
+    assert not can_i(kubectl, namespaced, *check[:2], namespaced.watched[0], *check[2:])
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        ("get", "secrets"),
+        ("get", SP),
+        ("list", SP),
+        ("create", "events"),
+        ("patch", SP, "--subresource=status"),
+    ],
+    ids=" ".join,
+)
+def test_namespaced_sees_nothing_outside_its_namespaces(
+    kubectl: Kubectl, namespaced: Install, check: tuple[str, ...]
+) -> None:
+    """Other namespaces, its own release namespace and the cluster scope are out of reach."""
+    for namespace in (namespaced.other, namespaced.namespace, "default", "kube-system"):
+        assert not can_i(kubectl, namespaced, *check[:2], namespace, *check[2:]), namespace
+    assert not can_i(kubectl, namespaced, *check[:2], None, *check[2:])
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource"),
+    [
+        ("list", "namespaces"),
+        ("get", "nodes"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+        ("impersonate", "users"),
+        ("create", "validatingadmissionpolicies.admissionregistration.k8s.io"),
+    ],
+)
+def test_no_cluster_scoped_rights(kubectl: Kubectl, namespaced: Install, verb: str, resource: str) -> None:
+    """A namespaced install gets nothing cluster-wide."""
+    assert not can_i(kubectl, namespaced, verb, resource, None)
+
+
+def test_leader_election_is_one_lease(kubectl: Kubectl, namespaced: Install) -> None:
+    """With two replicas: create Leases and renew the chart's one Lease, in the release namespace only."""
+    lease = namespaced.env["ECS_SCAN_LEASE_NAME"]
+    ns = namespaced.namespace
+    assert can_i(kubectl, namespaced, "create", "leases.coordination.k8s.io", ns)
+    for verb in ("get", "update", "patch"):
+        assert can_i(kubectl, namespaced, verb, f"leases.coordination.k8s.io/{lease}", ns)
+        assert not can_i(kubectl, namespaced, verb, "leases.coordination.k8s.io/someone-elses", ns)
+    assert not can_i(kubectl, namespaced, "delete", f"leases.coordination.k8s.io/{lease}", ns)
+    assert not can_i(kubectl, namespaced, "list", "leases.coordination.k8s.io", ns)
+    assert not can_i(kubectl, namespaced, "create", "leases.coordination.k8s.io", namespaced.watched[0])
+
+
+def test_cluster_wide_reads_secrets_only_where_told(kubectl: Kubectl, cluster_wide: Install) -> None:
+    """Cluster-wide policies everywhere; Secrets only in rbac.secretNamespaces; still no spec writes."""
+    for namespace in (cluster_wide.other, cluster_wide.watched[0], "default"):
+        assert can_i(kubectl, cluster_wide, "watch", SP, namespace)
+        assert can_i(kubectl, cluster_wide, "patch", SP, namespace, "--subresource=status")
+        assert can_i(kubectl, cluster_wide, "create", "events", namespace)
+        assert not can_i(kubectl, cluster_wide, "update", SP, namespace)
+        assert not can_i(kubectl, cluster_wide, "get", "pods", namespace)
+    assert can_i(kubectl, cluster_wide, "list", SP, None)
+    _eventually(
+        lambda: can_i(kubectl, cluster_wide, "get", "secrets", cluster_wide.watched[0]),
+        "the Secret RoleBinding",
+    )
+    for namespace in (cluster_wide.other, cluster_wide.namespace, "default", "kube-system"):
+        assert not can_i(kubectl, cluster_wide, "get", "secrets", namespace), namespace
+    assert not can_i(kubectl, cluster_wide, "get", "secrets", None)
+    assert not can_i(kubectl, cluster_wide, "list", "secrets", cluster_wide.watched[0])
+
+
+# --------------------------------------------------------------------------- the spec stays the user's
+
+
+def _sa_kubeconfig(kube_cluster: LocalCluster, kubectl: Kubectl, inst: Install, path: Path) -> Path:
+    """A kubeconfig with a TokenRequest token of the chart's ServiceAccount (as the pod would have)."""
+    token = kubectl(
+        "create", "token", inst.service_account, "-n", inst.namespace, "--duration=2h"
+    ).stdout.strip()
+    assert token.count(".") == 2, "not a JWT"
+    ca = base64.b64encode(Path(kube_cluster.ca_file).read_bytes()).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "local", "cluster": {"server": kube_cluster.server, "certificate-authority-data": ca}}
+        ],
+        "users": [{"name": inst.service_account, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "operator",
+                "context": {"cluster": "local", "user": inst.service_account, "namespace": inst.watched[0]},
+            }
+        ],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def _as_operator(
+    kubectl: Kubectl, kubeconfig: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    cmd = [kubectl.binary, f"--kubeconfig={kubeconfig}", *args]
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def _policy(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    doc = yaml.safe_load((ROOT / "examples" / "scanpolicy.yaml").read_text())
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    doc["spec"].update(spec)
+    return doc
+
+
+def test_operator_identity_cannot_change_a_spec(
+    kube_cluster: LocalCluster, kubectl: Kubectl, namespaced: Install, tmp_path: Path
+) -> None:
+    """As the ServiceAccount itself: spec patches are refused; metadata and status patches go through."""
+    ns = namespaced.watched[0]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(_policy("guarded", ns)))
+    kubeconfig = _sa_kubeconfig(kube_cluster, kubectl, namespaced, tmp_path / "sa.kubeconfig")
+
+    who = _as_operator(kubectl, kubeconfig, "auth", "whoami", "-o", "json")
+    assert json.loads(who.stdout)["status"]["userInfo"]["username"] == namespaced.user
+
+    def spec_patch_refused() -> str | None:
+        res = _as_operator(
+            kubectl, kubeconfig, "patch", SP, "guarded", "--type=merge", "-p", '{"spec":{"suspend":true}}'
+        )
+        return res.stderr if res.returncode != 0 else None
+
+    # the admission policy needs a moment to be loaded by the API server (and a patch that went
+    # through before that is undone below, so the checks that follow start from the user's spec)
+    message = _eventually(lambda: spec_patch_refused() or _undo_suspend(kubectl, ns), "the admission policy")
+    assert "never its spec" in message, message
+    assert "ValidatingAdmissionPolicy" in message, message
+    assert kubectl.json("get", SP, "guarded", "-n", ns)["spec"].get("suspend") is not True
+
+    res = _as_operator(
+        kubectl, kubeconfig, "replace", "-f", "-", stdin=yaml.safe_dump(_policy("guarded", ns))
+    )
+    assert res.returncode != 0 and "forbidden" in res.stderr.lower(), res.stderr  # no update verb at all
+
+    res = _as_operator(
+        kubectl, kubeconfig, "patch", SP, "guarded", "--type=merge",
+        "-p", '{"metadata":{"annotations":{"kopf.zalando.org/last-handled-configuration":"{}"}}}',
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = _as_operator(
+        kubectl, kubeconfig, "patch", SP, "guarded", "--subresource=status", "--type=merge",
+        "-p", '{"status":{"message":"written by the operator identity"}}',
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    got = kubectl.json("get", SP, "guarded", "-n", ns)
+    assert got["status"]["message"] == "written by the operator identity"
+
+    # people (here the admin) still change specs freely
+    kubectl("patch", SP, "guarded", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    res = _as_operator(kubectl, kubeconfig, "get", "secrets", "-n", namespaced.other)
+    assert res.returncode != 0 and "forbidden" in res.stderr.lower()
+
+
+def _undo_suspend(kubectl: Kubectl, ns: str) -> None:
+    kubectl("patch", SP, "guarded", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":false}}')
