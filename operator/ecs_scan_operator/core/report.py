@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ecs_scan_operator.core.keys import image_key
-from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageResult
+from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageResult, RefKind
 from ecs_scan_operator.core.policy import PolicyRef, Suppression
 from ecs_scan_operator.core.result import RunResult
 
@@ -183,7 +183,14 @@ def render_html(
     for img in images:
         counts = img.counts()
         link = links.get(img.ref.raw)
-        name = f'<a href="{e(link)}">{e(img.ref.raw)}</a>' if link else e(img.ref.raw)
+        label = e(img.ref.display if img.ref.kind is RefKind.ECR else img.ref.raw)
+        name = (
+            f'<a href="{e(link)}" title="{e(img.ref.raw)}">{label}</a>'
+            if link
+            else f'<span title="{e(img.ref.raw)}">{label}</span>'
+        )
+        if img.digest:
+            name += f'<br><small class="muted">{e(img.digest[:19])}…</small>'
         cells = [f"<td>{name}</td>", f'<td class="s-{img.status.value}">{e(img.status.value)}</td>']
         for s in SEVERITY_ORDER:
             cls = {"CRITICAL": "n crit", "HIGH": "n high"}.get(s.value, "n")
