@@ -579,3 +579,41 @@ def test_helm_binary_is_usable() -> None:
     _need(HELM, "run `make tools`")
     assert shutil.which(str(HELM))
     assert "v" in helm("version", "--short").stdout
+
+
+# --------------------------------------------------------------------------- chart ↔ operator settings
+
+
+@pytest.mark.parametrize("values_file", [None, *CI_VALUES])
+def test_rendered_env_is_what_the_operator_reads(
+    values_file: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ECS_SCAN_* variable the chart sets is a Settings field, and the settings load from them."""
+    from ecs_scan_operator.settings import ENV_PREFIX, Settings, load_settings
+
+    objs = render(values_file)
+    (container,) = by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in known)
+    assert unknown == [], "the chart sets variables the operator does not read"
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX) or name in ("POD_NAME", "POD_NAMESPACE"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("POD_NAMESPACE", NAMESPACE)
+    settings = load_settings()
+    values = _merge(
+        yaml.safe_load((CHART / "values.yaml").read_text()),
+        yaml.safe_load((CHART / "ci" / values_file).read_text()) if values_file else {},
+    )
+    assert settings.watch_namespaces == sorted(values["watchNamespaces"])
+    assert settings.health_port == values["ports"]["health"]
+    assert settings.metrics_port == values["ports"]["metrics"]
+    assert settings.leader_election is (values["replicaCount"] > 1)
+    if settings.leader_election:
+        assert settings.effective_lease_namespace == NAMESPACE
+        roles = _roles(objs)
+        lease_rule = roles[("Role", NAMESPACE, f"{RELEASE}-ecs-scan-operator-leader-election")][1]
+        assert lease_rule["resourceNames"] == [settings.lease_name]
