@@ -81,6 +81,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _table(result: RunResult, index_html: str | None, fleet_note: str | None) -> None:
+    from rich.columns import Columns
     from rich.console import Console
     from rich.table import Table
 
@@ -104,8 +105,7 @@ def _table(result: RunResult, index_html: str | None, fleet_note: str | None) ->
         f"affected images {result.affected_images}, suppressed findings {result.suppressed_findings}, "
         f"expired suppressions {result.expired_suppressions}"
     )
-    console.print(images)
-    console.print(findings)
+    console.print(Columns([images, findings], padding=(0, 6)))
     if result.tickets:
         console.print("tickets: " + ", ".join(f"{k} {v}" for k, v in sorted(result.tickets.items())))
     if result.aws_calls:
