@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from pydantic import SecretStr
 
@@ -15,6 +14,7 @@ from ecs_scan_operator.adapters.local_report import LocalReportSink
 from ecs_scan_operator.adapters.s3_report import S3ReportSink
 from ecs_scan_operator.adapters.scanning import RegistryFindingsSource
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
+from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
 from ecs_scan_operator.pipeline import Ports
 from ecs_scan_operator.ports import ReportSink, TicketSink
 
@@ -43,7 +43,7 @@ def build_ports(
             clients, spec.report.s3.bucket, spec.aws.all_regions[0], kms_key_id=spec.report.s3.kms_key_id
         )
     tickets: TicketSink | None = None
-    if spec.jira is not None and jira_credentials is not None:
+    if spec.jira is not None:
         tickets = _jira_sink(spec, jira_credentials)
     counter = clients.counter
     return Ports(
@@ -56,14 +56,27 @@ def build_ports(
     )
 
 
-def _jira_sink(spec: PolicySpec, credentials: Mapping[str, SecretStr]) -> TicketSink | None:
-    """The Jira adapter, imported lazily so the AWS-only path never loads the jira client."""
+class UnavailableTicketSink:
+    """Stands in when a policy asks for Jira but credentials are missing or invalid: the run says so."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def sync(self, request: TicketRequest) -> TicketReport:
+        """Nothing is written; the reason becomes TicketsSynced=False on the policy."""
+        return TicketReport(errors=[self.reason], synced=False)
+
+
+def _jira_sink(spec: PolicySpec, credentials: Mapping[str, SecretStr] | None) -> TicketSink:
+    """The Jira adapter, imported lazily so an AWS-only run never loads the jira client."""
+    if credentials is None:
+        return UnavailableTicketSink(
+            "no Jira credentials (Secret spec.jira.credentialsSecret, or JIRA_* env)"
+        )
+    from ecs_scan_operator.adapters.jira import build_ticket_sink
+
     try:
-        from ecs_scan_operator.adapters import jira as jira_adapter
-    except ImportError:
-        return None
-    factory: Any = getattr(jira_adapter, "build_ticket_sink", None)
-    if factory is None:
-        return None
-    sink: TicketSink = factory(spec, credentials)
-    return sink
+        sink = build_ticket_sink(spec, credentials)
+    except ValueError as exc:  # the message names the missing key, never a value
+        return UnavailableTicketSink(f"invalid Jira credentials: {exc}")
+    return sink if sink is not None else UnavailableTicketSink("jira is not configured")
