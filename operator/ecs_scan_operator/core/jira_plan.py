@@ -418,14 +418,15 @@ def render_description(
     budget: int = TEXT_BUDGET,
 ) -> str:
     """The ticket description in wiki markup, summarized past `budget` characters."""
-    caps = _Caps(rows=len(gf.rows), images=len(group.images), uses=10_000)
+    n_uses = sum(len(i.uses) for i in group.images)
+    caps = _Caps(rows=len(gf.rows), images=len(group.images), uses=n_uses)
     text = _description(request, group, gf, caps, note)
+    # Too long: halve the findings table first (most severe rows stay), then images and uses.
     while len(text) > budget and (caps.rows > 10 or caps.images > 5 or caps.uses > 20):
-        caps = _Caps(
-            rows=max(10, caps.rows // 2) if caps.rows > 10 else caps.rows,
-            images=max(5, caps.images // 2) if caps.rows <= 10 and caps.images > 5 else caps.images,
-            uses=max(20, min(caps.uses, 200) // 2) if caps.rows <= 10 else caps.uses,
-        )
+        if caps.rows > 10:
+            caps = replace(caps, rows=max(10, caps.rows // 2))
+        else:
+            caps = replace(caps, images=max(5, caps.images // 2), uses=max(20, caps.uses // 2))
         text = _description(request, group, gf, caps, note)
     if len(text) > budget:
         # Only pathological inputs get here (huge names); keep the head and say where the rest is.
@@ -522,9 +523,9 @@ def _description(
         if url:
             lines.append(f"* Image report {esc(img.ref.display)}: {link('open', url)}")
     if request.index_link:
-        lines.append(f"* Run index: {link(request.index_link, request.index_link)}")
+        lines.append(f"* Run index: {link('index.html', request.index_link)}")
     if request.run_log_link:
-        lines.append(f"* Run log: {link(request.run_log_link, request.run_log_link)}")
+        lines.append(f"* Run log: {link('run.log.jsonl', request.run_log_link)}")
     if request.links_expire is not None:
         lines.append(f"_Report links are presigned and expire at {request.links_expire.isoformat()}._")
     lines.append("")
@@ -706,7 +707,9 @@ def _plan_group(
     wf = ctx.workflow
     current, dupes = _choose(tickets)
     prev = current.prop if current else None
-    gf = evaluate_group(group, prev)
+    # A done ticket's property still lists the findings from before it was closed (closing does
+    # not rewrite it); those were fixed, so they are not carried over for unscanned images.
+    gf = evaluate_group(group, prev if current is None or not current.done else None)
     for d in dupes:
         ctx.actions.append(
             _with(
