@@ -617,3 +617,20 @@ def test_rendered_env_is_what_the_operator_reads(
         roles = _roles(objs)
         lease_rule = roles[("Role", NAMESPACE, f"{RELEASE}-ecs-scan-operator-leader-election")][1]
         assert lease_rule["resourceNames"] == [settings.lease_name]
+
+
+def test_spec_protection_needs_kubernetes_1_30() -> None:
+    """On 1.29 (no admissionregistration.k8s.io/v1 policies) the chart says so instead of failing at apply."""
+    res = helm("template", RELEASE, str(CHART), "--kube-version", "1.29.3", check=False)
+    assert res.returncode != 0
+    assert "rbac.protectSpec=false" in res.stderr
+    objs = [
+        d
+        for d in yaml.safe_load_all(
+            helm(
+                "template", RELEASE, str(CHART), "--kube-version", "1.29.3", "--set", "rbac.protectSpec=false"
+            ).stdout
+        )
+        if d
+    ]
+    assert by_kind(objs, "Deployment")
