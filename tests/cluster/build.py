@@ -292,14 +292,19 @@ def _build(spec: GoBinary, progress: Progress) -> None:
         else:
             errors.append(line)
 
-    rc, pkgs = _stream([go, "list", "-deps", "-f", "{{.ImportPath}}", spec.package], spec.gomod_dir, env, on_list_line)
+    cmd = [go, "list", "-trimpath", "-deps", "-f", "{{.ImportPath}} {{.Stale}}", spec.package]
+    rc, lines = _stream(cmd, spec.gomod_dir, env, on_list_line)
     if rc != 0:
         raise BuildError(f"`go list -deps {spec.package}` failed:\n" + "\n".join(errors))
-    total = len(pkgs)
-    progress(f"{tag}   {total} packages, {downloads} modules downloaded, {_fmt_secs(time.monotonic() - t0)}")
+    pkgs = [ln.split()[0] for ln in lines if ln.strip()]
+    total = sum(1 for ln in lines if ln.endswith(" true"))  # not in the Go build cache yet
+    progress(
+        f"{tag}   {len(pkgs)} packages, {total} to compile, {downloads} modules downloaded, "
+        f"{_fmt_secs(time.monotonic() - t0)}"
+    )
 
     # 2. compile; -v prints each package as it is compiled (cached ones are not printed)
-    progress(f"{tag} step 2/2: compiling (go build -v); [compiled/total] packages, cached ones are skipped")
+    progress(f"{tag} step 2/2: compiling (go build -v); [compiled/to compile] packages")
     known = set(pkgs)
     done = 0
     last = time.monotonic()

@@ -142,8 +142,13 @@ def reap_stale(tmp_root: str | None = None) -> list[str]:
             if owner > 0 and _pid_alive(owner):
                 continue
             for pgfile in d.glob("*.pgid"):
+                # normally long gone (PR_SET_PDEATHSIG); kill only if the PID still is
+                # that process: its command line names this very directory
                 with contextlib.suppress(OSError, ValueError):
-                    os.killpg(int(pgfile.read_text().strip()), signal.SIGKILL)
+                    pid = int(pgfile.read_text().strip())
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if str(d).encode() in cmdline:
+                        os.killpg(pid, signal.SIGKILL)
             shutil.rmtree(d, ignore_errors=True)
             removed.append(str(d))
     return removed
