@@ -252,6 +252,12 @@ class JiraTicketSink:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r})"
 
+    def close(self) -> None:
+        """Close the HTTP session (the next sync reconnects)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     @classmethod
     def from_spec(cls, jira: JiraSpec, credentials: JiraCredentials, **kwargs: Any) -> JiraTicketSink:
         """The sink for a policy's `jira` section (its URL; routes etc. come with each request)."""

@@ -709,7 +709,10 @@ def _plan_group(
     prev = current.prop if current else None
     # A done ticket's property still lists the findings from before it was closed (closing does
     # not rewrite it); those were fixed, so they are not carried over for unscanned images.
-    gf = evaluate_group(group, prev if current is None or not current.done else None)
+    carry = prev if current is None or not current.done else None
+    if current is None and moved_from is not None:
+        carry = moved_from.prop  # the same images: their last known findings move along
+    gf = evaluate_group(group, carry)
     for d in dupes:
         ctx.actions.append(
             _with(
