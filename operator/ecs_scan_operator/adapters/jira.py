@@ -254,8 +254,9 @@ class JiraTicketSink:
 
     def close(self) -> None:
         """Close the HTTP session (the next sync reconnects)."""
-        if self._client is not None:
-            self._client.close()
+        client: Any = self._client  # JIRA.close() is not annotated
+        if client is not None:
+            client.close()
             self._client = None
 
     @classmethod
