@@ -165,7 +165,7 @@ def apiserver_path() -> Path:
 @contextlib.contextmanager
 def _file_lock(path: Path, progress: Progress) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
+    with path.open("w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -187,7 +187,9 @@ def find_go() -> str:
     for cand in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go"):
         if os.access(cand, os.X_OK):
             return cand
-    raise BuildError("the Go toolchain is needed to build kube-apiserver and etcd: no `go` on PATH (set GO=...)")
+    raise BuildError(
+        "the Go toolchain is needed to build kube-apiserver and etcd: no `go` on PATH (set GO=...)"
+    )
 
 
 def _go_env(go: str) -> dict[str, str]:
@@ -208,7 +210,9 @@ def _go_env(go: str) -> dict[str, str]:
 
 def _check_go_version(go: str, env: dict[str, str], gomod_dir: Path) -> str:
     try:
-        out = subprocess.run([go, "env", "GOVERSION"], env=env, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [go, "env", "GOVERSION"], env=env, capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise BuildError(f"cannot run {go}: {exc}") from exc
     have = out.strip()
@@ -288,7 +292,9 @@ def _build(spec: GoBinary, progress: Progress) -> None:
             now = time.monotonic()
             if downloads == 1 or now - last > 10:
                 last = now
-                progress(f"{tag}   downloading modules: {downloads} so far ({line[len('go: downloading '):]})")
+                progress(
+                    f"{tag}   downloading modules: {downloads} so far ({line[len('go: downloading ') :]})"
+                )
         else:
             errors.append(line)
 
@@ -337,7 +343,7 @@ def _build(spec: GoBinary, progress: Progress) -> None:
         out = subprocess.run([str(tmp), "--version"], capture_output=True, text=True, check=False)
         if out.returncode != 0 or spec.version.lstrip("v") not in out.stdout:
             raise BuildError(f"the built {spec.name} does not run as expected: {out.stdout} {out.stderr}")
-        os.replace(tmp, target)
+        tmp.replace(target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -373,7 +379,8 @@ def ensure_all(progress: Progress = default_progress, force: bool = False) -> di
     ready = binaries_ready()
     if not ready:
         progress(
-            f"building the local control plane (Kubernetes {kubernetes_version()}, etcd {etcd_pinned_version()}) "
+            f"building the local control plane (Kubernetes {kubernetes_version()}, "
+            f"etcd {etcd_pinned_version()}) "
             "from the Go module proxy; a cold build takes ~5-10 min on 2 cores, later runs reuse the cache"
         )
     paths = {"etcd": ensure_etcd(progress, force), "kube-apiserver": ensure_kube_apiserver(progress, force)}

@@ -72,7 +72,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             build.ensure_all(progress)
             get_tools.install()
             progress(f"binaries ready in {time.monotonic() - t0:.0f} s")
-        except Exception as err:  # noqa: BLE001 - reported by the fixture, per test
+        except Exception as err:
             session.config.stash[_build_error_key] = f"{type(err).__name__}: {err}"
 
 
@@ -90,7 +90,7 @@ def kube_cluster(pytestconfig: pytest.Config) -> Iterator[LocalCluster]:
     cluster = LocalCluster(users=TEST_USERS, progress=progress)
     try:
         cluster.start()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"the local cluster did not start: {exc}", pytrace=False)
     pytestconfig.stash[_startup_key] = (
         f"local kube-apiserver {build.kubernetes_version()} at {cluster.server}: "
@@ -123,7 +123,7 @@ class Kubectl:
         self,
         *args: str,
         user: str = ADMIN,
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,
         check: bool = True,
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
@@ -134,10 +134,13 @@ class Kubectl:
             *args,
         ]
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        res = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        res = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
         if check and res.returncode != 0:
             raise KubectlError(
-                f"kubectl {' '.join(args)} (as {user}) failed with {res.returncode}:\n{res.stderr}{res.stdout}"
+                f"kubectl {' '.join(args)} (as {user}) failed with {res.returncode}:\n"
+                f"{res.stderr}{res.stdout}"
             )
         return res
 

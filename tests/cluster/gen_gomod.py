@@ -114,7 +114,10 @@ def main(argv: list[str]) -> int:
     _tidy(build.GOMOD_DIR)
     (build.ETCD_GOMOD_DIR / "go.mod").write_text(ETCD_GOMOD.format(etcd=etcd))
     _tidy(build.ETCD_GOMOD_DIR)
-    print(f"wrote {build.GOMOD_DIR / 'go.mod'} (Kubernetes {args.version}) and {build.ETCD_GOMOD_DIR / 'go.mod'} (etcd {etcd})")
+    print(
+        f"wrote {build.GOMOD_DIR / 'go.mod'} (Kubernetes {args.version}) and "
+        f"{build.ETCD_GOMOD_DIR / 'go.mod'} (etcd {etcd})"
+    )
     return 0
 
 

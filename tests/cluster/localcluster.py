@@ -92,17 +92,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-_libc: Any = None
+# loaded in the parent: the child only calls prctl between fork and exec
+_LIBC: Any = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+PR_SET_PDEATHSIG = 1
 
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    global _libc
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort, never break the exec
-        pass
+    # the child gets SIGKILL when the thread that started it dies (even by SIGKILL)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -265,11 +262,17 @@ class LocalCluster:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "ecs-local", "cluster": {"server": self.server, "certificate-authority-data": ca_data}}
+                {
+                    "name": "ecs-local",
+                    "cluster": {"server": self.server, "certificate-authority-data": ca_data},
+                }
             ],
             "users": [{"name": user, "user": {"token": self.token_for(user)}}],
             "contexts": [
-                {"name": f"{user}@ecs-local", "context": {"cluster": "ecs-local", "user": user, "namespace": "default"}}
+                {
+                    "name": f"{user}@ecs-local",
+                    "context": {"cluster": "ecs-local", "user": user, "namespace": "default"},
+                }
             ],
             "current-context": f"{user}@ecs-local",
             "preferences": {},
@@ -395,7 +398,7 @@ class LocalCluster:
             proc.wait()
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self._dir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        log = (self._dir / f"{name}.log").open("wb")  # closed in stop()
         self._logs[name] = log
         proc = subprocess.Popen(
             cmd,
@@ -435,7 +438,9 @@ class LocalCluster:
             "-subj", "/CN=ecs-scan-operator local test CA", "-out", "ca.crt", cwd=pki,
         )  # fmt: skip
         _openssl(*ec, "-out", "server.key", cwd=pki)
-        _openssl("req", "-new", "-key", "server.key", "-subj", "/CN=kube-apiserver", "-out", "server.csr", cwd=pki)
+        _openssl(
+            "req", "-new", "-key", "server.key", "-subj", "/CN=kube-apiserver", "-out", "server.csr", cwd=pki
+        )
         _openssl(
             "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-sha256", "-days", "365", "-extfile", "server.ext", "-out", "server.crt", cwd=pki,
@@ -619,10 +624,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.localcluster", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.cluster.localcluster", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p_build = sub.add_parser("build", help="build (or reuse the cached) kube-apiserver and etcd, with progress")
-    p_build.add_argument("--force", action="store_true", help="rebuild even if the cached binaries are current")
+    p_build = sub.add_parser(
+        "build", help="build (or reuse the cached) kube-apiserver and etcd, with progress"
+    )
+    p_build.add_argument(
+        "--force", action="store_true", help="rebuild even if the cached binaries are current"
+    )
     p_build.set_defaults(func=_cmd_build)
     p_up = sub.add_parser("up", help="start a cluster in the foreground until Ctrl-C")
     p_up.add_argument("--dir", default=".cluster", help="where to write kubeconfig files (default: .cluster)")

@@ -88,7 +88,9 @@ def widget_crd(kube_cluster: LocalCluster, kubectl: Kubectl) -> str:
     return CRD_NAME
 
 
-def test_kubectl_get_namespaces_through_written_kubeconfig(kube_cluster: LocalCluster, kubectl: Kubectl) -> None:
+def test_kubectl_get_namespaces_through_written_kubeconfig(
+    kube_cluster: LocalCluster, kubectl: Kubectl
+) -> None:
     res = kubectl("get", "namespaces", "-o", "name")
     names = set(res.stdout.split())
     assert {"namespace/default", "namespace/kube-system"} <= names
@@ -104,7 +106,9 @@ def test_python_client_reads_the_kubeconfig(kube_cluster: LocalCluster) -> None:
     assert "default" in names
 
 
-def test_crd_schema_and_cel_validation(kube_cluster: LocalCluster, widget_crd: str, kube_namespace: str) -> None:
+def test_crd_schema_and_cel_validation(
+    kube_cluster: LocalCluster, widget_crd: str, kube_namespace: str
+) -> None:
     path = _widgets_path(kube_namespace)
 
     status, body = kube_cluster.request("POST", path, _widget("good", size=3))
@@ -126,7 +130,9 @@ def test_crd_schema_and_cel_validation(kube_cluster: LocalCluster, widget_crd: s
     assert status == 404
 
 
-def test_invalid_object_refused_through_kubectl(kubectl: Kubectl, widget_crd: str, kube_namespace: str) -> None:
+def test_invalid_object_refused_through_kubectl(
+    kubectl: Kubectl, widget_crd: str, kube_namespace: str
+) -> None:
     manifest = (
         f"apiVersion: {GROUP}/v1\nkind: Widget\nmetadata: {{name: bad, namespace: {kube_namespace}}}\n"
         "spec: {size: 2, min: 9, max: 1}\n"
@@ -182,7 +188,9 @@ def test_rbac_forbidden_until_role_bound(
             "--role=widget-reader", "--user=alice")  # fmt: skip
 
     # the RBAC authorizer reads through an informer: allow it to catch up (bounded)
-    _eventually(lambda: kube_cluster.request("GET", path, user="alice")[0] == 200, "alice's list to be allowed")
+    _eventually(
+        lambda: kube_cluster.request("GET", path, user="alice")[0] == 200, "alice's list to be allowed"
+    )
     res = kubectl("get", PLURAL, "-n", kube_namespace, user="alice")
     assert res.returncode == 0
 
@@ -191,5 +199,7 @@ def test_rbac_forbidden_until_role_bound(
     assert status == 403, body
     status, body = kube_cluster.request("GET", path, user="bob")
     assert status == 403, body
-    res = kubectl("auth", "can-i", "list", f"{PLURAL}.{GROUP}", "-n", kube_namespace, user="alice", check=False)
+    res = kubectl(
+        "auth", "can-i", "list", f"{PLURAL}.{GROUP}", "-n", kube_namespace, user="alice", check=False
+    )
     assert res.stdout.strip() == "yes"
