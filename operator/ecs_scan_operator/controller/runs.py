@@ -1,0 +1,152 @@
+"""Runs off the event loop: a thread pool sized by the global limit, cancel events, Jira credentials.
+
+A run is `run_policy()` in a worker thread, so the operator keeps answering events and probes
+while AWS is being read. The pool has as many threads as runs may execute at once; the
+asyncio side takes a slot before it submits, so a policy waiting for a slot never holds a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import SecretStr
+
+from ecs_scan_operator.controller.kube import KubeApi
+from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
+from ecs_scan_operator.core.result import RunResult
+from ecs_scan_operator.core.status import failed_result
+from ecs_scan_operator.errors import Cancelled, PermanentError, ScanError
+from ecs_scan_operator.ports import Clock
+
+log = logging.getLogger(__name__)
+
+Credentials = Mapping[str, SecretStr]
+RunFn = Callable[[PolicyRef, PolicySpec, str, threading.Event, "Credentials | None"], RunResult]
+
+
+class SystemClock:
+    """The wall clock, UTC."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware."""
+        return datetime.now(UTC)
+
+
+def read_jira_credentials(kube: KubeApi, namespace: str, secret: str) -> dict[str, SecretStr]:
+    """The Jira credentials from the policy's Secret: email + apiToken, or token. Values stay secret."""
+    data = kube.read_secret(namespace, secret)
+    decoded: dict[str, str] = {}
+    for key in ("email", "apiToken", "token"):
+        if data.get(key):
+            try:
+                decoded[key] = base64.b64decode(data[key], validate=True).decode().strip()
+            except (binascii.Error, UnicodeDecodeError):
+                raise PermanentError(f"Secret {namespace}/{secret}: key {key} is not base64 UTF-8") from None
+    if decoded.get("email") and decoded.get("apiToken"):
+        return {"email": SecretStr(decoded["email"]), "apiToken": SecretStr(decoded["apiToken"])}
+    if decoded.get("token"):
+        return {"token": SecretStr(decoded["token"])}
+    raise PermanentError(f"Secret {namespace}/{secret} has neither the keys email and apiToken nor token")
+
+
+def execute_run(
+    policy: PolicyRef,
+    spec: PolicySpec,
+    run_id: str,
+    cancel: threading.Event,
+    jira_credentials: Credentials | None,
+    clock: Clock | None = None,
+) -> RunResult:
+    """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled."""
+    from ecs_scan_operator.bootstrap import build_ports
+    from ecs_scan_operator.pipeline import run_policy
+
+    clock = clock or SystemClock()
+    started = clock.now()
+    try:
+        ports = build_ports(policy, spec, jira_credentials=jira_credentials)
+        return run_policy(policy, spec, ports, clock, run_id=run_id, cancel=cancel)
+    except Cancelled:
+        raise
+    except ScanError as exc:  # e.g. the role could not be assumed while wiring the adapters
+        return failed_result(run_id, policy.key, started, clock.now(), str(exc))
+    except Exception as exc:
+        # The pipeline records AWS/Jira faults itself; anything else is a bug, and a bug in one
+        # run must end that run, not the operator.
+        log.exception("run %s of %s failed unexpectedly", run_id, policy.key)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        return failed_result(run_id, policy.key, started, clock.now(), message)
+
+
+@dataclass
+class RunHandle:
+    """A run submitted to the pool."""
+
+    uid: str
+    run_id: str
+    future: Future[RunResult]
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class RunPool:
+    """Worker threads for runs and the global limit on how many execute at once."""
+
+    def __init__(self, max_runs: int, run_fn: RunFn = execute_run) -> None:
+        self.max_runs = max_runs
+        self.slots = asyncio.Semaphore(max_runs)
+        self._executor = ThreadPoolExecutor(max_workers=max_runs, thread_name_prefix="scan-run")
+        self._run_fn = run_fn
+        self._lock = threading.Lock()
+        self._active: dict[str, RunHandle] = {}
+
+    def submit(
+        self,
+        uid: str,
+        run_id: str,
+        policy: PolicyRef,
+        spec: PolicySpec,
+        credentials: Credentials | None,
+    ) -> RunHandle:
+        """Start a run in a worker thread; it stays `active` until the thread is done."""
+        cancel = threading.Event()
+        future = self._executor.submit(self._run_fn, policy, spec, run_id, cancel, credentials)
+        handle = RunHandle(uid=uid, run_id=run_id, future=future, cancel=cancel)
+        with self._lock:
+            self._active[uid] = handle
+        future.add_done_callback(lambda _: self._done(handle))
+        return handle
+
+    def _done(self, handle: RunHandle) -> None:
+        with self._lock:
+            if self._active.get(handle.uid) is handle:
+                del self._active[handle.uid]
+
+    def active(self, uid: str) -> RunHandle | None:
+        """The run of this policy still executing in this process, if any."""
+        with self._lock:
+            return self._active.get(uid)
+
+    def running(self) -> int:
+        """How many runs execute now."""
+        with self._lock:
+            return len(self._active)
+
+    def cancel_all(self) -> None:
+        """Ask every run to stop at its next checkpoint."""
+        with self._lock:
+            handles = list(self._active.values())
+        for handle in handles:
+            handle.cancel.set()
+
+    def shutdown(self) -> None:
+        """Cancel the runs and stop accepting new ones (threads finish on their own)."""
+        self.cancel_all()
+        self._executor.shutdown(wait=False, cancel_futures=True)
