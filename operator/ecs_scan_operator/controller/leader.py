@@ -122,7 +122,9 @@ class LeaderElector:
         spec = lease.get("spec") or {}
         holder = str(spec.get("holderIdentity") or "")
         duration = int(spec.get("leaseDurationSeconds") or self.lease_duration)
-        self._observe((holder, spec.get("renewTime"), duration), self._monotonic())
+        version = str((lease.get("metadata") or {}).get("resourceVersion") or "")
+        # Every renewal writes the Lease, so its resourceVersion moves even if the clocks do not.
+        self._observe((holder, spec.get("renewTime"), version), self._monotonic())
         if holder and holder != self.identity and self._observed_at + duration > self._monotonic():
             return Attempt.TAKEN
         transitions = int(spec.get("leaseTransitions") or 0)
@@ -131,7 +133,6 @@ class LeaderElector:
         else:
             transitions += 1
             acquired = micro_time(now)
-        version = str((lease.get("metadata") or {}).get("resourceVersion") or "")
         self.kube.replace_lease(self.namespace, self.name, self._body(now, acquired, transitions, version))
         return Attempt.HELD
 

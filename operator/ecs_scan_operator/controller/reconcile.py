@@ -394,9 +394,8 @@ class PolicyWorker:
             handle.cancel.set()
             why = "the policy is being deleted" if self.stop.deleting else "the operator is stopping"
             self.logger.info("cancelling run %s: %s", run.run_id, why)
-            try:
-                await asyncio.wait_for(asyncio.shield(future), timeout=self.deps.cancel_grace)
-            except TimeoutError:
+            done, _ = await asyncio.wait({future}, timeout=self.deps.cancel_grace)
+            if not done:
                 self.logger.warning("run %s did not stop within %.0f s", run.run_id, self.deps.cancel_grace)
                 return None
         try:
@@ -446,12 +445,16 @@ class PolicyWorker:
     # ---- API calls, off the loop
 
     async def _get(self) -> PolicyObject | None:
-        while not self.stop.is_set():
+        """The policy as it is now; None when gone. Retries API errors until stopped (once when stopping)."""
+        stopping = self.stop.is_set()  # a last write while stopping gets one attempt
+        while stopping or not self.stop.is_set():
             try:
                 raw = await asyncio.to_thread(self.deps.kube.get_policy, self.namespace, self.name)
             except ScanError as exc:
                 self.deps.metrics.kube_errors.labels("get_policy").inc()
                 self.logger.warning("reading the policy failed: %s", exc)
+                if stopping:
+                    return None
                 await self._sleep(ERROR_BACKOFF)
                 continue
             if raw is None:

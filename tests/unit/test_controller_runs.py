@@ -1,0 +1,203 @@
+"""The run side of the controller: Jira credentials, the worker-thread body, the pool, metrics, kopf glue."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from ecs_scan_operator.controller import runs
+from ecs_scan_operator.controller.metrics import Metrics, stage_label
+from ecs_scan_operator.controller.runs import RunPool, execute_run, read_jira_credentials
+from ecs_scan_operator.core.policy import PolicyRef, parse_spec
+from ecs_scan_operator.core.result import Outcome, RunResult
+from ecs_scan_operator.errors import AuthError, Cancelled, NotFoundError, PermanentError
+from tests.unit.test_controller_worker import FakeKube
+
+SPEC = parse_spec(
+    {"schedule": "@daily", "aws": {"region": "us-east-1"}, "report": {"s3": {"bucket": "reports"}}}
+)
+REF = PolicyRef(namespace="ns", name="p")
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("data", "keys"),
+    [
+        ({"email": b64("bot@example.com"), "apiToken": b64("tok\n")}, {"email", "apiToken"}),
+        ({"token": b64("pat")}, {"token"}),
+        ({"email": b64("e"), "apiToken": b64("t"), "token": b64("pat")}, {"email", "apiToken"}),
+    ],
+)
+def test_jira_credentials(data: dict[str, str], keys: set[str]) -> None:
+    kube = FakeKube()
+    kube.secrets[("ns", "jira")] = data
+    creds = read_jira_credentials(kube, "ns", "jira")
+    assert set(creds) == keys
+    assert all("tok" not in repr(v) and "pat" not in str(v) for v in creds.values())
+    if "apiToken" in creds:
+        assert creds["apiToken"].get_secret_value() in ("tok", "t")  # stripped of the newline
+
+
+def test_jira_credentials_problems_are_named_without_values() -> None:
+    kube = FakeKube()
+    with pytest.raises(NotFoundError, match="ns/absent"):
+        read_jira_credentials(kube, "ns", "absent")
+    kube.secrets[("ns", "half")] = {"email": b64("e")}
+    with pytest.raises(PermanentError, match="neither the keys email and apiToken nor token"):
+        read_jira_credentials(kube, "ns", "half")
+    kube.secrets[("ns", "bad")] = {"token": "!!not-base64!!"}
+    with pytest.raises(PermanentError, match="not base64") as info:
+        read_jira_credentials(kube, "ns", "bad")
+    assert "!!not-base64!!" not in str(info.value)
+
+
+class Clock:
+    def now(self) -> datetime:
+        return datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def test_execute_run_maps_setup_failures_and_bugs_to_a_failed_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ecs_scan_operator.bootstrap as bootstrap
+    import ecs_scan_operator.pipeline as pipeline
+
+    def no_role(*_: Any, **__: Any) -> Any:
+        raise AuthError("sts:AssumeRole AccessDenied")
+
+    monkeypatch.setattr(bootstrap, "build_ports", no_role)
+    result = execute_run(REF, SPEC, "r1", threading.Event(), None, Clock())
+    assert result.outcome is Outcome.FAILED and "AccessDenied" in result.errors[0]
+
+    monkeypatch.setattr(bootstrap, "build_ports", lambda *a, **k: object())
+
+    def buggy(*_: Any, **__: Any) -> RunResult:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(pipeline, "run_policy", buggy)
+    result = execute_run(REF, SPEC, "r2", threading.Event(), None, Clock())
+    assert result.outcome is Outcome.FAILED and "internal error: KeyError" in result.errors[0]
+
+    def cancelled(*_: Any, **__: Any) -> RunResult:
+        raise Cancelled("run cancelled")
+
+    monkeypatch.setattr(pipeline, "run_policy", cancelled)
+    with pytest.raises(Cancelled):
+        execute_run(REF, SPEC, "r3", threading.Event(), None, Clock())
+
+
+def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ecs_scan_operator.bootstrap as bootstrap
+    import ecs_scan_operator.pipeline as pipeline
+
+    seen: dict[str, Any] = {}
+
+    def ports(policy: PolicyRef, spec: Any, *, jira_credentials: Any) -> str:
+        seen["creds"] = jira_credentials
+        return "ports"
+
+    def run(
+        policy: PolicyRef, spec: Any, ports: Any, clock: Any, *, run_id: str, cancel: threading.Event
+    ) -> RunResult:
+        seen.update(run_id=run_id, cancel=cancel, ports=ports)
+        return RunResult(run_id=run_id, policy=policy.key, started=clock.now())
+
+    monkeypatch.setattr(bootstrap, "build_ports", ports)
+    monkeypatch.setattr(pipeline, "run_policy", run)
+    cancel = threading.Event()
+    execute_run(REF, SPEC, "r9", cancel, {"token": "x"}, Clock())  # type: ignore[dict-item]
+    assert seen == {"creds": {"token": "x"}, "run_id": "r9", "cancel": cancel, "ports": "ports"}
+
+
+async def test_pool_tracks_active_runs_until_their_thread_ends() -> None:
+    release = threading.Event()
+
+    def fn(policy: PolicyRef, spec: Any, run_id: str, cancel: threading.Event, creds: Any) -> RunResult:
+        release.wait(5)
+        return RunResult(run_id=run_id, policy=policy.key, started=Clock().now())
+
+    pool = RunPool(2, run_fn=fn)
+    handle = pool.submit("u1", "r1", REF, SPEC, None)
+    assert pool.active("u1") is handle and pool.running() == 1
+    pool.cancel_all()
+    assert handle.cancel.is_set()
+    release.set()
+    assert handle.future.result(5).run_id == "r1"
+    for _ in range(100):
+        if pool.running() == 0:
+            break
+        threading.Event().wait(0.01)
+    assert pool.active("u1") is None
+    pool.shutdown()
+
+
+def test_system_clock_is_utc() -> None:
+    assert runs.SystemClock().now().tzinfo is UTC
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_metric_labels_are_bounded() -> None:
+    m = Metrics(CollectorRegistry())
+    r = RunResult(run_id="20250301T000000Z-abc", policy="ns/p", started=Clock().now())
+    r.images_by_status = {"scanned": 5, "failed": 1}
+    r.findings_by_severity = {"CRITICAL": 2}
+    r.fail_stage("taskDefinitions[eu-west-1]", "boom")
+    r.fail_stage("taskDefinitions[us-east-1]", "boom")
+    r.aws_calls = {"ecr:DescribeImages": 4}
+    r.tickets = {"create": 2, "unchanged": 0}
+    r.finish(Clock().now())
+    m.run_finished("ns", "p", r, 12.5)
+    text = generate_latest(m.registry).decode()
+    assert "20250301T000000Z-abc" not in text  # never a run id, image or CVE in a label
+    assert 'ecsscan_run_errors_total{namespace="ns",policy="p",stage="taskDefinitions"} 1.0' in text
+    labels = {"namespace": "ns", "policy": "p", "action": "create"}
+    assert m.registry.get_sample_value("ecsscan_jira_ticket_actions_total", labels) == 2
+    assert (
+        m.registry.get_sample_value("ecsscan_images", {"namespace": "ns", "policy": "p", "status": "failed"})
+        == 1
+    )
+    assert (
+        m.registry.get_sample_value("ecsscan_run_duration_seconds_count", {"namespace": "ns", "policy": "p"})
+        == 1
+    )
+    m.forget("ns", "p")
+    assert 'policy="p"' not in generate_latest(m.registry).decode()
+
+
+def test_stage_label() -> None:
+    assert stage_label("taskDefinitions[eu-west-1]") == "taskDefinitions"
+    assert stage_label("tickets") == "tickets"
+    assert stage_label("[x]") == "other"
+
+
+# --------------------------------------------------------------------------- kopf glue
+
+
+def test_kopf_stop_reads_the_deletion_reason() -> None:
+    import kopf
+
+    from ecs_scan_operator.controller.handlers import KopfStop
+
+    deleted = SimpleNamespace(reason=kopf.DaemonStoppingReason.RESOURCE_DELETED, __bool__=lambda self: True)
+    exiting = SimpleNamespace(reason=kopf.DaemonStoppingReason.OPERATOR_EXITING)
+    running = SimpleNamespace(reason=None)
+    assert KopfStop(deleted).deleting  # type: ignore[arg-type]
+    assert not KopfStop(exiting).deleting  # type: ignore[arg-type]
+    assert not KopfStop(running).deleting  # type: ignore[arg-type]
+
+
+def test_entry_points_exist() -> None:
+    from ecs_scan_operator import controller
+    from ecs_scan_operator.controller import main
+
+    assert callable(controller.run)
+    assert main.handlers.FINALIZER == "ecsscan.io/finalizer"
