@@ -62,7 +62,9 @@ def image(
     )
 
 
-def spec(jira: Mapping[str, Any] | None = None, *, dry_run: bool = False, threshold: str = "MEDIUM") -> PolicySpec:
+def spec(
+    jira: Mapping[str, Any] | None = None, *, dry_run: bool = False, threshold: str = "MEDIUM"
+) -> PolicySpec:
     """A valid policy spec with the given jira section (url filled in by callers)."""
     doc: dict[str, Any] = {
         "schedule": "0 6 * * *",

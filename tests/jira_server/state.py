@@ -634,6 +634,7 @@ class JiraState:
             "id": c.id,
             "self": f"{self.base_url}/rest/api/{api}/issue/{issue.id}/comment/{c.id}",
             "body": c.body,
-            "created": jira_time(c.created),
-            "updated": jira_time(c.created),
+            # Comment timestamps are typed `date-time` in the document: RFC 3339 here.
+            "created": c.created.isoformat(timespec="milliseconds"),
+            "updated": c.created.isoformat(timespec="milliseconds"),
         }
