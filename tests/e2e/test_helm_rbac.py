@@ -12,12 +12,16 @@ shows what it cannot do: read Secrets elsewhere, write ScanPolicy specs, touch o
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,8 @@ import yaml
 
 from tests.cluster.fixtures import Kubectl
 from tests.cluster.localcluster import LocalCluster
+from tests.jira_server.server import JiraTestServer
+from tests.support.moto_fixtures import AWS_ENV, reset_moto
 
 pytestmark = pytest.mark.e2e
 
@@ -240,18 +246,30 @@ def test_namespaced_sees_nothing_outside_its_namespaces(
 @pytest.mark.parametrize(
     ("verb", "resource"),
     [
-        ("list", "namespaces"),
+        ("get", "namespaces"),
+        ("patch", "namespaces"),
         ("get", "nodes"),
-        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
         ("escalate", "clusterroles.rbac.authorization.k8s.io"),
         ("impersonate", "users"),
         ("create", "validatingadmissionpolicies.admissionregistration.k8s.io"),
+        ("delete", "validatingadmissionpolicybindings.admissionregistration.k8s.io"),
     ],
 )
 def test_no_cluster_scoped_rights(kubectl: Kubectl, namespaced: Install, verb: str, resource: str) -> None:
-    """A namespaced install gets nothing cluster-wide."""
+    """A namespaced install gets nothing cluster-wide beyond kopf's read-only scanning."""
     assert not can_i(kubectl, namespaced, verb, resource, None)
+
+
+def test_kopf_scanning_is_read_only(kubectl: Kubectl, namespaced: Install) -> None:
+    """kopf may list and watch CRDs and Namespaces (names and schemas), nothing else on them."""
+    for resource in ("customresourcedefinitions.apiextensions.k8s.io", "namespaces"):
+        assert can_i(kubectl, namespaced, "list", resource, None)
+        assert can_i(kubectl, namespaced, "watch", resource, None)
+        for verb in ("create", "update", "patch", "delete"):
+            assert not can_i(kubectl, namespaced, verb, resource, None), (verb, resource)
 
 
 def test_leader_election_is_one_lease(kubectl: Kubectl, namespaced: Install) -> None:
@@ -381,3 +399,145 @@ def test_operator_identity_cannot_change_a_spec(
 
 def _undo_suspend(kubectl: Kubectl, ns: str) -> None:
     kubectl("patch", SP, "guarded", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+
+
+# ------------------------------------------------------------------ the whole job, as the ServiceAccount
+
+#: What in an operator log means RBAC is short of something (kopf logs 403s and its fallbacks).
+RBAC_TROUBLE = ("403", "Forbidden", "forbidden", "Not enough permissions")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _operator(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`ecs-scan-operator operator` (the image ENTRYPOINT) as a local process; SIGTERM at the end."""
+    exe = str(Path(sys.executable).parent / "ecs-scan-operator")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [exe, "operator"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def test_operator_does_its_whole_job_as_the_service_account(
+    kube_cluster: LocalCluster,
+    kubectl: Kubectl,
+    namespaced: Install,
+    moto_server: str,
+    jira_server: JiraTestServer,
+    tmp_path: Path,
+) -> None:
+    """Only the chart's RBAC: watch, read the Jira Secret, run, patch status, post Events, hold the Lease."""
+    from ecs_scan_operator.demo.fleet import seed_fleet
+
+    reset_moto(moto_server)
+    fleet = seed_fleet(moto_server)
+    ns = namespaced.watched[0]
+    kubectl(
+        "create", "secret", "generic", "jira-credentials", "-n", ns,
+        f"--from-literal=email={jira_server.EMAIL}", f"--from-literal=apiToken={jira_server.API_TOKEN}",
+    )  # fmt: skip
+    policy = _policy(
+        "whole-job",
+        ns,
+        schedule="0 0 1 1 *",  # far away: the run below is the run-now one
+        jira={"url": jira_server.url, "credentialsSecret": "jira-credentials", "project": "SEC"},
+        report={"s3": {"bucket": fleet.bucket, "prefix": "ecs-scan"}},
+    )
+    policy["metadata"]["annotations"] = {"ecsscan.io/run-now": "e2e-1"}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(policy))
+
+    kubeconfig = _sa_kubeconfig(kube_cluster, kubectl, namespaced, tmp_path / "sa.kubeconfig")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        **namespaced.env,  # what the chart's Deployment sets, leader election included
+        **AWS_ENV,
+        "AWS_ENDPOINT_URL": moto_server,
+        "KUBECONFIG": str(kubeconfig),
+        "ECS_SCAN_HEALTH_PORT": str(_free_port()),
+        "ECS_SCAN_METRICS_PORT": str(_free_port()),
+        "ECS_SCAN_LOG_FORMAT": "text",
+    }
+    log = tmp_path / "operator.log"
+    with _operator(env, log) as proc:
+
+        def finished() -> dict[str, Any] | None:
+            assert proc.poll() is None, f"the operator exited ({proc.returncode}):\n{log.read_text()[-5000:]}"
+            obj = kubectl.json("get", SP, "whole-job", "-n", ns)
+            done = (obj.get("status") or {}).get("lastRun", {}).get("completionTime")
+            return obj if done and _condition(obj, "Ready").get("reason") != "Running" else None
+
+        try:
+            obj = _eventually(finished, "the run-now run to finish", timeout=240, delay=1.0)
+        except AssertionError:
+            pytest.fail(f"no finished run; operator log:\n{log.read_text()[-6000:]}")
+        ready, tickets = _condition(obj, "Ready"), _condition(obj, "TicketsSynced")
+        assert ready["reason"] in ("RunSucceeded", "PartialFailure"), ready
+        assert obj["status"]["lastRunNow"] == "e2e-1"
+        assert obj["status"]["lastRun"]["images"] > 0
+        assert obj["status"]["lastRun"]["reportUri"].startswith(f"s3://{fleet.bucket}/ecs-scan/")
+        assert tickets["status"] == "True", (
+            tickets
+        )  # the Secret was read with `get` in the policy's namespace
+        assert jira_server.state.issues, "no Jira ticket was created"
+
+        events = kubectl.json("get", "events", "-n", ns, "--field-selector", "involvedObject.name=whole-job")
+        assert events["items"], "the operator posted no Event"
+        lease = kubectl.json(
+            "get", "lease", namespaced.env["ECS_SCAN_LEASE_NAME"], "-n", namespaced.namespace
+        )
+        assert lease["spec"]["holderIdentity"] == namespaced.env["POD_NAME"]
+
+        # What the operator writes besides the status (docs/operations.md, GitOps): its finalizer,
+        # and no annotations of its own (kopf's state goes under ecsscan.io/, and only if needed).
+        meta = obj["metadata"]
+        assert meta["finalizers"] == ["ecsscan.io/finalizer"]
+        written = {
+            k for k in meta.get("annotations", {}) if k.startswith(("kopf.zalando.org/", "ecsscan.io/"))
+        }
+        assert written <= {"ecsscan.io/run-now", "ecsscan.io/last-handled-configuration"}, written
+        _, raw = kube_cluster.request(
+            "GET", f"/apis/ecsscan.io/v1alpha1/namespaces/{ns}/scanpolicies/whole-job"
+        )
+        managers = {(m["manager"], m.get("subresource", "")) for m in raw["metadata"]["managedFields"]}
+        print(f"field managers: {sorted(managers)}")
+
+        # Deleting the policy: the operator stops its loop and removes its finalizer (a patch).
+        kubectl("delete", SP, "whole-job", "-n", ns, "--wait=false")
+        _eventually(
+            lambda: (
+                kubectl("get", SP, "whole-job", "-n", ns, "--ignore-not-found", "-o", "name").stdout.strip()
+                == ""
+            ),
+            "the policy to be gone (finalizer removed by the operator)",
+            timeout=120,
+        )
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0, log.read_text()[-5000:]
+
+    text = log.read_text()
+    trouble = [line for line in text.splitlines() if any(word in line for word in RBAC_TROUBLE)]
+    assert not trouble, "the operator hit RBAC limits:\n" + "\n".join(trouble[:20])
+    assert "Traceback" not in text, text[-5000:]

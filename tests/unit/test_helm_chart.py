@@ -311,6 +311,13 @@ POLICY_RULES = [
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 SECRET_RULE = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+CRD_SCAN_RULE = {
+    "apiGroups": ["apiextensions.k8s.io"],
+    "resources": ["customresourcedefinitions"],
+    "verbs": ["list", "watch"],
+}
+NAMESPACE_SCAN_RULE = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
+SCANNING = ("ClusterRole", "", f"{RELEASE}-ecs-scan-operator-kopf-scanning")
 
 
 def _roles(objs: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
@@ -333,8 +340,11 @@ def test_rbac_cluster_wide_default() -> None:
     """No watchNamespaces: one ClusterRole with exactly the policy rules + Secrets get."""
     objs = render()
     _assert_no_wildcards(objs)
-    assert _roles(objs) == {("ClusterRole", "", "scan-ecs-scan-operator"): [*POLICY_RULES, SECRET_RULE]}
-    (binding,) = by_kind(objs, "ClusterRoleBinding")
+    assert _roles(objs) == {
+        ("ClusterRole", "", "scan-ecs-scan-operator"): [*POLICY_RULES, SECRET_RULE],
+        SCANNING: [CRD_SCAN_RULE],  # cluster-wide kopf never lists namespaces
+    }
+    binding, _ = by_kind(objs, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "scan-ecs-scan-operator", "namespace": NAMESPACE}
     ]
@@ -342,13 +352,17 @@ def test_rbac_cluster_wide_default() -> None:
 
 
 def test_rbac_namespaced() -> None:
-    """watchNamespaces: a Role + RoleBinding per namespace, nothing cluster-wide at all."""
+    """watchNamespaces: a Role + RoleBinding per namespace; cluster-wide only kopf's read-only scanning."""
     objs = render("namespaced-values.yaml")
     _assert_no_wildcards(objs)
     assert _roles(objs) == {
         ("Role", "team-a", "scan-ecs-scan-operator"): [*POLICY_RULES, SECRET_RULE],
         ("Role", "team-b", "scan-ecs-scan-operator"): [*POLICY_RULES, SECRET_RULE],
+        SCANNING: [CRD_SCAN_RULE, NAMESPACE_SCAN_RULE],
     }
+    assert [b["metadata"]["name"] for b in by_kind(objs, "ClusterRoleBinding")] == [SCANNING[2]]
+    objs = render("namespaced-values.yaml", "--set", "rbac.kopfScanning=false")
+    assert not by_kind(objs, "ClusterRole")
     assert not by_kind(objs, "ClusterRoleBinding")
     assert {b["metadata"]["namespace"] for b in by_kind(objs, "RoleBinding")} == {"team-a", "team-b"}
 
@@ -360,6 +374,7 @@ def test_rbac_cluster_wide_with_secret_namespaces() -> None:
     assert _roles(objs) == {
         ("ClusterRole", "", "scan-ecs-scan-operator"): POLICY_RULES,
         ("Role", "security", "scan-ecs-scan-operator-secrets"): [SECRET_RULE],
+        SCANNING: [CRD_SCAN_RULE],
     }
     assert not by_kind(objs, "ServiceAccount")
     subjects = [
@@ -373,7 +388,7 @@ def test_rbac_cluster_wide_with_secret_namespaces() -> None:
 def test_rbac_without_secrets_and_without_rbac() -> None:
     """rbac.readSecrets=false drops Secrets; rbac.create=false renders no RBAC at all."""
     objs = render(None, "--set", "rbac.readSecrets=false")
-    assert _roles(objs) == {("ClusterRole", "", "scan-ecs-scan-operator"): POLICY_RULES}
+    assert _roles(objs)[("ClusterRole", "", "scan-ecs-scan-operator")] == POLICY_RULES
     objs = render(None, "--set", "rbac.create=false")
     assert not [o for o in objs if o["apiVersion"].startswith("rbac.authorization.k8s.io/")]
 
