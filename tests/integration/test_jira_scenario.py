@@ -24,6 +24,8 @@ from tests.jira_server import fleet
 from tests.jira_server.server import JiraTestServer, Record
 from tests.jira_server.state import STATUSES, Issue
 
+DEDUP = re.compile(r"ecsscan-[0-9a-f]{16}")
+
 pytestmark = pytest.mark.integration
 
 START = datetime(2025, 3, 3, 6, 0, tzinfo=UTC)
@@ -209,3 +211,48 @@ def test_twelve_daily_runs(jira_server: JiraTestServer, sink: JiraTicketSink) ->
     assert sum(1 for rec in logs[0] if rec.path.endswith("/issue")) == 3
     assert all(not rec.path.endswith("/serverInfo") for lg in logs[1:] for rec in lg)
     assert len(server.state.issues) == 5
+
+
+@pytest.mark.parametrize("jira_server", ["cloud", "dc"], indirect=True)
+def test_request_figures(jira_server: JiraTestServer) -> None:
+    """Requests per run for a 60-image fleet (45 repositories, 3 routes); printed with -s."""
+    spec = fleet.spec(
+        {
+            "url": jira_server.url,
+            "routes": [
+                {"name": "payments", "match": {"families": ["pay-*"]}, "project": "OPS"},
+                {"name": "search", "match": {"taskDefinitionTags": {"team": "search"}}},
+            ],
+        }
+    )
+    images = []
+    for i in range(45):
+        family = ("pay-" if i % 3 == 0 else "svc-") + str(i)
+        tags = {"team": "search"} if i % 3 == 1 else {}
+        findings = [H1] if i % 4 else []  # a quarter are clean
+        images.append(fleet.image(f"team/repo{i}", "1", findings, families=[(family, "c")], td_tags=tags))
+        if i < 15:
+            images.append(fleet.image(f"team/repo{i}", "0", [M2], families=[(family, "c")], td_tags=tags))
+    creds = JiraCredentials.from_env(jira_server.credentials_env())
+    assert creds is not None
+    figures = {}
+    for day, name in enumerate(["first", "steady", "steady-new-sink"]):
+        sink = JiraTicketSink(jira_server.url, creds, sleep=lambda _: None)
+        if name == "steady":
+            sink.sync(fleet.request(spec, images, START, "warm-up"))  # same sink object, next run below
+        mark = jira_server.mark()
+        report = sink.sync(fleet.request(spec, images, START + timedelta(days=day), f"run-{day}"))
+        sink.close()
+        seen = jira_server.since(mark)
+        assert report.synced and report.requests == len(seen)
+        figures[name] = (len(seen), sum(r.write for r in seen), report.searches)
+    groups = sum(
+        1 for lb in {lb for i in jira_server.state.issues.values() for lb in i.labels} if DEDUP.fullmatch(lb)
+    )
+    print(
+        f"\n{jira_server.flavour}: {len(images)} images, {groups} tickets, 3 routes -> "
+        + ", ".join(f"{k}: {n} requests ({w} writes, {s} search pages)" for k, (n, w, s) in figures.items())
+    )
+    assert figures["first"] == (1 + 3 + groups, groups, 3)  # serverInfo, one search per route, creates
+    assert figures["steady"] == (3, 0, 3)  # one search page per route, zero writes
+    assert figures["steady-new-sink"] == (3, 0, 3)  # serverInfo is asked once per process and site

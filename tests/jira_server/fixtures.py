@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from ecs_scan_operator.adapters.jira import forget_deployments
 from tests.jira_server.contract import SPEC_FILE, ContractChecker
 from tests.jira_server.server import JiraTestServer
 
@@ -30,6 +31,7 @@ def jira_contract() -> ContractChecker:
 def jira_server(request: pytest.FixtureRequest, jira_contract: ContractChecker) -> Iterator[JiraTestServer]:
     """A started Jira test server with project SEC (components team-a, team-b) and project OPS."""
     flavour = getattr(request, "param", "cloud")
+    forget_deployments()  # a port may come back as another flavour
     server = JiraTestServer(flavour, contract=jira_contract).start()
     server.state.add_project("SEC", "Security", components=["team-a", "team-b"])
     server.state.add_project("OPS", "Operations", components=["platform"])

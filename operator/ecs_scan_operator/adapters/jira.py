@@ -72,6 +72,8 @@ SEARCH_FIELDS = (
     "project",
 )
 MAX_ERRORS = 20
+#: serverInfo.deploymentType per site URL, learnt once per process (sinks are often built per run).
+_DEPLOYMENTS: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +189,7 @@ class JiraSinkOptions:
     max_retry_after: float = 120.0  # a longer Retry-After ends the run's Jira work (next run resumes)
     timeout: tuple[float, float] = (10.0, 60.0)  # connect, read
     page_size: int = 100
-    labels_per_search: int = 50  # keeps GET URLs short
+    labels_per_search: int = 100  # one page per batch; GET URLs stay under ~4 kB
     properties_on_edit: bool = True  # send the property inside the edit (atomic); else a separate PUT
     workflow: JiraWorkflow = field(default_factory=JiraWorkflow)
 
@@ -302,14 +304,17 @@ class JiraTicketSink:
     def _connect(self) -> JIRA:
         if self._client is not None:
             return self._client
+        known = _DEPLOYMENTS.get(self.url)
         attempt = 0
         while True:
-            self._spend()
+            if known is None:
+                self._spend()  # the constructor's GET serverInfo
             try:
                 self._client = self._client_factory(
                     self.url,
                     options={"rest_api_version": "2", "check_update": False},
-                    get_server_info=True,  # serverInfo.deploymentType tells Cloud from Data Center
+                    # serverInfo.deploymentType tells Cloud from Data Center; asked once per process and site.
+                    get_server_info=known is None,
                     max_retries=0,  # we retry ourselves, and never a create (see the module docstring)
                     timeout=self.options.timeout,
                     **self._credentials.client_auth(),
@@ -322,6 +327,11 @@ class JiraTicketSink:
                     self._sleep(self._delay(attempt, mapped.retry_after))
                     continue
                 raise mapped from None
+        if known is None:
+            _DEPLOYMENTS[self.url] = str(self._client.deploymentType or "")
+        else:
+            # What the constructor would have read; keeps the client's own Cloud checks right too.
+            self._client.deploymentType = known
         log.info("jira: connected to %s (%s)", self.url, "Cloud" if self.cloud else "Data Center")
         return self._client
 
@@ -706,6 +716,11 @@ def build_ticket_sink(
     creds = JiraCredentials.from_mapping(credentials)
     sink_cls = PlanOnlyTicketSink if spec.dry_run else JiraTicketSink
     return sink_cls(spec.jira.url, creds)
+
+
+def forget_deployments() -> None:
+    """Forget what serverInfo said about each site (tests reuse ports for other flavours)."""
+    _DEPLOYMENTS.clear()
 
 
 # ---------------------------------------------------------------------------------------------

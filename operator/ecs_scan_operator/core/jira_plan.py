@@ -53,7 +53,7 @@ TEXT_LIMIT = 32_767
 #: What we aim for: some room below the limit for Jira's own counting (line endings, entities).
 TEXT_BUDGET = 32_000
 SUMMARY_LIMIT = 255
-LABELS_PER_SEARCH = 50
+LABELS_PER_SEARCH = 100
 LIST_IN_COMMENT = 50
 
 
