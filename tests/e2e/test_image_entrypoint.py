@@ -146,13 +146,16 @@ def test_entrypoint_runs_against_the_api_server(
     the working directory, only ECS_SCAN_* settings (as the chart sets them) and a kubeconfig in
     place of the in-cluster ServiceAccount token.
     """
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "helm" / "ecs-scan-operator" / "crds")
+    )
     kubectl("wait", "--for=condition=Established", "crd/scanpolicies.ecsscan.io", "--timeout=120s")
     ns = f"img-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", ns)
     policy = yaml.safe_load((ROOT / "examples" / "scanpolicy.yaml").read_text())
     policy["metadata"] = {"name": "from-the-image", "namespace": ns}
     policy["spec"]["schedule"] = "0 0 1 1 *"  # far away: this test makes no AWS call
+    policy["spec"]["timeZone"] = "UTC"
     kubectl("apply", "-f", "-", input=yaml.safe_dump(policy))
 
     home = tmp_path / "home"
