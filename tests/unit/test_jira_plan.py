@@ -99,7 +99,8 @@ DONE = {
         ),
         ([HIGH], {}, [], ImageStatus.NOT_SCANNED, Action.UPDATE, "no longer monitored"),
         ([HIGH], {}, [], ImageStatus.NOT_FOUND, Action.UPDATE, "no longer monitored"),
-        ([HIGH], {}, [], ImageStatus.FAILED, Action.UPDATE, "no longer monitored"),
+        ([HIGH], {}, [], ImageStatus.FAILED, Action.UNCHANGED, "scan failed"),
+        ([HIGH], {}, [HIGH, CRIT], ImageStatus.FAILED, Action.UNCHANGED, "scan failed"),
         ([HIGH], DONE, [HIGH], ImageStatus.SCANNED, Action.REOPEN, "within 14 days"),
         ([HIGH], {**DONE, "resolution": "Done"}, [HIGH], ImageStatus.SCANNED, Action.REOPEN, "within"),
         (
@@ -442,3 +443,19 @@ def test_summary_is_bounded() -> None:
     summary = render_summary(group, evaluate_group(group, None))
     assert len(summary) <= 255
     assert summary.endswith(": 1 CRITICAL, 1 HIGH")
+
+
+def test_a_ticket_that_lost_its_dedup_label_is_kept_and_relabelled() -> None:
+    ticket = _existing([HIGH])
+    stripped = replace(ticket, labels=tuple(lb for lb in ticket.labels if "-route-" in lb))
+    (got,) = _plan([fleet.image("app/api", "1.0", [HIGH])], [stripped])
+    assert got.action is Action.UPDATE and got.ticket == "SEC-1" and got.reason == "restoring its labels"
+    assert got.label in got.fields.labels
+
+
+def test_a_mixed_failed_group_is_left_alone() -> None:
+    images = [fleet.image("app/api", "1.0", [HIGH]), fleet.image("app/api", "0.9", [CRIT])]
+    (create,) = _plan(images, [])
+    later = [fleet.image("app/api", "1.0", []), fleet.image("app/api", "0.9", status=ImageStatus.FAILED)]
+    (got,) = _plan(later, [_ticket_from(create)])
+    assert got.action is Action.UNCHANGED and not got.writes

@@ -44,7 +44,7 @@ from ecs_scan_operator.core.dedup import (
     route_label,
 )
 from ecs_scan_operator.core.grouping import DEFAULT_ROUTE, Group, group_images, resolve_routes
-from ecs_scan_operator.core.model import SEVERITY_ORDER, Finding, Severity
+from ecs_scan_operator.core.model import SEVERITY_ORDER, Finding, ImageStatus, Severity
 from ecs_scan_operator.core.policy import JiraSpec, PolicyRef
 from ecs_scan_operator.core.tickets import TicketRequest
 
@@ -794,6 +794,10 @@ def _plan_group(
     # Open ticket.
     if wf.is_wont_do_status(current.status):
         return _with(base, action=Action.SKIP_WONTDO, reason=f"status {current.status} set by a person")
+    if any(i.status is ImageStatus.FAILED for i in group.images):
+        # A scan that errored says nothing about the image: no note, no rewrite, no close. (A
+        # passing outage would otherwise cost every ticket two comments.)
+        return _with(base, reason="a scan failed this run; ticket left as it was")
     if gf.none_known:
         if prev is None or prev.monitored:
             return _with(
@@ -992,12 +996,21 @@ def plan_tickets(
         for lb in t.labels:
             by_label.setdefault(lb, []).append(t)
     desired = {dedup_label(dedup_key(request.policy, g.route.name, g.group_id)): g for g in groups}
+    by_key = {dedup_key(request.policy, g.route.name, g.group_id): lb for lb, g in desired.items()}
+    claimed: set[str] = set()
+    for t in tickets.values():
+        # A person removed the dedup label but the route label found it, and the property says
+        # whose it is: it still tracks its group (and gets the label back), rather than a new one.
+        owner = by_key.get(t.prop.key) if t.prop is not None else None
+        if owner is not None and owner not in t.labels and not t.done:
+            by_label.setdefault(owner, []).append(t)
+            claimed.add(t.key)
 
     # Open tickets that no desired group claims: their group moved to another route, or left.
     orphans = [
         t
         for t in sorted(tickets.values(), key=lambda t: t.key)
-        if not t.done and not any(lb in desired for lb in t.labels)
+        if not t.done and t.key not in claimed and not any(lb in desired for lb in t.labels)
     ]
     by_group_id: dict[str, list[Group]] = {}
     for g in groups:
