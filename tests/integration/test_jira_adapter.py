@@ -340,3 +340,18 @@ def test_closing_uses_the_workflow(jira_server: JiraTestServer, sink: JiraTicket
     assert transitions[1].body["transition"] == {"id": "31"}
     assert transitions[1].body["fields"] == {"resolution": {"name": "Fixed"}}
     assert "Closing" in transitions[1].body["update"]["comment"][0]["add"]["body"]
+
+
+def test_an_answer_of_an_unexpected_shape_stops_cleanly(
+    jira_server: JiraTestServer, sink: JiraTicketSink
+) -> None:
+    # Something between us and Jira answers 200 with a list where a search page belongs.
+    jira_server._routes = [
+        (m, pat, (lambda **_: (200, ["not", "a", "page"])) if "search" in pat.pattern else fn)
+        for m, pat, fn in jira_server._routes
+    ]
+    report = _sync(sink, jira_server, _images(1))
+    assert not report.synced and report.reason == "JiraUnavailable"
+    assert report.errors == ["unexpected answer from Jira (AttributeError)"]
+    assert not jira_server.state.issues
+    jira_server.violations.clear()  # the broken answers were the point of this test

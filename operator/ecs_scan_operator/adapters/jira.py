@@ -297,6 +297,11 @@ class JiraTicketSink:
         except ScanError as exc:
             run.stopped = "JiraUnavailable"
             run.error(self._scrub(str(exc)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # An answer of an unexpected shape (a proxy's HTML page, another API version): stop
+            # here rather than guess; the next run starts over from the label search.
+            run.stopped = "JiraUnavailable"
+            run.error(f"unexpected answer from Jira ({type(exc).__name__})")
         return self._report(plan, results, dry)
 
     # -- reading ----------------------------------------------------------------------------
@@ -479,6 +484,8 @@ class JiraTicketSink:
             }
         try:
             created = self._send("POST", "issue", body=body, kind="write", idempotent=False)
+            if not isinstance(created, Mapping) or not created.get("key"):
+                raise _OutcomeUnknown("POST /rest/api/2/issue: the answer names no issue key")
             return str(created["key"])
         except _OutcomeUnknown as exc:
             # The issue may exist although we never heard back: look for it by label first.
@@ -543,7 +550,7 @@ class JiraTicketSink:
             got = self._send(
                 "GET", f"issue/{key}/transitions", params={"expand": "transitions.fields"}, kind="read"
             )
-            cache[cache_key] = list(got.get("transitions") or [])
+            cache[cache_key] = list((got or {}).get("transitions") or [])
         chosen = _pick_transition(cache[cache_key], which, self.options.workflow)
         if chosen is None:
             target = "Done" if which == "close" else "an open status"
