@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 SETTINGS: Settings = get_settings()
 
 
+class _QuietWake(logging.Filter):
+    """Drop kopf's "Handler 'wake' succeeded." line: it would log every change of every policy."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Handler 'wake' succeeded."
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietWake())
+
+
 class KopfEvents:
     """EventSink posting through kopf (queued, retried, on the policy as involvedObject)."""
 
