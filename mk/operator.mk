@@ -87,7 +87,7 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f
 PY
 echo "report: $$uri (moto at $$endpoint)"
 echo "        copied to $$local_dir/index.html"
-echo "events: $$($$kubectl -n $(DEMO_NAMESPACE) get events --field-selector involvedObject.name=$(DEMO_POLICY) -o 'jsonpath={range .items[*]}{.reason} {end}')"
+echo "events: $$($$kubectl -n $(DEMO_NAMESPACE) get events --field-selector involvedObject.name=$(DEMO_POLICY) --sort-by=.metadata.creationTimestamp -o 'jsonpath={range .items[*]}{.reason} {end}')"
 echo "logs:   $$dir/operator.log, $$dir/moto.log, $$dir/cluster.log"
 if [ "$(DEMO_HOLD)" = "1" ]; then
   echo

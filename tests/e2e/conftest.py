@@ -229,7 +229,10 @@ def start_operator(
     """Start operator processes watching this test's namespace; all are stopped at teardown."""
     started: list[Operator] = []
 
-    def start(identity: str = "op-1", *, leader_election: bool = False, **env: str) -> Operator:
+    def start(
+        identity: str = "op-1", *, leader_election: bool = False, kopf_run: bool = False, **env: str
+    ) -> Operator:
+        """`python -m ecs_scan_operator.controller`, or `kopf run -m ...controller.main` with kopf_run."""
         base = {
             k: v
             for k, v in os.environ.items()
@@ -258,8 +261,15 @@ def start_operator(
         }
         log_path = tmp_path / f"{identity}-{len(started)}.log"
         with log_path.open("wb") as log:
+            command = [sys.executable, "-m", "ecs_scan_operator.controller"]
+            if kopf_run:
+                command = [
+                    *(sys.executable, "-m", "kopf", "run", "-m", "ecs_scan_operator.controller.main"),
+                    *("--standalone", "--namespace", kube_namespace),
+                    f"--liveness=http://0.0.0.0:{health_port}/healthz",
+                ]
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ecs_scan_operator.controller"],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -17,6 +17,11 @@ def configure_logging(log_format: str, level: str) -> None:
     """kopf's log format (text or JSON, with the policy as a field), at the given level."""
     import kopf
 
+    # The operator owns the process's logging: one handler, kopf's (a caller's basicConfig would
+    # print every line twice).
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
     kopf.configure(
         verbose=level == "DEBUG",
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
