@@ -64,7 +64,7 @@ class UnavailableTicketSink:
 
     def sync(self, request: TicketRequest) -> TicketReport:
         """Nothing is written; the reason becomes TicketsSynced=False on the policy."""
-        return TicketReport(errors=[self.reason], synced=False)
+        return TicketReport(errors=[self.reason], synced=False, reason="JiraUnavailable")
 
 
 def _jira_sink(spec: PolicySpec, credentials: Mapping[str, SecretStr] | None) -> TicketSink:

@@ -285,6 +285,7 @@ def run_policy(
     if progress:
         progress("task definitions", 0, 1)
     images = collect_images(spec, ports, state, result, rlog, cancel)
+    inventory_errors = result.errors_total
     if progress:
         progress("task definitions", 1, 1)
     _check(cancel)
@@ -316,7 +317,7 @@ def run_policy(
         _check(cancel)
         try:
             ports.reports.put(obj.key, obj.body, obj.content_type)
-            written[obj.key] = ports.reports.uri(obj.key)
+            written[obj.key] = ports.reports.link(obj.key)
         except ScanError as exc:
             result.record_error(f"report object {obj.key}: {exc}")
     if progress:
@@ -336,9 +337,11 @@ def run_policy(
             run_id=run_id,
             now=clock.now(),
             report_links=links,
-            run_log_link=ports.reports.uri(f"{folder}/run.log.jsonl"),
-            index_link=ports.reports.uri(f"{folder}/index.html"),
+            run_log_link=ports.reports.link(f"{folder}/run.log.jsonl"),
+            index_link=ports.reports.link(f"{folder}/index.html"),
             dry_run=spec.dry_run,
+            # A partial inventory must not read as "image no longer used" and close its ticket.
+            inventory_complete=not inventory_errors,
         )
         try:
             report = ports.tickets.sync(request)
@@ -351,9 +354,8 @@ def run_policy(
             for err in report.errors:
                 result.record_error(f"jira: {err}")
             if not report.synced:
-                result.stage_failures["tickets"] = clip(
-                    "; ".join(report.errors) or "tickets not fully synced"
-                )
+                detail = "; ".join(report.errors) or "tickets not fully synced"
+                result.stage_failures["tickets"] = clip(f"{report.reason}: {detail}")
             rlog("tickets_synced", actions=report.actions, requests=report.requests, synced=report.synced)
 
     if ports.aws_calls is not None:

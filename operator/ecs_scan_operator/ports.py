@@ -70,7 +70,11 @@ class ReportSink(Protocol):
         ...
 
     def uri(self, key: str) -> str:
-        """Where a person finds the object (s3://… or a file path)."""
+        """Where a program finds the object (s3://… or a file path)."""
+        ...
+
+    def link(self, key: str) -> str:
+        """Where a person opens the object (the S3 console URL, or a file path); never expires."""
         ...
 
 

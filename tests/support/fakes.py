@@ -131,3 +131,6 @@ class MemorySink:
 
     def uri(self, key: str) -> str:
         return f"mem://{key}"
+
+    def link(self, key: str) -> str:
+        return f"https://reports.example/{key}"

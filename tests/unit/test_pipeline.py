@@ -161,3 +161,48 @@ def test_result_bounded_for_2000_families() -> None:
     assert result.errors_total >= 1
     size = len(json.dumps(result.to_dict()).encode())
     assert size < 16 * 1024, size
+
+
+class RecordingTickets:
+    """A TicketSink that records the request and answers as told."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        self.requests: list[Any] = []
+
+    def sync(self, request: Any) -> Any:
+        self.requests.append(request)
+        return self.report
+
+
+JIRA = {"url": "https://acme.atlassian.net", "credentialsSecret": "jira", "project": "SEC"}
+
+
+def test_tickets_get_links_and_partial_inventory_flag() -> None:
+    from ecs_scan_operator.core.tickets import TicketReport
+
+    sink = RecordingTickets(TicketReport(actions={"create": 2}))
+    p = ports(MemorySink(), FakeImageSource(FLEET, fail_regions={"eu-west-1"}))
+    p.tickets = sink
+    result = run_policy(
+        POLICY, spec(jira=JIRA, aws={"regions": ["eu-west-1", "us-east-1"]}), p, FixedClock(), run_id="r1"
+    )
+    req = sink.requests[0]
+    assert req.inventory_complete is False  # eu-west-1 failed: no ticket may be closed as "no longer used"
+    assert (
+        req.report_links["app:1"]
+        == "https://reports.example/scans/2026-11-28/team-a/nightly/r1/images/app/1.json"
+    )
+    assert req.index_link.endswith("/r1/index.html")
+    assert result.tickets == {"create": 2}
+
+
+def test_ticket_sync_failure_is_a_stage_failure() -> None:
+    from ecs_scan_operator.core.tickets import TicketReport
+
+    p = ports(MemorySink())
+    p.tickets = RecordingTickets(TicketReport(errors=["HTTP 401"], synced=False, reason="JiraAuthFailed"))
+    result = run_policy(POLICY, spec(jira=JIRA), p, FixedClock())
+    assert result.stage_failures["tickets"].startswith("JiraAuthFailed: HTTP 401")
+    assert result.outcome is Outcome.PARTIAL
+    assert p.tickets.requests[0].inventory_complete is True

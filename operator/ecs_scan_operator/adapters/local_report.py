@@ -42,3 +42,7 @@ class LocalReportSink:
     def uri(self, key: str) -> str:
         """The file's path."""
         return str(self._path(key))
+
+    def link(self, key: str) -> str:
+        """A file:// URL."""
+        return self._path(key).as_uri()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -16,6 +17,7 @@ class S3ReportSink:
         self, clients: AwsClients, bucket: str, region: str, *, kms_key_id: str | None = None
     ) -> None:
         self._s3 = clients.base("s3", region)
+        self._region = region
         self._bucket = bucket
         self._kms = kms_key_id
 
@@ -45,3 +47,11 @@ class S3ReportSink:
     def uri(self, key: str) -> str:
         """s3://bucket/key."""
         return f"s3://{self._bucket}/{key}"
+
+    def link(self, key: str) -> str:
+        """The S3 console page of the object: works for anyone with read access, and never expires
+        (a presigned URL would leak read access to whoever sees the ticket, for up to 7 days)."""
+        return (
+            f"https://{self._region}.console.aws.amazon.com/s3/object/{self._bucket}"
+            f"?region={self._region}&prefix={quote(key, safe='/')}"
+        )
