@@ -88,6 +88,25 @@ def check_glob(value: str) -> str:
 Glob = Annotated[str, AfterValidator(check_glob)]
 
 
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    """A validator refusing values that do not match `pattern`, saying what was expected."""
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+Region = Annotated[str, _matching(_REGION_RE, "an AWS region name such as eu-west-1")]
+RoleArn = Annotated[str, _matching(_ROLE_ARN_RE, "an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>)")]
+ProjectKey = Annotated[
+    str, _matching(_JIRA_PROJECT_RE, "a Jira project key (2-10 uppercase letters, digits, _)")
+]
+JiraLabel = Annotated[str, _matching(_JIRA_LABEL_RE, "a Jira label (1-255 characters without spaces)")]
+
+
 def normalize_cron(expr: str) -> str:
     """Return the 5-field form of a schedule (macros expanded); raise ValueError when invalid."""
     text = " ".join(expr.split())
@@ -120,34 +139,17 @@ class _Model(BaseModel):
 class AwsSpec(_Model):
     """Where the task definitions live and how to reach them."""
 
-    region: str | None = None
-    regions: list[str] | None = Field(default=None, min_length=1, max_length=30)
-    role_arn: str | None = None
+    region: Region | None = None
+    regions: list[Region] | None = Field(default=None, min_length=1, max_length=30)
+    role_arn: RoleArn | None = None
     external_id: str | None = None
-    registry_role_arn: str | None = None
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, v: str | None) -> str | None:
-        if v is not None and not _REGION_RE.match(v):
-            raise ValueError(f"{v!r} is not an AWS region name such as eu-west-1")
-        return v
+    registry_role_arn: RoleArn | None = None
 
     @field_validator("regions")
     @classmethod
     def _regions(cls, v: list[str] | None) -> list[str] | None:
-        for r in v or []:
-            if not _REGION_RE.match(r):
-                raise ValueError(f"{r!r} is not an AWS region name such as eu-west-1")
         if v is not None and len(set(v)) != len(v):
             raise ValueError("regions are listed more than once")
-        return v
-
-    @field_validator("role_arn", "registry_role_arn")
-    @classmethod
-    def _arn(cls, v: str | None) -> str | None:
-        if v is not None and not _ROLE_ARN_RE.match(v):
-            raise ValueError(f"{v!r} is not an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>)")
         return v
 
     @field_validator("external_id")
@@ -276,10 +278,10 @@ class JiraRoute(_Model):
 
     name: str
     match: RouteMatch
-    project: str | None = None
+    project: ProjectKey | None = None
     components: list[str] = Field(default_factory=list, max_length=20)
     assignee: str | None = Field(default=None, max_length=128)
-    labels: list[str] = Field(default_factory=list, max_length=20)
+    labels: list[JiraLabel] = Field(default_factory=list, max_length=20)
 
     @field_validator("name")
     @classmethod
@@ -288,35 +290,16 @@ class JiraRoute(_Model):
             raise ValueError(f"{v!r} must be a lowercase DNS label (a-z, 0-9, '-') other than 'default'")
         return v
 
-    @field_validator("project")
-    @classmethod
-    def _project(cls, v: str | None) -> str | None:
-        if v is not None and not _JIRA_PROJECT_RE.match(v):
-            raise ValueError(f"{v!r} is not a Jira project key (2-10 uppercase letters, digits, _)")
-        return v
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, v: list[str]) -> list[str]:
-        return _check_labels(v)
-
-
-def _check_labels(v: list[str]) -> list[str]:
-    for label in v:
-        if not _JIRA_LABEL_RE.match(label):
-            raise ValueError(f"label {label!r} must be 1-255 characters without spaces")
-    return v
-
 
 class JiraSpec(_Model):
     """Jira ticketing: one ticket per (route, group), never duplicated."""
 
     url: str
     credentials_secret: str
-    project: str
+    project: ProjectKey
     issue_type: str = Field(default="Bug", min_length=1, max_length=60)
     priority_map: dict[Severity, str] = Field(default_factory=dict)
-    labels: list[str] = Field(default_factory=list, max_length=20)
+    labels: list[JiraLabel] = Field(default_factory=list, max_length=20)
     due_days: dict[Severity, Annotated[int, Field(ge=1, le=3650)]] = Field(default_factory=dict)
     group_by: GroupBy = GroupBy.REPOSITORY
     close_when_fixed: bool = True
@@ -338,18 +321,6 @@ class JiraSpec(_Model):
         if not _DNS_SUBDOMAIN_RE.match(v):
             raise ValueError(f"{v!r} is not a Kubernetes Secret name")
         return v
-
-    @field_validator("project")
-    @classmethod
-    def _project(cls, v: str) -> str:
-        if not _JIRA_PROJECT_RE.match(v):
-            raise ValueError(f"{v!r} is not a Jira project key (2-10 uppercase letters, digits, _)")
-        return v
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, v: list[str]) -> list[str]:
-        return _check_labels(v)
 
     @model_validator(mode="after")
     def _unique_routes(self) -> JiraSpec:
