@@ -237,6 +237,87 @@ def profile(digest: str, seed: int) -> Profile:
     return Profile("ACTIVE", "SUCCESSFUL", tuple(sorted(cves)))
 
 
+_WORDS = [
+    "a",
+    "crafted",
+    "request",
+    "allows",
+    "remote",
+    "attackers",
+    "to",
+    "cause",
+    "a",
+    "denial",
+    "of",
+    "service",
+    "via",
+    "memory",
+    "corruption",
+    "in",
+    "the",
+    "parser",
+    "when",
+    "handling",
+    "malformed",
+    "input",
+    "which",
+    "may",
+    "lead",
+    "to",
+    "arbitrary",
+    "code",
+    "execution",
+    "or",
+    "information",
+    "disclosure",
+    "because",
+    "a",
+    "length",
+    "check",
+    "is",
+    "missing",
+    "before",
+    "copying",
+    "data",
+    "into",
+    "a",
+    "fixed",
+    "size",
+    "buffer",
+    "in",
+    "the",
+    "affected",
+    "component",
+    "an",
+    "out",
+    "of",
+    "bounds",
+    "read",
+    "occurs",
+    "in",
+    "certain",
+    "configurations",
+    "that",
+    "use",
+    "the",
+    "default",
+    "settings",
+    "of",
+    "the",
+    "library",
+]
+
+
+def cve_description(cve: Cve) -> str:
+    """An NVD-like description (150-700 characters), made on demand so that nothing large is kept."""
+    rng = random.Random(cve.vid)  # noqa: S311 -- reproducible test data
+    target = rng.randint(150, 700)
+    words = [f"{cve.vid}: in {cve.package} before {cve.fixed or 'the latest release'},"]
+    while sum(len(w) + 1 for w in words) < target:
+        words.append(_WORDS[rng.randrange(len(_WORDS))])
+    return " ".join(words)[:target].rstrip() + "."
+
+
 def findings_of(digest: str, seed: int) -> list[Cve]:
     """The ACTIVE findings of a digest (empty unless covered)."""
     prof = profile(digest, seed)
@@ -260,7 +341,7 @@ def basic_scan_result(img: Image, seed: int, image_id: dict[str, str]) -> dict[s
         findings.append(
             {
                 "name": c.vid,
-                "description": f"{c.vid} in {c.package} {c.installed}.",
+                "description": cve_description(c),
                 "uri": f"https://nvd.nist.gov/vuln/detail/{c.vid}",
                 "severity": sev,
                 "attributes": [
@@ -485,7 +566,9 @@ def _manifest(img: Image) -> str:
 
 
 MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-SCAN_RULES = [{"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}]
+SCAN_RULES = [
+    {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}
+]
 
 
 def seed_backend(size: FleetSize, seed: int, *, scan_type: str = "ENHANCED") -> dict[str, int]:
@@ -520,7 +603,9 @@ def seed_backend(size: FleetSize, seed: int, *, scan_type: str = "ENHANCED") -> 
     for fam in families(size, seed):
         for rev in range(1, size.revisions + 2 if fam.inactive_newest else size.revisions + 1):
             td = ecs.register_task_definition(
-                family=fam.name, container_definitions=fam.container_definitions(size, seed, rev), tags=fam.tags
+                family=fam.name,
+                container_definitions=fam.container_definitions(size, seed, rev),
+                tags=fam.tags,
             )
             n += 1
         if fam.inactive_newest:

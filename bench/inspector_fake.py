@@ -37,7 +37,7 @@ from typing import Any
 from botocore.awsrequest import AWSResponse
 from botocore.validate import ParamValidator
 
-from bench.fleet import ACCOUNT, REGION, Cve, FleetSize, Image, catalog, findings_of, profile
+from bench.fleet import ACCOUNT, REGION, Cve, FleetSize, Image, catalog, cve_description, findings_of, profile
 
 RESOURCE_TYPE = "AWS_ECR_CONTAINER_IMAGE"
 FINDINGS_PAGE_CAP = 25  # ListFindingsResponse.findings: max 25 in the service model
@@ -290,7 +290,9 @@ class InspectorFake:
         query = _query_hash(body)
         start = _offset(body.get("nextToken"), query)
         size = min(int(body.get("maxResults", 100)), self.page_cap)
-        out: dict[str, Any] = {"findings": [self._finding(img, cve) for img, cve in rows[start : start + size]]}
+        out: dict[str, Any] = {
+            "findings": [self._finding(img, cve) for img, cve in rows[start : start + size]]
+        }
         if start + size < len(rows):
             out["nextToken"] = _token(start + size, query)
         return out
@@ -307,8 +309,10 @@ class InspectorFake:
             "awsAccountId": ACCOUNT,
             "type": "PACKAGE_VULNERABILITY",
             "title": f"{cve.vid} - {cve.package}",
-            "description": f"{cve.vid} in {cve.package} {cve.installed}.",
-            "remediation": {"recommendation": {"text": f"Upgrade {cve.package} to {cve.fixed or 'a fixed version'}."}},
+            "description": cve_description(cve),
+            "remediation": {
+                "recommendation": {"text": f"Upgrade {cve.package} to {cve.fixed or 'a fixed version'}."}
+            },
             "severity": cve.severity,
             "firstObservedAt": FIRST_SEEN,
             "lastObservedAt": LAST_SEEN,

@@ -47,14 +47,17 @@ class BucketSpec:
     def describe(self) -> str:
         """One line for the results."""
         ops = ", ".join(sorted(self.operations))
-        return f"{self.name}: burst {self.burst:g}, {self.rate:g}/s ({ops}){' - ' + self.source if self.source else ''}"
+        source = f" - {self.source}" if self.source else ""
+        return f"{self.name}: burst {self.burst:g}, {self.rate:g}/s ({ops}){source}"
 
 
 ECS_DOC = "ECS API reference, request throttling"
 DEFAULT_BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(
         "ecs-task-definition-read",
-        frozenset({"ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions", "ecs:ListTaskDefinitionFamilies"}),
+        frozenset(
+            {"ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions", "ecs:ListTaskDefinitionFamilies"}
+        ),
         50,
         20,
         ECS_DOC,
@@ -73,7 +76,9 @@ def parse_bucket(text: str) -> BucketSpec:
     burst, _, rate = limits.partition("/")
     if not (name and ops and burst and rate):
         raise ValueError(f"bucket {text!r}: expected name=svc:Op[,svc:Op...]@burst/rate")
-    return BucketSpec(name, frozenset(o.strip() for o in ops.split(",")), float(burst), float(rate), "configured")
+    return BucketSpec(
+        name, frozenset(o.strip() for o in ops.split(",")), float(burst), float(rate), "configured"
+    )
 
 
 class Bucket:

@@ -34,7 +34,8 @@ def policy_document(jira_url: str | None = None) -> dict[str, Any]:
         "report": {"s3": {"bucket": fleetmod.REPORT_BUCKET, "prefix": fleetmod.REPORT_PREFIX}},
     }
     if jira_url:
-        spec["jira"] = {"url": jira_url, "credentialsSecret": "jira-bench", "project": "SEC", "groupBy": "image"}
+        # groupBy repository (the default): one ticket per affected repository and route
+        spec["jira"] = {"url": jira_url, "credentialsSecret": "jira-bench", "project": "SEC"}
     return spec
 
 
@@ -47,6 +48,13 @@ def rusage() -> dict[str, float]:
     """CPU seconds (user + system) and peak RSS (MiB) of this process so far."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return {"cpu": ru.ru_utime + ru.ru_stime, "maxrssMiB": ru.ru_maxrss / 1024}
+
+
+def current_rss_mib() -> float:
+    """The resident set size now (Linux /proc), MiB."""
+    with open("/proc/self/statm", encoding="utf-8") as fh:  # noqa: PTH123
+        pages = int(fh.read().split()[1])
+    return pages * resource.getpagesize() / 1024 / 1024
 
 
 def point_at(endpoint: str) -> None:
@@ -70,22 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet", choices=sorted(fleetmod.FLEETS), required=True)
     parser.add_argument("--seed", type=int, default=fleetmod.DEFAULT_SEED)
     parser.add_argument("--latency", type=float, default=DEFAULT_LATENCY)
-    parser.add_argument("--bucket", action="append", default=[], help="extra bucket name=svc:Op,...@burst/rate")
+    parser.add_argument(
+        "--bucket", action="append", default=[], help="extra bucket name=svc:Op,...@burst/rate"
+    )
     parser.add_argument("--findings-page-cap", type=int, default=25)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--jira-url", default=None)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    started = rusage()
     wall0 = time.perf_counter()
     point_at(args.endpoint)
 
+    from bench.inspector_fake import InspectorFake
     from ecs_scan_operator.adapters.aws_session import AwsClients
     from ecs_scan_operator.bootstrap import build_ports
     from ecs_scan_operator.core.policy import PolicyRef, parse_spec
     from ecs_scan_operator.pipeline import run_policy
-
-    from bench.inspector_fake import InspectorFake
 
     buckets = DEFAULT_BUCKETS + tuple(parse_bucket(b) for b in args.bucket)
     model = Model(latency=args.latency, buckets=buckets)
@@ -96,16 +104,25 @@ def main(argv: list[str] | None = None) -> int:
     policy = PolicyRef(namespace=NAMESPACE, name=POLICY_NAME)
     spec = parse_spec(policy_document(args.jira_url))
     jira_credentials = None
-    if args.jira_url:
+    if args.jira_url:  # the Jira test server's credentials, passed by the driver in the environment
         from pydantic import SecretStr
 
-        jira_credentials = {"token": SecretStr(os.environ.get("BENCH_JIRA_TOKEN", "bench-token"))}
+        jira_credentials = {
+            "email": SecretStr(os.environ["JIRA_EMAIL"]),
+            "apiToken": SecretStr(os.environ["JIRA_API_TOKEN"]),
+        }
     ports = build_ports(
         policy, spec, clients=clients, concurrency=args.concurrency, jira_credentials=jira_credentials
     )
+    rss_by_stage: dict[str, float] = {"before the run": current_rss_mib()}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        rss_by_stage[stage] = max(rss_by_stage.get(stage, 0.0), current_rss_mib())
+
     before = rusage()
     run_wall0 = time.perf_counter()
-    result = run_policy(policy, spec, ports, _Clock())
+    result = run_policy(policy, spec, ports, _Clock(), progress=progress)
+    rss_by_stage["after the run"] = current_rss_mib()
     run_wall = time.perf_counter() - run_wall0
     after = rusage()
     undo()
@@ -127,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "maxrssMiB": round(after["maxrssMiB"], 1),
         "realSeconds": round(time.perf_counter() - wall0, 2),
         "realRunSeconds": round(run_wall, 2),
+        "rssByStageMiB": {k: round(v, 1) for k, v in rss_by_stage.items()},
         "fakeRejected": fake.rejected[:5],
         "result": result.to_dict(),
     }

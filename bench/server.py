@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import sys
 import threading
 import time
@@ -77,7 +78,7 @@ def patch_moto() -> None:
         return orig_deregister(self, *args, **kwargs)
 
     def describe(self: Any, task_definition_str: str) -> Any:
-        name = task_definition_str.split("/")[-1]
+        name = task_definition_str.rsplit("/", maxsplit=1)[-1]
         if ":" not in name:
             revisions = self.task_definitions.get(name) or {}
             active = [r for r, td in revisions.items() if td.status == "ACTIVE"]
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     patch_moto()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -188,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         seeded = fleetmod.seed_backend(size, args.seed, scan_type=args.scan_type)
     seconds = time.perf_counter() - started
     print(
-        json.dumps({"endpoint": endpoint, "seedSeconds": round(seconds, 2), "seedVia": args.seed_via, **seeded}),
+        json.dumps(
+            {"endpoint": endpoint, "seedSeconds": round(seconds, 2), "seedVia": args.seed_via, **seeded}
+        ),
         flush=True,
     )
     sys.stdin.read()  # serve until the parent closes our stdin (or exits)

@@ -1,0 +1,43 @@
+"""The benchmark runs end to end on the smallest fleet (S): a results table, real call counts, and a
+rerun that describes no task definition. Figures are not asserted: this is not a timed test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from bench import run
+
+pytestmark = pytest.mark.bench
+
+
+def test_bench_fleet_s(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    code = run.main(
+        [
+            "--fleets",
+            "S",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ]
+    )
+    assert code == 0
+    text = out.read_text(encoding="utf-8")
+    assert "## Fleet S" in text
+    assert "| AWS calls | ours, first run | bound, first run | ours, rerun |" in text
+
+    data = json.loads((tmp_path / "results" / "S.json").read_text(encoding="utf-8"))
+    first, rerun = data["runs"]["ours_first"], data["runs"]["ours_rerun"]
+    assert first["calls"] and all(n > 0 for n in first["calls"].values())
+    assert first["calls"]["ecs:DescribeTaskDefinition"] > 0
+    assert first["calls"]["inspector2:ListFindings"] > 0
+    assert data["runs"]["baseline_first"]["calls"]["ecr:StartImageScan"] > 0
+    assert rerun["calls"].get("ecs:DescribeTaskDefinition", 0) == 0
+    assert rerun["calls"]["ecs:ListTaskDefinitions"] > 0
+    assert first["result"]["result"] == "Succeeded"
+    assert not first["fakeRejected"], first["fakeRejected"]
