@@ -29,10 +29,11 @@ from typing import Any
 import pytest
 import yaml
 
+from ecs_scan_operator.demo.fleet import FleetInfo
 from tests.cluster.fixtures import Kubectl
 from tests.cluster.localcluster import LocalCluster
 from tests.jira_server.server import JiraTestServer
-from tests.support.moto_fixtures import AWS_ENV, reset_moto
+from tests.support.moto_fixtures import AWS_ENV
 
 pytestmark = pytest.mark.e2e
 
@@ -445,15 +446,14 @@ def test_operator_does_its_whole_job_as_the_service_account(
     kubectl: Kubectl,
     namespaced: Install,
     moto_server: str,
+    demo_fleet: FleetInfo,
     jira_server: JiraTestServer,
     tmp_path: Path,
 ) -> None:
     """Only the chart's RBAC: watch, read the Jira Secret, run, patch status, post Events, hold the Lease."""
-    from ecs_scan_operator.demo.fleet import seed_fleet
-
-    reset_moto(moto_server)
-    fleet = seed_fleet(moto_server)
+    fleet = demo_fleet  # seeded once per session (tests/e2e/conftest.py); shared, so never reset here
     ns = namespaced.watched[0]
+    prefix = f"helm-rbac-{ns}"
     kubectl(
         "create", "secret", "generic", "jira-credentials", "-n", ns,
         f"--from-literal=email={jira_server.EMAIL}", f"--from-literal=apiToken={jira_server.API_TOKEN}",
@@ -463,7 +463,7 @@ def test_operator_does_its_whole_job_as_the_service_account(
         ns,
         schedule="0 0 1 1 *",  # far away: the run below is the run-now one
         jira={"url": jira_server.url, "credentialsSecret": "jira-credentials", "project": "SEC"},
-        report={"s3": {"bucket": fleet.bucket, "prefix": "ecs-scan"}},
+        report={"s3": {"bucket": fleet.bucket, "prefix": prefix}},
     )
     policy["metadata"]["annotations"] = {"ecsscan.io/run-now": "e2e-1"}
     kubectl("apply", "-f", "-", input=yaml.safe_dump(policy))
@@ -497,7 +497,7 @@ def test_operator_does_its_whole_job_as_the_service_account(
         assert ready["reason"] in ("RunSucceeded", "PartialFailure"), ready
         assert obj["status"]["lastRunNow"] == "e2e-1"
         assert obj["status"]["lastRun"]["images"] > 0
-        assert obj["status"]["lastRun"]["reportUri"].startswith(f"s3://{fleet.bucket}/ecs-scan/")
+        assert obj["status"]["lastRun"]["reportUri"].startswith(f"s3://{fleet.bucket}/{prefix}/")
         assert tickets["status"] == "True", (
             tickets
         )  # the Secret was read with `get` in the policy's namespace
