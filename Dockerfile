@@ -24,11 +24,12 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: --require-virtualenv \
         -r requirements/runtime.lock
 
-# Then the package itself, built into a wheel and installed without touching the pins.
+# Then the package itself, built into a wheel and installed without touching the pins. The build
+# backend is pinned too (the versions of requirements/dev.lock), so the wheel is reproducible.
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-RUN pip install --no-cache-dir 'build==1.6.1' \
- && python -m build --wheel --outdir /dist . \
+RUN pip install --no-cache-dir 'build==1.6.1' 'setuptools==80.9.0' 'wheel==0.45.1' \
+ && python -m build --wheel --no-isolation --outdir /dist . \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps /dist/*.whl \
  && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m pip uninstall --yes pip

@@ -7,6 +7,7 @@ local process with the chart's ServiceAccount identity (a TokenRequest token in 
 kubeconfig), against moto for AWS, and must watch its policy, patch the status, post Events
 and read the Jira Secret without a single 403. `kubectl auth can-i --as=<the ServiceAccount>`
 shows what it cannot do: read Secrets elsewhere, write ScanPolicy specs, touch other kinds.
+Last, the real `helm install / upgrade / uninstall` of the documented lifecycle.
 """
 
 from __future__ import annotations

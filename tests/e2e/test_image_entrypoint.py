@@ -52,8 +52,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A clean venv with exactly runtime.lock + the project's wheel, as the image's /opt/venv."""
     work = tmp_path_factory.mktemp("image")
     dist = work / "dist"
-    # --no-isolation: the dev venv has the build backend pinned (setuptools, wheel); the image
-    # builds with isolation from PyPI, which gives the same wheel.
+    # --no-isolation with the dev venv's pinned backend (setuptools, wheel), as the Dockerfile does.
     _run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)])
     (wheel,) = dist.glob("ecs_scan_operator-*.whl")
     venv = work / "venv"

@@ -575,6 +575,14 @@ def test_runtime_lock_is_the_runtime_subset_of_dev_lock() -> None:
         assert tool not in runtime, f"{tool} does not belong in the image"
 
 
+def test_dockerfile_build_tools_are_the_locked_ones() -> None:
+    """build, setuptools and wheel in the builder stage are pinned to requirements/dev.lock's versions."""
+    dev = _pins(ROOT / "requirements" / "dev.lock")
+    pins = dict(re.findall(r"'([A-Za-z0-9_.-]+)==([^']+)'", (ROOT / "Dockerfile").read_text()))
+    assert set(pins) == {"build", "setuptools", "wheel"}
+    assert {name: dev[name] for name in pins} == pins
+
+
 def test_dockerignore_keeps_the_context_small() -> None:
     """Only what the Dockerfile copies is in the build context (no venv, no .git, no tools)."""
     lines = [
