@@ -53,6 +53,7 @@ def build_ports(
         reports=reports,
         tickets=tickets,
         aws_calls=counter.by_operation,
+        aws_errors=counter.errors_by_operation,
     )
 
 

@@ -58,6 +58,7 @@ class Ports:
     reports: ReportSink
     tickets: TicketSink | None = None
     aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service:Operation so far
+    aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
 
 
 @dataclass
@@ -349,6 +350,7 @@ def run_policy(
             result.fail_stage("tickets", str(exc))
         else:
             result.tickets = dict(report.actions)
+            result.jira_requests = report.requests
             if report.planned:
                 rlog("tickets_planned", plan=report.planned[:500])
             for err in report.errors:
@@ -360,6 +362,8 @@ def run_policy(
 
     if ports.aws_calls is not None:
         result.aws_calls = ports.aws_calls()
+    if ports.aws_errors is not None:
+        result.aws_errors = ports.aws_errors()
     result.finish(clock.now())
     rlog(
         "run_finished",

@@ -139,8 +139,11 @@ def test_digests_and_not_found(aws: str) -> None:
         parse_image(f"{ECR}/nope:1"),
         parse_image(f"{ECR}/team/app@sha256:{'2' * 64}"),
     ]
-    out = EcrDigestResolver(AwsClients()).resolve(refs)
+    clients = AwsClients()
+    out = EcrDigestResolver(clients).resolve(refs)
     assert out[refs[0]].digest == digest
+    # the missing tag and repository answered with errors; they are counted as such
+    assert clients.counter.errors_by_operation()["ecr:DescribeImages"] >= 2
     assert out[refs[1]].status is ImageStatus.NOT_FOUND and "gone" in out[refs[1]].reason
     assert out[refs[2]].status is ImageStatus.NOT_FOUND and "repository" in out[refs[2]].reason
     assert out[refs[3]].digest == "sha256:" + "2" * 64  # a pinned digest needs no lookup

@@ -153,6 +153,8 @@ def test_metric_labels_are_bounded() -> None:
     r.fail_stage("taskDefinitions[eu-west-1]", "boom")
     r.fail_stage("taskDefinitions[us-east-1]", "boom")
     r.aws_calls = {"ecr:DescribeImages": 4}
+    r.aws_errors = {"inspector2:ListFindings": 1}
+    r.jira_requests = 7
     r.tickets = {"create": 2, "unchanged": 0}
     r.finish(Clock().now())
     m.run_finished("ns", "p", r, 12.5)
@@ -161,6 +163,9 @@ def test_metric_labels_are_bounded() -> None:
     assert 'ecsscan_run_errors_total{namespace="ns",policy="p",stage="taskDefinitions"} 1.0' in text
     labels = {"namespace": "ns", "policy": "p", "action": "create"}
     assert m.registry.get_sample_value("ecsscan_jira_ticket_actions_total", labels) == 2
+    errors = {"namespace": "ns", "policy": "p", "service": "inspector2", "operation": "ListFindings"}
+    assert m.registry.get_sample_value("ecsscan_aws_api_errors_total", errors) == 1
+    assert m.registry.get_sample_value("ecsscan_jira_requests_total", {"namespace": "ns", "policy": "p"}) == 7
     assert (
         m.registry.get_sample_value("ecsscan_images", {"namespace": "ns", "policy": "p", "status": "failed"})
         == 1

@@ -111,21 +111,34 @@ class CallCounter:
         with self._lock:
             self.calls[f"{model.service_model.service_name}:{model.name}"] += 1
 
-    def _after_call_error(self, model: Any = None, **kwargs: Any) -> None:
-        if model is None:
-            return
+    def _after_call(self, model: Any, http_response: Any = None, **_: Any) -> None:
+        # An error answer (throttled after retries, denied, not found) still ends in after-call.
+        if http_response is not None and getattr(http_response, "status_code", 200) >= 300:
+            with self._lock:
+                self.errors[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    def _after_call_error(self, event_name: str = "", **_: Any) -> None:
+        # No answer at all (connection refused, timeout): botocore passes no model here.
+        parts = event_name.split(".")
+        service, operation = (parts[1], parts[2]) if len(parts) >= 3 else ("unknown", "unknown")
         with self._lock:
-            self.errors[f"{model.service_model.service_name}:{model.name}"] += 1
+            self.errors[f"{service}:{operation}"] += 1
 
     def attach(self, client: Any) -> None:
         """Register the counting hooks on one client."""
         client.meta.events.register("before-call.*.*", self._before_call)
+        client.meta.events.register("after-call.*.*", self._after_call)
         client.meta.events.register("after-call-error.*.*", self._after_call_error)
 
     def by_operation(self) -> dict[str, int]:
         """Calls per `service:Operation` (bounded: the few operations the adapters use)."""
         with self._lock:
             return dict(sorted(self.calls.items()))
+
+    def errors_by_operation(self) -> dict[str, int]:
+        """Failed calls (after botocore's retries) per `service:Operation`."""
+        with self._lock:
+            return dict(sorted(self.errors.items()))
 
     def by_service(self) -> dict[str, int]:
         """Totals per service (bounded: a handful of services)."""

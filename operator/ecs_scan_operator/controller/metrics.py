@@ -77,6 +77,18 @@ class Metrics:
             [*POLICY, "service", "operation"],
             registry=r,
         )
+        self.aws_errors = Counter(
+            "ecsscan_aws_api_errors",
+            "AWS API calls that failed after retries, by service and operation.",
+            [*POLICY, "service", "operation"],
+            registry=r,
+        )
+        self.jira_requests = Counter(
+            "ecsscan_jira_requests",
+            "HTTP requests made to Jira by runs (searches and writes).",
+            POLICY,
+            registry=r,
+        )
         self.jira_actions = Counter(
             "ecsscan_jira_ticket_actions",
             "Jira ticket actions taken (or planned in a dry run), by action.",
@@ -129,6 +141,13 @@ class Metrics:
             service, _, operation = key.partition(":")
             self.aws_calls.labels(namespace, policy, service, operation or service).inc(count)
             self._seen(namespace, policy, "aws_calls", service, operation or service)
+        for key, count in result.aws_errors.items():
+            service, _, operation = key.partition(":")
+            self.aws_errors.labels(namespace, policy, service, operation or service).inc(count)
+            self._seen(namespace, policy, "aws_errors", service, operation or service)
+        if result.jira_requests:
+            self.jira_requests.labels(namespace, policy).inc(result.jira_requests)
+            self._seen(namespace, policy, "jira_requests")
         for action, count in result.tickets.items():
             if count:
                 self.jira_actions.labels(namespace, policy, action).inc(count)
@@ -159,6 +178,8 @@ class Metrics:
             "runs": self.runs,
             "run_errors": self.run_errors,
             "aws_calls": self.aws_calls,
+            "aws_errors": self.aws_errors,
+            "jira_requests": self.jira_requests,
             "jira_actions": self.jira_actions,
         }
         for name, *labels in extra:

@@ -56,6 +56,8 @@ class RunResult:
     stage_failures: dict[str, str] = field(default_factory=dict)
     tickets: dict[str, int] = field(default_factory=dict)
     aws_calls: dict[str, int] = field(default_factory=dict)  # service:Operation -> calls
+    aws_errors: dict[str, int] = field(default_factory=dict)  # service:Operation -> failed calls
+    jira_requests: int = 0
 
     def record_error(self, message: str) -> None:
         """Count an error; keep the first few messages, clipped."""
@@ -119,4 +121,6 @@ class RunResult:
             "stageFailures": dict(self.stage_failures),
             "tickets": dict(self.tickets),
             "awsCalls": dict(self.aws_calls),
+            "awsErrors": dict(self.aws_errors),
+            "jiraRequests": self.jira_requests,
         }
