@@ -32,18 +32,19 @@ API_GROUP = "ecsscan.io"
 API_VERSION = "v1alpha1"
 KIND = "ScanPolicy"
 
-_GLOB_CHARS = re.compile(r"^[A-Za-z0-9_\-*?\[\]!.:/@]+$")
-_REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
-_ROLE_ARN_RE = re.compile(r"^arn:aws(?:-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_IPV4_RE = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()/-]{1,200}$")
+_GLOB_CHARS = re.compile(r"^[A-Za-z0-9_\-*?\[\]!.:/@]+$", re.ASCII)
+_REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$", re.ASCII)
+_ROLE_ARN_RE = re.compile(r"^arn:aws(?:-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$", re.ASCII)
+_EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$", re.ASCII)
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", re.ASCII)
+_IPV4_RE = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$", re.ASCII)
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()/-]{1,200}$", re.ASCII)
 _KMS_RE = re.compile(
     r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[\w/+=,.@-]{1,250}"
-    r"|arn:aws(?:-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:(?:key/[\w-]+|alias/[\w/+=,.@-]+))$"
+    r"|arn:aws(?:-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:(?:key/[\w-]+|alias/[\w/+=,.@-]+))$",
+    re.ASCII,
 )
-_VULN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{1,127}$")
+_VULN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{1,127}$", re.ASCII)
 _CRON_MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -53,11 +54,11 @@ _CRON_MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_JIRA_PROJECT_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,9}$")
-_JIRA_LABEL_RE = re.compile(r"^[^\s]{1,255}$")
-_TAG_KEY_RE = re.compile(r"^[\w.:/=+@ -]{1,128}$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", re.ASCII)
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", re.ASCII)
+_JIRA_PROJECT_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,9}$", re.ASCII)
+_JIRA_LABEL_RE = re.compile(r"^[^\s]{1,255}$", re.ASCII)
+_TAG_KEY_RE = re.compile(r"^[\w.:/=+@ -]{1,128}$", re.ASCII)
 
 
 def check_glob(value: str) -> str:
@@ -294,7 +295,7 @@ class JiraRoute(_Model):
 class JiraSpec(_Model):
     """Jira ticketing: one ticket per (route, group), never duplicated."""
 
-    url: str
+    url: str = Field(max_length=2048)
     credentials_secret: str
     project: ProjectKey
     issue_type: str = Field(default="Bug", min_length=1, max_length=60)
@@ -309,7 +310,7 @@ class JiraSpec(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/?#]+(?:/[^\s?#]*)?$", v):
+        if not re.match(r"^https?://[^\s/?#]+(?:/[^\s?#]*)?$", v, re.ASCII):
             raise ValueError(f"{v!r} is not an http(s) URL of a Jira site")
         if "@" in v.split("/")[2]:
             raise ValueError("credentials do not belong in the URL; use credentialsSecret")
