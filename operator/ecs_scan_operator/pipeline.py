@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ecs_scan_operator.concurrency import parallel_map
 from ecs_scan_operator.core.images import parse_image
 from ecs_scan_operator.core.keys import run_folder, state_key
 from ecs_scan_operator.core.model import (
@@ -27,7 +28,7 @@ from ecs_scan_operator.core.model import (
     ScanState,
 )
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
-from ecs_scan_operator.core.report import image_report_key, render_images, render_index
+from ecs_scan_operator.core.report import ReportObject, image_report_key, render_images, render_index
 from ecs_scan_operator.core.result import RunResult, clip
 from ecs_scan_operator.core.rules import apply_rules, expired_suppressions, severities_at_or_above
 from ecs_scan_operator.core.state import RunState, dump_state, load_state
@@ -43,7 +44,7 @@ from ecs_scan_operator.ports import (
 )
 
 log = logging.getLogger(__name__)
-SCAN_BATCH = 50  # images per findings call group; cancel is checked between groups
+SCAN_BATCH = 200  # images per findings call group; cancel is checked between groups
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
 
@@ -314,13 +315,23 @@ def run_policy(
 
     # Per-image objects first, the index last: a reader who sees index.json sees a complete run.
     written: dict[str, str] = {}
-    for obj in render_images(folder, policy, images, run_id, new_ids):
-        _check(cancel)
+
+    def put(obj: ReportObject) -> str | None:
+        if cancel is not None and cancel.is_set():
+            return "cancelled"
         try:
             ports.reports.put(obj.key, obj.body, obj.content_type)
-            written[obj.key] = ports.reports.link(obj.key)
         except ScanError as exc:
-            result.record_error(f"report object {obj.key}: {exc}")
+            return str(exc)
+        return None
+
+    objects = render_images(folder, policy, images, run_id, new_ids)
+    for obj, error in zip(objects, parallel_map(put, objects), strict=True):
+        if error is None:
+            written[obj.key] = ports.reports.link(obj.key)
+        else:
+            result.record_error(f"report object {obj.key}: {error}")
+    _check(cancel)
     if progress:
         progress("report", 1, 2)
 

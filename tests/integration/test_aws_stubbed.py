@@ -74,7 +74,7 @@ def eq(*values: str) -> list[dict[str, str]]:
 
 def test_enhanced_batches_coverage_and_findings_and_never_starts_scans(stubs: Stubs) -> None:
     refs = [(parse_image(f"{ECR}/repo{i % 3}:v{i}"), f"sha256:{i:064x}") for i in range(12)]
-    scanner = InspectorScanner(stubs.clients, REGION)
+    scanner = InspectorScanner(stubs.clients, REGION, workers=1)  # the Stubber answers in order
     i2 = stubs.stub("inspector2")
     arns = [image_arn(r, d) for r, d in refs]
     # ListCoverage: 10 ARNs then 2 (the model allows at most 10 per filter list)
@@ -244,7 +244,7 @@ def test_family_pagination_followed(stubs: Stubs) -> None:
 
 def test_describe_images_batched_per_repository(stubs: Stubs) -> None:
     refs = [parse_image(f"{ECR}/big:t{i:03d}") for i in range(150)]
-    resolver = EcrDigestResolver(stubs.clients)
+    resolver = EcrDigestResolver(stubs.clients, workers=1)  # the Stubber answers in order
     assert stubs.clients.registry("ecr", REGION) is not None
     tags = sorted(r.tag or "" for r in refs)
     for chunk in (tags[:100], tags[100:]):

@@ -19,6 +19,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecs_scan_operator.adapters.aws_session import AwsClients, error_code, map_aws_error
+from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
 from ecs_scan_operator.core.model import (
     Finding,
     ImageRef,
@@ -38,8 +39,9 @@ FINDINGS_PAGE = 1000
 class EcrDigestResolver:
     """DigestResolver over ECR DescribeImages, batched per repository (100 ids per call)."""
 
-    def __init__(self, clients: AwsClients) -> None:
+    def __init__(self, clients: AwsClients, *, workers: int = DEFAULT_WORKERS) -> None:
         self._clients = clients
+        self._workers = workers
 
     def resolve(self, refs: Sequence[ImageRef]) -> dict[ImageRef, Resolution]:
         """Every ref gets a Resolution; digests in the reference win without a lookup."""
@@ -52,11 +54,18 @@ class EcrDigestResolver:
                 by_repo[(ref.account, ref.region, ref.repository)].append(ref)
             else:
                 out[ref] = Resolution(None, ImageStatus.UNSCANNABLE, ref.reason or "not a private ECR image")
-        for (account, region, repo), group in sorted(by_repo.items()):
-            ecr = self._clients.registry("ecr", region)
-            for i in range(0, len(group), DESCRIBE_IMAGES_BATCH):
-                batch = group[i : i + DESCRIBE_IMAGES_BATCH]
-                out.update(self._batch(ecr, account, repo, batch))
+        jobs = [
+            (account, region, repo, group[i : i + DESCRIBE_IMAGES_BATCH])
+            for (account, region, repo), group in sorted(by_repo.items())
+            for i in range(0, len(group), DESCRIBE_IMAGES_BATCH)
+        ]
+
+        def one(job: tuple[str, str, str, list[ImageRef]]) -> dict[ImageRef, Resolution]:
+            account, region, repo, batch = job
+            return self._batch(self._clients.registry("ecr", region), account, repo, batch)
+
+        for part in parallel_map(one, jobs, self._workers):
+            out.update(part)
         return out
 
     def _batch(self, ecr: Any, account: str, repo: str, batch: list[ImageRef]) -> dict[ImageRef, Resolution]:
@@ -185,7 +194,9 @@ class EcrBasicScanner:
         poll_deadline: float = 600.0,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        workers: int = DEFAULT_WORKERS,
     ) -> None:
+        self._workers = workers
         self._ecr = clients.registry("ecr", region)
         self._ecr_once = clients.registry("ecr", region, single_attempt=True)
         self._deadline = poll_deadline
@@ -244,29 +255,32 @@ class EcrBasicScanner:
             raise
         return None
 
+    def _first_look(self, key: tuple[ImageRef, str]) -> ImageScan | None:
+        """The scan, or None while in progress; a never-scanned image gets its one StartImageScan."""
+        ref, digest = key
+        try:
+            return self._read(ref, digest)
+        except ClientError as exc:
+            if error_code(exc) == "ScanNotFoundException":
+                try:
+                    return self._start(ref, digest)
+                except (ClientError, BotoCoreError) as start_exc:
+                    return _failed(start_exc, f"ecr:StartImageScan {ref.repository}")
+            if error_code(exc) in ("ImageNotFoundException", "RepositoryNotFoundException"):
+                return ImageScan(ScanState.NOT_FOUND, reason=error_code(exc), scan_type="BASIC")
+            return _failed(exc, f"ecr:DescribeImageScanFindings {ref.repository}")
+        except BotoCoreError as exc:
+            return _failed(exc, f"ecr:DescribeImageScanFindings {ref.repository}")
+
     def scans(self, images: Sequence[tuple[ImageRef, str]]) -> dict[tuple[ImageRef, str], ImageScan]:
         """Read each image's findings; start missing scans once; poll the pending ones."""
         out: dict[tuple[ImageRef, str], ImageScan] = {}
         pending: list[tuple[ImageRef, str]] = []
-        for ref, digest in images:
-            try:
-                scan = self._read(ref, digest)
-            except ClientError as exc:
-                if error_code(exc) == "ScanNotFoundException":
-                    try:
-                        scan = self._start(ref, digest)
-                    except (ClientError, BotoCoreError) as start_exc:
-                        scan = _failed(start_exc, f"ecr:StartImageScan {ref.repository}")
-                elif error_code(exc) in ("ImageNotFoundException", "RepositoryNotFoundException"):
-                    scan = ImageScan(ScanState.NOT_FOUND, reason=error_code(exc), scan_type="BASIC")
-                else:
-                    scan = _failed(exc, f"ecr:DescribeImageScanFindings {ref.repository}")
-            except BotoCoreError as exc:
-                scan = _failed(exc, f"ecr:DescribeImageScanFindings {ref.repository}")
+        for key, scan in zip(images, parallel_map(self._first_look, images, self._workers), strict=True):
             if scan is None:
-                pending.append((ref, digest))
+                pending.append(key)
             else:
-                out[(ref, digest)] = scan
+                out[key] = scan
         delay, started = 2.0, self._monotonic()
         while pending:
             if self._monotonic() - started + delay > self._deadline:

@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecs_scan_operator.adapters.aws_session import AwsClients, map_aws_error
 from ecs_scan_operator.adapters.ecr import parse_enhanced_finding
+from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
 from ecs_scan_operator.core.model import Finding, ImageRef, ImageScan, ScanState, Severity
 
 FILTER_LIST_MAX = 10
@@ -42,8 +43,9 @@ def _chunks(items: Sequence[Any], n: int) -> list[Sequence[Any]]:
 class InspectorScanner:
     """Findings of ENHANCED-scanned images in one registry (account, region)."""
 
-    def __init__(self, clients: AwsClients, region: str) -> None:
+    def __init__(self, clients: AwsClients, region: str, *, workers: int = DEFAULT_WORKERS) -> None:
         self._i2 = clients.registry("inspector2", region)
+        self._workers = workers
 
     def _coverage(self, batch: Sequence[tuple[ImageRef, str]]) -> dict[str, dict[str, Any]]:
         arns = [image_arn(r, d) for r, d in batch]
@@ -90,60 +92,77 @@ class InspectorScanner:
             if not token:
                 return out
 
+    def _coverage_batch(
+        self, batch: Sequence[tuple[ImageRef, str]]
+    ) -> tuple[dict[tuple[ImageRef, str], ImageScan], list[tuple[ImageRef, str]]]:
+        """Scans decided by coverage alone, and the images whose findings must be read."""
+        out: dict[tuple[ImageRef, str], ImageScan] = {}
+        covered: list[tuple[ImageRef, str]] = []
+        try:
+            coverage = self._coverage(batch)
+        except (ClientError, BotoCoreError) as exc:
+            err = map_aws_error(exc, "inspector2:ListCoverage")
+            return {
+                key: ImageScan(ScanState.FAILED, reason=str(err), scan_type="ENHANCED") for key in batch
+            }, []
+        for ref, digest in batch:
+            item = coverage.get(image_arn(ref, digest))
+            if item is None:
+                out[(ref, digest)] = ImageScan(
+                    ScanState.NOT_COVERED,
+                    reason="not covered by Amazon Inspector (check the registry's scan filters)",
+                    scan_type="ENHANCED",
+                )
+                continue
+            status = item.get("scanStatus", {}) or {}
+            code, reason = str(status.get("statusCode", "")), str(status.get("reason", ""))
+            if code == "ACTIVE" and reason in ("SUCCESSFUL", ""):
+                covered.append((ref, digest))
+            elif reason in _PENDING_REASONS:
+                out[(ref, digest)] = ImageScan(ScanState.PENDING, reason=reason, scan_type="ENHANCED")
+            else:
+                out[(ref, digest)] = ImageScan(
+                    ScanState.NOT_COVERED, reason=f"{code}: {reason}".strip(": "), scan_type="ENHANCED"
+                )
+        return out, covered
+
     def scans(
         self, images: Sequence[tuple[ImageRef, str]], severities: Sequence[Severity]
     ) -> dict[tuple[ImageRef, str], ImageScan]:
-        """Coverage first; findings only for covered images."""
+        """Coverage first; findings only for covered images. Batches run `workers` at a time."""
         out: dict[tuple[ImageRef, str], ImageScan] = {}
         covered: list[tuple[ImageRef, str]] = []
-        for batch in _chunks(list(images), FILTER_LIST_MAX):
-            try:
-                coverage = self._coverage(batch)
-            except (ClientError, BotoCoreError) as exc:
-                err = map_aws_error(exc, "inspector2:ListCoverage")
-                for key in batch:
-                    out[key] = ImageScan(ScanState.FAILED, reason=str(err), scan_type="ENHANCED")
-                continue
-            for ref, digest in batch:
-                item = coverage.get(image_arn(ref, digest))
-                if item is None:
-                    out[(ref, digest)] = ImageScan(
-                        ScanState.NOT_COVERED,
-                        reason="not covered by Amazon Inspector (check the registry's scan filters)",
-                        scan_type="ENHANCED",
-                    )
-                    continue
-                status = item.get("scanStatus", {}) or {}
-                code, reason = str(status.get("statusCode", "")), str(status.get("reason", ""))
-                if code == "ACTIVE" and reason in ("SUCCESSFUL", ""):
-                    covered.append((ref, digest))
-                elif reason in _PENDING_REASONS:
-                    out[(ref, digest)] = ImageScan(ScanState.PENDING, reason=reason, scan_type="ENHANCED")
-                else:
-                    out[(ref, digest)] = ImageScan(
-                        ScanState.NOT_COVERED, reason=f"{code}: {reason}".strip(": "), scan_type="ENHANCED"
-                    )
+        for decided, to_read in parallel_map(
+            self._coverage_batch, _chunks(list(images), FILTER_LIST_MAX), self._workers
+        ):
+            out.update(decided)
+            covered.extend(to_read)
+        jobs: list[tuple[str, Sequence[str], list[tuple[ImageRef, str]]]] = []
         by_account: dict[str, list[tuple[ImageRef, str]]] = {}
         for ref, digest in covered:
             by_account.setdefault(ref.account or "", []).append((ref, digest))
         for account, items in sorted(by_account.items()):
-            digests = sorted({d for _, d in items})
-            for chunk in _chunks(digests, FILTER_LIST_MAX):
-                try:
-                    found = self._findings(account, chunk, severities)
-                except (ClientError, BotoCoreError) as exc:
-                    err = map_aws_error(exc, "inspector2:ListFindings")
-                    for ref, digest in items:
-                        if digest in chunk:
-                            out[(ref, digest)] = ImageScan(
-                                ScanState.FAILED, reason=str(err), scan_type="ENHANCED"
-                            )
-                    continue
-                for ref, digest in items:
-                    if digest in chunk:
-                        out[(ref, digest)] = ImageScan(
-                            ScanState.COMPLETE,
-                            tuple(found.get((ref.repository, digest), [])),
-                            scan_type="ENHANCED",
-                        )
+            for chunk in _chunks(sorted({d for _, d in items}), FILTER_LIST_MAX):
+                jobs.append((account, chunk, [(r, d) for r, d in items if d in chunk]))
+
+        def read(
+            job: tuple[str, Sequence[str], list[tuple[ImageRef, str]]],
+        ) -> dict[tuple[ImageRef, str], ImageScan]:
+            account, chunk, members = job
+            try:
+                found = self._findings(account, chunk, severities)
+            except (ClientError, BotoCoreError) as exc:
+                err = map_aws_error(exc, "inspector2:ListFindings")
+                return {
+                    key: ImageScan(ScanState.FAILED, reason=str(err), scan_type="ENHANCED") for key in members
+                }
+            return {
+                (ref, digest): ImageScan(
+                    ScanState.COMPLETE, tuple(found.get((ref.repository, digest), [])), scan_type="ENHANCED"
+                )
+                for ref, digest in members
+            }
+
+        for part in parallel_map(read, jobs, self._workers):
+            out.update(part)
         return out
