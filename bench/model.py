@@ -11,12 +11,13 @@ Buckets are GCRA token buckets (burst b, rate r): the k-th grant is no earlier t
 every thread, so concurrent callers queue on them in the order their requests arrive.
 
 Concurrency is accounted per thread: `install_executor_accounting()` wraps
-`ThreadPoolExecutor.submit`/`shutdown`, so a task starts at max(the submitter's clock at submit,
-the worker's own clock: it is busy until its previous task ends), and the submitter's clock, when it
-joins the pool (the `with` block's shutdown), becomes the latest task end. With N workers, N calls
-overlap; the bucket serializes them. Approximation: requests reach a bucket in real arrival order,
-not strictly in virtual-time order; with symmetric workers the two differ by less than one call's
-latency. `sleep(s)` advances the caller's clock by s (the baseline's fixed waits) without sleeping.
+`ThreadPoolExecutor.submit`/`shutdown`. A pool of N workers is N virtual workers, each free from
+some virtual time on; a task goes to the virtual worker free first (whichever real thread runs it)
+and starts at max(that time, the submitter's clock at submit); the submitter's clock, when it joins
+the pool (the `with` block's shutdown), becomes the latest task end. So N calls overlap and the
+bucket serializes them. Approximation: requests reach a bucket in real arrival order, not strictly
+in virtual-time order; with symmetric workers the two differ by less than one call's latency.
+`sleep(s)` advances the caller's clock by s (the baseline's fixed waits) without sleeping.
 
 `rate_bound()` is the lower bound the buckets alone impose on a set of calls: max over buckets of
 (calls - burst) / rate, plus one latency for the last call to come back.
@@ -24,6 +25,7 @@ latency. `sleep(s)` advances the caller's clock by s (the baseline's fixed waits
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -212,24 +214,37 @@ def install_executor_accounting(model: Model) -> Callable[[], None]:
     def submit(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         parent = model.now()
         pool_id = id(self)
-        ends: list[float] = self.__dict__.setdefault("_bench_ends", [])
+        with model._lock:
+            state = self.__dict__.get("_bench")
+            if state is None:
+                # One virtual worker per real one: the times at which each becomes free.
+                workers = [float("-inf")] * self._max_workers  # type: ignore[attr-defined]
+                state = self.__dict__["_bench"] = {"free": workers, "ends": []}
+        free: list[float] = state["free"]
+        ends: list[float] = state["ends"]
 
         def task() -> Any:
-            own = getattr(model._local, "t", None)
-            model._set(parent if own is None else max(own, parent))
+            # The task goes to the virtual worker that is free first (not to whichever real thread
+            # picked it up), and starts no earlier than its submission.
+            with model._lock:
+                slot = heapq.heappop(free)
+            model._set(max(parent, slot))
             model._local.pool = pool_id
             try:
                 return fn(*args, **kwargs)
             finally:
                 model._local.pool = None
-                ends.append(model.now())
+                end = model.now()
+                with model._lock:
+                    heapq.heappush(free, end)
+                    ends.append(end)
 
         return orig_submit(self, task)
 
     def shutdown(self: ThreadPoolExecutor, wait: bool = True, *, cancel_futures: bool = False) -> None:
         orig_shutdown(self, wait=wait, cancel_futures=cancel_futures)
         if wait:
-            model._pool_join(id(self), self.__dict__.get("_bench_ends", []))
+            model._pool_join(id(self), self.__dict__.get("_bench", {}).get("ends", []))
 
     ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
     ThreadPoolExecutor.shutdown = shutdown  # type: ignore[method-assign]

@@ -12,6 +12,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,89 @@ def current_rss_mib() -> float:
     with open("/proc/self/statm", encoding="utf-8") as fh:  # noqa: PTH123
         pages = int(fh.read().split()[1])
     return pages * resource.getpagesize() / 1024 / 1024
+
+
+class RssProbe:
+    """Peak resident memory by pipeline stage: a sampler thread (every 20 ms) and proxies on the ports.
+
+    While a port method runs, the stage is that port (e.g. `tickets.sync`); between port calls it is
+    the pipeline's own work after the last port (rules, report rendering), e.g. `after tickets.sync`.
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self._interval = interval
+        self._stage = "before the run"
+        self._peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-probe", daemon=True)
+
+    def _note(self) -> None:
+        rss = current_rss_mib()
+        if rss > self._peaks.get(self._stage, 0.0):
+            self._peaks[self._stage] = rss
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._note()
+
+    def start(self) -> None:
+        """Begin sampling."""
+        self._note()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End sampling."""
+        self._stop.set()
+        self._thread.join()
+        self._note()
+
+    def wrap(self, ports: Any) -> None:
+        """Replace each port with a proxy that names the stage while its methods run."""
+        for attr, methods in (
+            ("images", ("task_definitions",)),
+            ("digests", ("resolve",)),
+            ("findings", ("scans",)),
+            ("reports", ("put", "get")),
+            ("tickets", ("sync",)),
+        ):
+            target = getattr(ports, attr)
+            if target is not None:
+                setattr(ports, attr, _StageProxy(self, attr, target, methods))
+
+    def enter(self, stage: str) -> None:
+        """A port method starts."""
+        self._note()
+        self._stage = stage
+
+    def leave(self, stage: str) -> None:
+        """A port method ended: what follows is the pipeline's own work."""
+        self._note()
+        self._stage = f"after {stage}"
+
+    def peaks(self) -> dict[str, float]:
+        """Stage -> peak RSS (MiB), in the order first seen."""
+        return {k: round(v, 1) for k, v in self._peaks.items()}
+
+
+class _StageProxy:
+    def __init__(self, probe: RssProbe, name: str, target: Any, methods: tuple[str, ...]) -> None:
+        self._probe, self._name, self._target, self._methods = probe, name, target, methods
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._target, attr)
+        if attr not in self._methods:
+            return value
+        stage = f"{self._name}.{attr}"
+        probe = self._probe
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            probe.enter(stage)
+            try:
+                return value(*args, **kwargs)
+            finally:
+                probe.leave(stage)
+
+        return call
 
 
 def point_at(endpoint: str) -> None:
@@ -114,15 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     ports = build_ports(
         policy, spec, clients=clients, concurrency=args.concurrency, jira_credentials=jira_credentials
     )
-    rss_by_stage: dict[str, float] = {"before the run": current_rss_mib()}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        rss_by_stage[stage] = max(rss_by_stage.get(stage, 0.0), current_rss_mib())
-
+    probe = RssProbe()
+    probe.wrap(ports)
+    probe.start()
     before = rusage()
     run_wall0 = time.perf_counter()
-    result = run_policy(policy, spec, ports, _Clock(), progress=progress)
-    rss_by_stage["after the run"] = current_rss_mib()
+    result = run_policy(policy, spec, ports, _Clock())
+    probe.stop()
     run_wall = time.perf_counter() - run_wall0
     after = rusage()
     undo()
@@ -144,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "maxrssMiB": round(after["maxrssMiB"], 1),
         "realSeconds": round(time.perf_counter() - wall0, 2),
         "realRunSeconds": round(run_wall, 2),
-        "rssByStageMiB": {k: round(v, 1) for k, v in rss_by_stage.items()},
+        "rssByStageMiB": probe.peaks(),
         "fakeRejected": fake.rejected[:5],
         "result": result.to_dict(),
     }

@@ -290,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         (args.results_dir / f"{name}.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
         print(f"fleet {name}: done in {data['elapsedSeconds']:.0f} s", flush=True)
-        for target, measured, verdict in targets_m(data):
-            print(f"  {verdict:4} {target}: {measured}", flush=True)
+        if name == "M":
+            for target, measured, verdict in targets_m(data):
+                print(f"  {verdict:4} {target}: {measured}", flush=True)
     results = {
         p.stem: json.loads(p.read_text(encoding="utf-8"))
         for p in sorted(args.results_dir.glob("*.json"))

@@ -41,3 +41,24 @@ def test_bench_fleet_s(tmp_path: Path) -> None:
     assert rerun["calls"]["ecs:ListTaskDefinitions"] > 0
     assert first["result"]["result"] == "Succeeded"
     assert not first["fakeRejected"], first["fakeRejected"]
+
+
+def test_model_overlaps_pool_workers_and_serializes_on_the_bucket() -> None:
+    """The simulated clock (not wall time): 8 workers overlap; the shared ECS bucket holds them to 20/s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.model import Model, install_executor_accounting
+
+    model = Model(latency=0.05)
+    undo = install_executor_accounting(model)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda _: model.call("ecr:DescribeImages"), range(80)))  # no bucket
+        assert model.now() == pytest.approx(80 / 8 * 0.05)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda _: model.call("ecs:DescribeTaskDefinition"), range(200)))
+        assert model.now() == pytest.approx(0.5 + (200 - 50) / 20 + 0.05)  # burst 50, then 20/s
+        model.sleep(5.0)
+        assert model.now() == pytest.approx(13.05)
+    finally:
+        undo()
