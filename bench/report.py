@@ -186,7 +186,8 @@ def targets_scale(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, s
         out.append(
             (
                 "S, M, L",
-                "CPU time grows linearly with the fleet (first run, per kept family)",
+                "CPU time grows linearly with the fleet (first run, CPU per kept family of L within "
+                "0.75-1.25x of M's)",
                 ", ".join(f"{f} {v:.2f} ms" for f, v in per.items()) + f"; L/M = {spread:.2f}",
                 _verdict(0.75 <= spread <= 1.25),
             )
@@ -246,7 +247,7 @@ def summary_table(data: Mapping[str, Any]) -> list[str]:
         (
             "affected images (one report object each)",
             _cells(
-                runs, keys, lambda r: str(r["result"]["affectedImages"] if "result" in r else r["affected"])
+                runs, keys, lambda r: f"{r['result']['affectedImages'] if 'result' in r else r['affected']:,}"
             ),
         ),
     ]
@@ -396,7 +397,10 @@ def render(results: Mapping[str, Mapping[str, Any]], dest: Path) -> str:
     lines += [
         "",
         "CPU is the pipeline process's user + system time while `run_policy` ran, minus the Inspector "
-        "emulation's own thread CPU; it includes botocore's signing and parsing of the HTTP calls to moto.",
+        "emulation's own thread CPU; it includes botocore's signing and parsing of the HTTP calls to moto. "
+        "On this 2-core machine the moto server competes for the CPUs, and the figures move by about "
+        "15% from one `make bench` to the next; S carries a fixed cost (clients, first calls) that larger "
+        "fleets amortize.",
     ]
     big = results.get("L") or results.get("M")
     if big:
@@ -516,12 +520,14 @@ _METHOD = """## How it is measured, and what is emulated how
   `ListTaskDefinitions`, `ListTaskDefinitionFamilies`) share one, burst 50, 20/s (ECS API
   reference, request throttling); S3 PUT 3,500/s and GET 5,500/s per prefix; ECR and Inspector
   publish no per-API rate, so none is modelled (`--bucket name=svc:Op@burst/rate` adds one).
-  Thread pools are accounted by wrapping `ThreadPoolExecutor`: a task starts at the later of its
-  submitter's clock and its worker's own clock, and the submitter resumes at the latest task end,
-  so the pipeline's 8 describe workers overlap while the shared bucket serializes them (requests
-  reach the bucket in real arrival order, which may differ from virtual-time order by less than a
-  call's latency). The baseline's 5 s gaps and 3 min queue delay advance the clock only. Jira
-  requests are counted, not timed.
+  Thread pools are accounted by wrapping `ThreadPoolExecutor`: a pool of N threads is N virtual
+  workers; each task goes to the virtual worker that is free first (whichever real thread runs it)
+  and starts no earlier than its submission; the submitter resumes at the latest task end. So the
+  pipeline's pools (8 ECS describes at a time; ECR, Inspector and S3 batches 8 at a time since
+  commit 97a9396) overlap their calls while the shared bucket serializes them. Requests reach a
+  bucket in real arrival order, which may differ from virtual-time order by less than a call's
+  latency: repeated runs differ by about 1% in simulated time. The baseline's 5 s gaps and 3 min
+  queue delay advance the clock only. Jira requests are counted, not timed.
 - **Lower bound for our algorithm's calls**: first run `ceil(families under the literal prefix /
   100)` `ListTaskDefinitionFamilies` pages + one `DescribeTaskDefinition` per kept family; rerun
   the cheaper of that and `ceil(ACTIVE revisions / 100)` `ListTaskDefinitions` pages; one
