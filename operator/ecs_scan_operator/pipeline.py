@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ecs_scan_operator.concurrency import parallel_map
+from ecs_scan_operator.concurrency import batched, parallel_map
 from ecs_scan_operator.core.images import parse_image
 from ecs_scan_operator.core.keys import run_folder, state_key
 from ecs_scan_operator.core.model import (
@@ -45,6 +45,7 @@ from ecs_scan_operator.ports import (
 
 log = logging.getLogger(__name__)
 SCAN_BATCH = 200  # images per findings call group; cancel is checked between groups
+REPORT_CHUNK = 32  # per-image report objects rendered and stored together
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
 
@@ -325,12 +326,13 @@ def run_policy(
             return str(exc)
         return None
 
-    objects = render_images(folder, policy, images, run_id, new_ids)
-    for obj, error in zip(objects, parallel_map(put, objects), strict=True):
-        if error is None:
-            written[obj.key] = ports.reports.link(obj.key)
-        else:
-            result.record_error(f"report object {obj.key}: {error}")
+    # Rendered and stored a few at a time, so memory does not grow with the number of images.
+    for chunk in batched(render_images(folder, policy, images, run_id, new_ids), REPORT_CHUNK):
+        for obj, error in zip(chunk, parallel_map(put, chunk), strict=True):
+            if error is None:
+                written[obj.key] = ports.reports.link(obj.key)
+            else:
+                result.record_error(f"report object {obj.key}: {error}")
     _check(cancel)
     if progress:
         progress("report", 1, 2)

@@ -10,7 +10,7 @@ import csv
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,18 +207,14 @@ def render_html(
 
 def render_images(
     folder: str, policy: PolicyRef, images: Sequence[ImageResult], run_id: str, new_ids: dict[str, list[str]]
-) -> list[ReportObject]:
-    """One JSON object per affected image; images without actionable findings get none."""
-    out = []
+) -> Iterator[ReportObject]:
+    """One JSON object per affected image, rendered as it is asked for (memory stays flat)."""
     for img in images:
         if img.affected:
             doc = image_document(img, run_id, policy, new_ids.get(img.ref.display, []))
-            out.append(
-                ReportObject(
-                    image_report_key(folder, img), json.dumps(doc, indent=2).encode(), "application/json"
-                )
+            yield ReportObject(
+                image_report_key(folder, img), json.dumps(doc, indent=2).encode(), "application/json"
             )
-    return out
 
 
 def render_index(
@@ -229,7 +225,7 @@ def render_index(
     new_ids: dict[str, list[str]],
     expired: Sequence[Suppression],
     log_lines: Sequence[dict[str, Any]],
-) -> list[ReportObject]:
+) -> Iterator[ReportObject]:
     """The run folder's index.json, summary.csv, index.html and run.log.jsonl."""
     # Relative links, so index.html works from a downloaded copy too.
     links = {img.ref.raw: image_report_key(folder, img)[len(folder) + 1 :] for img in images if img.affected}
@@ -246,14 +242,14 @@ def render_index(
             for img in images
         ],
     }
+    # One object at a time: the caller stores each before the next is rendered.
+    yield ReportObject(f"{folder}/index.json", json.dumps(index, indent=2).encode(), "application/json")
+    del index
+    yield ReportObject(f"{folder}/summary.csv", render_csv(images).encode(), "text/csv; charset=utf-8")
+    yield ReportObject(
+        f"{folder}/index.html",
+        render_html(images, result, links, expired).encode(),
+        "text/html; charset=utf-8",
+    )
     log = "".join(json.dumps(line, sort_keys=True, default=str) + "\n" for line in log_lines)
-    return [
-        ReportObject(f"{folder}/index.json", json.dumps(index, indent=2).encode(), "application/json"),
-        ReportObject(f"{folder}/summary.csv", render_csv(images).encode(), "text/csv; charset=utf-8"),
-        ReportObject(
-            f"{folder}/index.html",
-            render_html(images, result, links, expired).encode(),
-            "text/html; charset=utf-8",
-        ),
-        ReportObject(f"{folder}/run.log.jsonl", log.encode(), "application/x-ndjson"),
-    ]
+    yield ReportObject(f"{folder}/run.log.jsonl", log.encode(), "application/x-ndjson")

@@ -8,6 +8,7 @@ operator keeps it. It is bounded by the fleet (entries not seen in a run are dro
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,10 +84,13 @@ def load_state(raw: bytes | None) -> RunState:
             by_arn={
                 arn: TaskDefinitionImages(
                     arn=arn,
-                    family=str(v["family"]),
+                    family=sys.intern(str(v["family"])),
                     revision=int(v["revision"]),
                     region=str(v.get("region", "")),
-                    containers=tuple(ContainerImage(str(n), str(i)) for n, i in v["containers"]),
+                    # Interned: thousands of revisions repeat the same container names and images.
+                    containers=tuple(
+                        ContainerImage(sys.intern(str(n)), sys.intern(str(i))) for n, i in v["containers"]
+                    ),
                     tags=tuple((str(k), str(val)) for k, val in v.get("tags", [])),
                 )
                 for arn, v in data.get("revisions", {}).items()
