@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     cancel_grace_seconds: float = Field(default=60.0, ge=1, le=3600)
     # An idle policy is looked at again at least this often (besides its schedule and its events).
     resync_seconds: float = Field(default=300.0, ge=5, le=3600)
+    # kopf's scanning: cluster-wide list/watch of CRDs (and of Namespaces when namespaced). Off, kopf
+    # finds ScanPolicy through API discovery, which needs no RBAC, so the operator needs no
+    # cluster-scoped grant at all; on, it also notices the CRD being deleted and re-created.
+    kopf_scanning: bool = False
 
     @field_validator("watch_namespaces", mode="before")
     @classmethod

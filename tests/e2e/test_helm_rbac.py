@@ -261,17 +261,28 @@ def test_namespaced_sees_nothing_outside_its_namespaces(
     ],
 )
 def test_no_cluster_scoped_rights(kubectl: Kubectl, namespaced: Install, verb: str, resource: str) -> None:
-    """A namespaced install gets nothing cluster-wide beyond kopf's read-only scanning."""
+    """A namespaced install gets nothing cluster-wide."""
     assert not can_i(kubectl, namespaced, verb, resource, None)
 
 
-def test_kopf_scanning_is_read_only(kubectl: Kubectl, namespaced: Install) -> None:
-    """kopf may list and watch CRDs and Namespaces (names and schemas), nothing else on them."""
+def test_no_kopf_scanning_by_default(kubectl: Kubectl, namespaced: Install) -> None:
+    """kopf's scanning is off by default: not even a read-only list of CRDs or Namespaces."""
+    assert namespaced.env["ECS_SCAN_KOPF_SCANNING"] == "false"
     for resource in ("customresourcedefinitions.apiextensions.k8s.io", "namespaces"):
-        assert can_i(kubectl, namespaced, "list", resource, None)
-        assert can_i(kubectl, namespaced, "watch", resource, None)
-        for verb in ("create", "update", "patch", "delete"):
+        for verb in ("list", "watch", "create", "update", "patch", "delete"):
             assert not can_i(kubectl, namespaced, verb, resource, None), (verb, resource)
+
+
+def test_kopf_scanning_when_on_is_read_only(kube_cluster: LocalCluster, kubectl: Kubectl) -> None:
+    """rbac.kopfScanning=true: kopf may list and watch CRDs and Namespaces, nothing else on them."""
+    inst = _install(kube_cluster, kubectl, "rbac.kopfScanning=true", "metrics.enabled=false")
+    _wait_for_rbac(kubectl, inst, inst.watched[0])
+    assert inst.env["ECS_SCAN_KOPF_SCANNING"] == "true"
+    for resource in ("customresourcedefinitions.apiextensions.k8s.io", "namespaces"):
+        assert can_i(kubectl, inst, "list", resource, None)
+        assert can_i(kubectl, inst, "watch", resource, None)
+        for verb in ("create", "update", "patch", "delete"):
+            assert not can_i(kubectl, inst, verb, resource, None), (verb, resource)
 
 
 def test_leader_election_is_one_lease(kubectl: Kubectl, namespaced: Install) -> None:

@@ -342,9 +342,10 @@ def test_rbac_cluster_wide_default() -> None:
     _assert_no_wildcards(objs)
     assert _roles(objs) == {
         ("ClusterRole", "", "scan-ecs-scan-operator"): [*POLICY_RULES, SECRET_RULE],
-        SCANNING: [CRD_SCAN_RULE],  # cluster-wide kopf never lists namespaces
-    }
-    binding, _ = by_kind(objs, "ClusterRoleBinding")
+    }  # kopf's scanning is off by default: no CRD or Namespace listing
+    scanning = render(None, "--set", "rbac.kopfScanning=true")
+    assert _roles(scanning)[SCANNING] == [CRD_SCAN_RULE]  # cluster-wide kopf never lists namespaces
+    (binding,) = by_kind(objs, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "scan-ecs-scan-operator", "namespace": NAMESPACE}
     ]
@@ -352,19 +353,19 @@ def test_rbac_cluster_wide_default() -> None:
 
 
 def test_rbac_namespaced() -> None:
-    """watchNamespaces: a Role + RoleBinding per namespace; cluster-wide only kopf's read-only scanning."""
+    """watchNamespaces: a Role + RoleBinding per namespace and nothing cluster-wide."""
     objs = render("namespaced-values.yaml")
     _assert_no_wildcards(objs)
     assert _roles(objs) == {
         ("Role", "team-a", "scan-ecs-scan-operator"): [*POLICY_RULES, SECRET_RULE],
         ("Role", "team-b", "scan-ecs-scan-operator"): [*POLICY_RULES, SECRET_RULE],
-        SCANNING: [CRD_SCAN_RULE, NAMESPACE_SCAN_RULE],
     }
-    assert [b["metadata"]["name"] for b in by_kind(objs, "ClusterRoleBinding")] == [SCANNING[2]]
-    objs = render("namespaced-values.yaml", "--set", "rbac.kopfScanning=false")
     assert not by_kind(objs, "ClusterRole")
     assert not by_kind(objs, "ClusterRoleBinding")
     assert {b["metadata"]["namespace"] for b in by_kind(objs, "RoleBinding")} == {"team-a", "team-b"}
+    objs = render("namespaced-values.yaml", "--set", "rbac.kopfScanning=true")
+    assert _roles(objs)[SCANNING] == [CRD_SCAN_RULE, NAMESPACE_SCAN_RULE]
+    assert [b["metadata"]["name"] for b in by_kind(objs, "ClusterRoleBinding")] == [SCANNING[2]]
 
 
 def test_rbac_cluster_wide_with_secret_namespaces() -> None:
@@ -374,7 +375,6 @@ def test_rbac_cluster_wide_with_secret_namespaces() -> None:
     assert _roles(objs) == {
         ("ClusterRole", "", "scan-ecs-scan-operator"): POLICY_RULES,
         ("Role", "security", "scan-ecs-scan-operator-secrets"): [SECRET_RULE],
-        SCANNING: [CRD_SCAN_RULE],
     }
     assert not by_kind(objs, "ServiceAccount")
     subjects = [

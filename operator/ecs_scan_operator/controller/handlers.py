@@ -130,6 +130,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     """Configure kopf and build the shared dependencies."""
     # Run events are posted explicitly; only errors logged on a policy become Events as well.
     settings.posting.level = logging.ERROR
+    # Watched namespaces are plain names, so kopf needs no namespace or CRD listing (least privilege).
+    settings.scanning.disabled = not SETTINGS.kopf_scanning
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
