@@ -50,10 +50,6 @@ def _image_summary(img: ImageResult, new_ids: Sequence[str]) -> dict[str, Any]:
         "suppressed": len(img.suppressed),
         "newSinceLastRun": len(new_ids),
         "families": img.families,
-        "uses": [
-            {"family": u.family, "revision": u.revision, "container": u.container, "region": u.region}
-            for u in sorted(img.uses)
-        ],
     }
 
 
@@ -64,6 +60,12 @@ def image_document(
     doc = _image_summary(img, new_ids)
     doc.update(
         {
+            # Which container of which revision: in the per-image object only (a shared sidecar is
+            # used by thousands of revisions; the index keeps the family names).
+            "uses": [
+                {"family": u.family, "revision": u.revision, "container": u.container, "region": u.region}
+                for u in sorted(img.uses)
+            ],
             "runId": run_id,
             "policy": policy.key,
             "findings": [dict(f.to_dict(), new=f.vulnerability_id in new_ids) for f in img.findings],
@@ -243,8 +245,11 @@ def render_index(
         ],
     }
     # One object at a time: the caller stores each before the next is rendered.
-    yield ReportObject(f"{folder}/index.json", json.dumps(index, indent=2).encode(), "application/json")
+    # Compact: index.json is for programs (index.html and summary.csv are for people).
+    body = json.dumps(index, separators=(",", ":")).encode()
     del index
+    yield ReportObject(f"{folder}/index.json", body, "application/json")
+    del body
     yield ReportObject(f"{folder}/summary.csv", render_csv(images).encode(), "text/csv; charset=utf-8")
     yield ReportObject(
         f"{folder}/index.html",
