@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from tests.cluster.fixtures import Kubectl
 from tests.cluster.localcluster import LocalCluster
 from tests.jira_server.server import JiraTestServer
 from tests.support.moto_fixtures import AWS_ENV
+from tests.support.processes import background_process
 
 pytestmark = pytest.mark.e2e
 
@@ -426,24 +427,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.contextmanager
-def _operator(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _operator(env: dict[str, str], log: Path) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     """`ecs-scan-operator operator` (the image ENTRYPOINT) as a local process; SIGTERM at the end."""
     exe = str(Path(sys.executable).parent / "ecs-scan-operator")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [exe, "operator"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    return background_process([exe, "operator"], env, log, grace=60)
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import yaml
 
 from tests.cluster.fixtures import Kubectl
 from tests.cluster.localcluster import LocalCluster
+from tests.support.processes import background_process
 
 pytestmark = pytest.mark.e2e
 
@@ -118,22 +118,10 @@ def _get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
-@contextlib.contextmanager
-def _process(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+def _process(
+    cmd: list[str], env: dict[str, str], cwd: Path, log: Path
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    return background_process(cmd, env, log, cwd=cwd)
 
 
 def test_entrypoint_runs_against_the_api_server(
