@@ -12,7 +12,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from ecs_scan_operator.concurrency import batched, parallel_map
@@ -179,7 +179,7 @@ def resolve_digests(
     rlog("digests_resolved", images=len(todo), resolved=sum(1 for i in todo if i.digest))
 
 
-def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, today: Any) -> set[str]:
+def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, today: date) -> set[str]:
     img.scan_type, img.scanned_at = scan.scan_type, scan.scanned_at
     if scan.state is ScanState.COMPLETE:
         outcome = apply_rules(
@@ -211,7 +211,7 @@ def read_findings(
     ports: Ports,
     result: RunResult,
     rlog: _RunLog,
-    today: Any,
+    today: date,
     cancel: threading.Event | None,
     progress: Progress | None,
 ) -> set[str]:
@@ -287,8 +287,9 @@ def run_policy(
 
     if progress:
         progress("task definitions", 0, 1)
+    errors_before = result.errors_total
     images = collect_images(spec, ports, state, result, rlog, cancel)
-    inventory_errors = result.errors_total
+    inventory_errors = result.errors_total - errors_before  # listing errors only, not the state's
     if progress:
         progress("task definitions", 1, 1)
     _check(cancel)

@@ -206,3 +206,18 @@ def test_ticket_sync_failure_is_a_stage_failure() -> None:
     assert result.stage_failures["tickets"].startswith("JiraAuthFailed: HTTP 401")
     assert result.outcome is Outcome.PARTIAL
     assert p.tickets.requests[0].inventory_complete is True
+
+
+def test_unreadable_state_does_not_mark_the_inventory_partial() -> None:
+    from ecs_scan_operator.core.tickets import TicketReport
+    from ecs_scan_operator.errors import TransientError
+
+    class StateUnreadable(MemorySink):
+        def get(self, key: str) -> bytes | None:
+            raise TransientError("s3:GetObject: SlowDown")
+
+    p = ports(StateUnreadable())
+    p.tickets = RecordingTickets(TicketReport())
+    result = run_policy(POLICY, spec(jira=JIRA), p, FixedClock())
+    assert any(e.startswith("state:") for e in result.errors)
+    assert p.tickets.requests[0].inventory_complete is True  # every region was listed
