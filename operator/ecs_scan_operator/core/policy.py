@@ -2,12 +2,20 @@
 
 Field names are camelCase on the wire (Kubernetes style) and snake_case in Python. Every
 error names the field path (`spec.aws.roleArn`) and the reason; unknown fields are refused.
+
+This module is also the source of the CRD's schema (`make crds`, ecs_scan_operator.crd): each
+field's docstring is its `kubectl explain` text, and what the API server should check besides
+types and bounds is declared here as schema metadata next to the validator it mirrors: `pattern`
+(RE2 syntax, the same regex the validator compiles where RE2 can say it), and CEL rules
+(`x-kubernetes-validations`, built with `cel()`). Metadata only: `json_schema_extra` never changes
+what pydantic accepts.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -19,11 +27,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from ecs_scan_operator.core.model import Severity
 from ecs_scan_operator.errors import FieldError, InvalidPolicy
@@ -32,16 +45,18 @@ API_GROUP = "ecsscan.io"
 API_VERSION = "v1alpha1"
 KIND = "ScanPolicy"
 
+# Patterns written in the common subset of Python's re (with re.ASCII) and RE2, so that the CRD
+# declares the very regex the validator runs (RE2 has no \d/\w under ASCII rules, no (?:...)).
 _GLOB_CHARS = re.compile(r"^[A-Za-z0-9_\-*?\[\]!.:/@]+$", re.ASCII)
-_REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$", re.ASCII)
-_ROLE_ARN_RE = re.compile(r"^arn:aws(?:-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$", re.ASCII)
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$", re.ASCII)
+_ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}$", re.ASCII)
 _EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$", re.ASCII)
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", re.ASCII)
-_IPV4_RE = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$", re.ASCII)
+_IPV4_RE = re.compile(r"^[0-9]{1,3}([.][0-9]{1,3}){3}$", re.ASCII)
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()/-]{1,200}$", re.ASCII)
 _KMS_RE = re.compile(
-    r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[\w/+=,.@-]{1,250}"
-    r"|arn:aws(?:-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:(?:key/[\w-]+|alias/[\w/+=,.@-]+))$",
+    r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[A-Za-z0-9_/+=,.@-]{1,250}"
+    r"|arn:aws(-[a-z]+)*:kms:[a-z0-9-]+:[0-9]{12}:(key/[A-Za-z0-9_-]+|alias/[A-Za-z0-9_/+=,.@-]+))$",
     re.ASCII,
 )
 _VULN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{1,127}$", re.ASCII)
@@ -57,8 +72,52 @@ _CRON_MACROS = {
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", re.ASCII)
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", re.ASCII)
 _JIRA_PROJECT_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,9}$", re.ASCII)
-_JIRA_LABEL_RE = re.compile(r"^[^\s]{1,255}$", re.ASCII)
+_JIRA_LABEL_RE = re.compile(r"^\S{1,255}$", re.ASCII)
+_JIRA_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", re.ASCII)
 _TAG_KEY_RE = re.compile(r"^[\w.:/=+@ -]{1,128}$", re.ASCII)
+# What the API server can check of rules that are code here (cron, IANA zones, bracket balance):
+# a necessary condition, so that the CRD never refuses what PolicySpec accepts.
+_SCHEDULE_SHAPE = (
+    r"^\s*(@(?i:yearly|annually|monthly|weekly|daily|midnight|hourly)"
+    r"|[0-9A-Za-z*/,#?-]+(\s+[0-9A-Za-z*/,#?-]+){4})\s*$"
+)
+_TIME_ZONE_SHAPE = r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$"
+_GLOB_SHAPE = r"^([A-Za-z0-9_*?!.:/@-]|\[[A-Za-z0-9_*?!.:/@-]+\])+$"
+_NOT_BLANK = r"\S"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """A CEL rule for the CRD (an `x-kubernetes-validations` entry): the API server's twin of a validator."""
+    out: JsonDict = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    out["reason"] = "FieldValueInvalid"
+    return out
+
+
+@dataclass(frozen=True)
+class _Matching:
+    """Refuses strings that do not match `pattern`, saying what was expected; declares the pattern."""
+
+    pattern: re.Pattern[str]
+    what: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        pattern, what = self.pattern, self.what
+
+        def check(value: str) -> str:
+            if not pattern.match(value):
+                raise ValueError(f"{value!r} is not {what}")
+            return value
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        out["pattern"] = self.pattern.pattern
+        return out
 
 
 def check_glob(value: str) -> str:
@@ -86,26 +145,29 @@ def check_glob(value: str) -> str:
     return value
 
 
-Glob = Annotated[str, AfterValidator(check_glob)]
-
-
-def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
-    """A validator refusing values that do not match `pattern`, saying what was expected."""
-
-    def check(value: str) -> str:
-        if not pattern.match(value):
-            raise ValueError(f"{value!r} is not {what}")
-        return value
-
-    return AfterValidator(check)
-
-
-Region = Annotated[str, _matching(_REGION_RE, "an AWS region name such as eu-west-1")]
-RoleArn = Annotated[str, _matching(_ROLE_ARN_RE, "an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>)")]
-ProjectKey = Annotated[
-    str, _matching(_JIRA_PROJECT_RE, "a Jira project key (2-10 uppercase letters, digits, _)")
+Glob = Annotated[
+    str,
+    AfterValidator(check_glob),
+    Field(
+        description="A shell-style glob: letters, digits, _-.:/@ and * ? [ ] !, brackets balanced and "
+        "not nested, 1 to 255 characters.",
+        json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": _GLOB_SHAPE},
+    ),
 ]
-JiraLabel = Annotated[str, _matching(_JIRA_LABEL_RE, "a Jira label (1-255 characters without spaces)")]
+Region = Annotated[
+    str,
+    _Matching(_REGION_RE, "an AWS region name such as eu-west-1"),
+    Field(description="An AWS region name, e.g. eu-west-1."),
+]
+RoleArn = Annotated[str, _Matching(_ROLE_ARN_RE, "an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>)")]
+ProjectKey = Annotated[
+    str, _Matching(_JIRA_PROJECT_RE, "a Jira project key (2-10 uppercase letters, digits, _)")
+]
+JiraLabel = Annotated[
+    str,
+    _Matching(_JIRA_LABEL_RE, "a Jira label (1-255 characters without spaces)"),
+    Field(description="A Jira label, 1 to 255 characters without spaces."),
+]
 
 
 def normalize_cron(expr: str) -> str:
@@ -134,6 +196,7 @@ class _Model(BaseModel):
         alias_generator=to_camel,
         frozen=True,
         str_strip_whitespace=True,
+        use_attribute_docstrings=True,  # the docstrings are the CRD's descriptions
     )
 
 
@@ -141,10 +204,28 @@ class AwsSpec(_Model):
     """Where the task definitions live and how to reach them."""
 
     region: Region | None = None
-    regions: list[Region] | None = Field(default=None, min_length=1, max_length=30)
+    """The one AWS region to scan, e.g. eu-west-1. Set this or regions, not both. Reports go to the
+    S3 bucket through this region."""
+    regions: list[Region] | None = Field(
+        default=None, min_length=1, max_length=30, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Several AWS regions to scan, in order (1 to 30, no repeats). Set this or region, not both.
+    Reports go to the S3 bucket through the first region."""
     role_arn: RoleArn | None = None
-    external_id: str | None = None
+    """An IAM role to assume for each run (arn:aws:iam::<12 digits>:role/<name>), from the operator's
+    own credentials (IRSA, EKS Pod Identity or the default chain). Unset: the operator's own
+    credentials are used directly."""
+    external_id: str | None = Field(
+        default=None,
+        # RE2 allows at most 1000 repetitions: the length goes in min/maxLength
+        json_schema_extra={"minLength": 2, "maxLength": 1224, "pattern": r"^[A-Za-z0-9_+=,.@:/-]+$"},
+    )
+    """The external ID the role's trust policy requires (2 to 1224 characters of letters, digits and
+    +=,.@:/-). Only with roleArn."""
     registry_role_arn: RoleArn | None = None
+    """An IAM role to assume for reading ECR images that live in another account than the task
+    definitions (cross-account registries). Unset: roleArn (or the operator's credentials) is used
+    for ECR too."""
 
     @field_validator("regions")
     @classmethod
@@ -159,6 +240,22 @@ class AwsSpec(_Model):
         if v is not None and not _EXTERNAL_ID_RE.match(v):
             raise ValueError("must be 2 to 1224 characters of letters, digits and +=,.@:/-")
         return v
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.region) != has(self.regions)",
+                    "set exactly one of spec.aws.region or spec.aws.regions",
+                ),
+                cel(
+                    "!has(self.externalId) || has(self.roleArn)",
+                    "spec.aws.externalId is only used with spec.aws.roleArn",
+                    ".externalId",
+                ),
+            ]
+        }
+    )
 
     @model_validator(mode="after")
     def _one_region_form(self) -> AwsSpec:
@@ -185,9 +282,30 @@ class TaskDefinitionsSpec(_Model):
     """Which task-definition families matter."""
 
     include: list[Glob] = Field(default_factory=list, max_length=200)
+    """Family name globs to scan (shell style: * ? [abc] [!abc]), e.g. payments-*. Empty (the
+    default) means every family. At most 200."""
     exclude: list[Glob] = Field(default_factory=list, max_length=200)
+    """Family name globs to leave out, applied after include. At most 200."""
     source: TaskDefinitionSource = TaskDefinitionSource.LATEST_REVISION
+    """How revisions are chosen. latestRevision: the newest ACTIVE revision of each family.
+    services: the revisions that ECS services run (optionally only in
+    spec.taskDefinitions.clusters). Default latestRevision."""
     clusters: list[Glob] = Field(default_factory=list, max_length=200)
+    """ECS cluster name globs whose services are read; only with source: services. Empty means every
+    cluster. At most 200."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.clusters) || size(self.clusters) == 0"
+                    " || (has(self.source) && self.source == 'services')",
+                    "spec.taskDefinitions.clusters is only used with source: services",
+                    ".clusters",
+                )
+            ]
+        }
+    )
 
     @model_validator(mode="after")
     def _clusters_need_services(self) -> TaskDefinitionsSpec:
@@ -197,12 +315,17 @@ class TaskDefinitionsSpec(_Model):
 
 
 class Suppression(_Model):
-    """An accepted risk: a vulnerability ignored until a date, for some or all images."""
+    """One accepted risk: a vulnerability ignored until a date, for some or all images."""
 
-    vulnerability_id: str
+    vulnerability_id: str = Field(json_schema_extra={"pattern": _VULN_ID_RE.pattern})
+    """The vulnerability, e.g. CVE-2024-1234 or GHSA-xxxx-xxxx-xxxx (2 to 128 characters)."""
     images: list[Glob] = Field(default_factory=list, max_length=100)
-    reason: str = Field(min_length=1, max_length=1000)
+    """Image globs this suppression applies to (matched against the repository, repository:tag and
+    the full reference). Empty means every image. At most 100."""
+    reason: str = Field(min_length=1, max_length=1000, json_schema_extra={"pattern": _NOT_BLANK})
+    """Why the risk is accepted (a ticket reference helps), 1 to 1000 characters."""
     expires: date
+    """The last day (YYYY-MM-DD, UTC) the suppression applies."""
 
     @field_validator("vulnerability_id")
     @classmethod
@@ -213,11 +336,47 @@ class Suppression(_Model):
 
 
 class S3ReportSpec(_Model):
-    """Where run reports are written."""
+    """An S3 bucket. Each run writes per-image JSON, index.json, summary.csv, index.html and
+    run.log.jsonl under <prefix>/<date>/<namespace>/<policy>/<runId>/, and keeps what the next run
+    needs in <prefix>/state/<namespace>/<policy>.json."""
 
-    bucket: str
-    prefix: str = "ecs-scan"
-    kms_key_id: str | None = None
+    bucket: str = Field(
+        json_schema_extra={
+            "minLength": 3,
+            "maxLength": 63,
+            "pattern": _BUCKET_RE.pattern,
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.contains('..') && !self.startsWith('xn--')"
+                    f" && !self.matches('{_IPV4_RE.pattern}')",
+                    "spec.report.s3.bucket is not a valid S3 bucket name"
+                    ' (no "..", no IP address, no xn-- prefix)',
+                )
+            ],
+        }
+    )
+    """The bucket name (3 to 63 lowercase letters, digits, '.' and '-', starting and ending with a
+    letter or digit, not an IP address, not xn--...)."""
+    prefix: str = Field(
+        default="ecs-scan",
+        json_schema_extra={
+            # the CRD sees the value before the '/' are stripped: 200 counts them
+            "maxLength": 200,
+            "pattern": r"^/*[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/*$",
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.matches('(^|/)[.][.]?(/|$)')",
+                    'spec.report.s3.prefix must not have "." or ".." parts',
+                )
+            ],
+        },
+    )
+    """The key prefix of every object the runs write. Letters, digits and !_.*'()-, parts separated
+    by '/', no empty, '.' or '..' parts; leading and trailing '/' are ignored; 1 to 200 characters.
+    Default ecs-scan."""
+    kms_key_id: str | None = Field(default=None, json_schema_extra={"pattern": _KMS_RE.pattern})
+    """A KMS key for SSE-KMS encryption of the reports: a key id, mrk- id, alias/<name> or a key or
+    alias ARN. Unset: the bucket's default encryption."""
 
     @field_validator("bucket")
     @classmethod
@@ -248,7 +407,7 @@ class S3ReportSpec(_Model):
 
 
 class ReportSpec(_Model):
-    """Report destination."""
+    """Where run reports are written."""
 
     s3: S3ReportSpec
 
@@ -261,11 +420,28 @@ class GroupBy(StrEnum):
 
 
 class RouteMatch(_Model):
-    """Which images a route takes: every given criterion must match (AND)."""
+    """Which images the route takes; every criterion given must match (AND). Set at least one."""
 
     families: list[Glob] = Field(default_factory=list, max_length=100)
+    """Task-definition family globs; an image matches when a family using it matches. At most 100."""
     task_definition_tags: dict[str, str] = Field(default_factory=dict, max_length=20)
+    """Tags (key to value) that a task definition using the image must all have. At most 20."""
     repository_tags: dict[str, str] = Field(default_factory=dict, max_length=20)
+    """Tags (key to value) the image's ECR repository must all have. At most 20."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "(has(self.families) && size(self.families) > 0)"
+                    " || (has(self.taskDefinitionTags) && size(self.taskDefinitionTags) > 0)"
+                    " || (has(self.repositoryTags) && size(self.repositoryTags) > 0)",
+                    "spec.jira.routes[].match: set at least one of families,"
+                    " taskDefinitionTags or repositoryTags",
+                )
+            ]
+        }
+    )
 
     @model_validator(mode="after")
     def _not_empty(self) -> RouteMatch:
@@ -275,14 +451,32 @@ class RouteMatch(_Model):
 
 
 class JiraRoute(_Model):
-    """Where tickets for matching images go; unset values fall back to the top-level jira values."""
+    """One route: where tickets for matching images go; unset values fall back to the top-level
+    jira values."""
 
-    name: str
+    name: str = Field(
+        json_schema_extra={
+            "maxLength": 63,
+            "pattern": _DNS_LABEL_RE.pattern,
+            "x-kubernetes-validations": [
+                cel("self != 'default'", 'route name "default" is reserved (spec.jira.routes[].name)')
+            ],
+        }
+    )
+    """The route's name, a lowercase DNS label (a-z, 0-9, '-', at most 63) other than "default";
+    part of each ticket's identity."""
     match: RouteMatch
     project: ProjectKey | None = None
-    components: list[str] = Field(default_factory=list, max_length=20)
+    """The Jira project of this route's tickets. Unset: spec.jira.project."""
+    components: list[Annotated[str, Field(description="A Jira component name.")]] = Field(
+        default_factory=list, max_length=20
+    )
+    """Jira components set on this route's tickets. At most 20."""
     assignee: str | None = Field(default=None, max_length=128)
+    """The account id (Cloud) or user name (Data Center) to assign new tickets to, at most 128
+    characters."""
     labels: list[JiraLabel] = Field(default_factory=list, max_length=20)
+    """Labels added to this route's tickets, besides spec.jira.labels. At most 20."""
 
     @field_validator("name")
     @classmethod
@@ -293,24 +487,69 @@ class JiraRoute(_Model):
 
 
 class JiraSpec(_Model):
-    """Jira ticketing: one ticket per (route, group), never duplicated."""
+    """Jira ticketing (optional): one ticket per route and group (repository or image), found again
+    by a label, updated with each run, closed when fixed and reopened when a finding comes back.
+    Unset: no tickets."""
 
-    url: str = Field(max_length=2048)
-    credentials_secret: str
+    url: str = Field(
+        max_length=2048,
+        json_schema_extra={
+            "pattern": _JIRA_URL_RE.pattern,
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.matches('^https?://[^/?#]*@')",
+                    "spec.jira.url: credentials do not belong in the URL; use credentialsSecret",
+                )
+            ],
+        },
+    )
+    """The Jira site, e.g. https://example.atlassian.net (http or https, no credentials in it, no
+    query or fragment)."""
+    credentials_secret: str = Field(
+        json_schema_extra={"maxLength": 253, "pattern": _DNS_SUBDOMAIN_RE.pattern}
+    )
+    """The name of a Secret in the policy's namespace holding the Jira credentials: keys email and
+    apiToken (Jira Cloud), or token (a Jira Data Center personal access token)."""
     project: ProjectKey
-    issue_type: str = Field(default="Bug", min_length=1, max_length=60)
-    priority_map: dict[Severity, str] = Field(default_factory=dict)
+    """The default Jira project key (2 to 10 uppercase letters, digits and _, starting with a
+    letter)."""
+    issue_type: str = Field(
+        default="Bug", min_length=1, max_length=60, json_schema_extra={"pattern": _NOT_BLANK}
+    )
+    """The issue type of new tickets, 1 to 60 characters. Default Bug."""
+    priority_map: dict[
+        Severity, Annotated[str, Field(description="The Jira priority for {key} findings.")]
+    ] = Field(default_factory=dict)
+    """The Jira priority name of a ticket, by the highest severity in it, e.g. CRITICAL: Highest. A
+    severity not listed leaves the priority to Jira's default."""
     labels: list[JiraLabel] = Field(default_factory=list, max_length=20)
-    due_days: dict[Severity, Annotated[int, Field(ge=1, le=3650)]] = Field(default_factory=dict)
+    """Labels added to every ticket (1 to 255 characters each, no spaces). At most 20."""
+    due_days: dict[
+        Severity, Annotated[int, Field(ge=1, le=3650, description="Days to the due date (1 to 3650).")]
+    ] = Field(default_factory=dict)
+    """Days from a ticket's creation to its due date, by the highest severity in it (1 to 3650). A
+    severity not listed sets no due date."""
     group_by: GroupBy = GroupBy.REPOSITORY
+    """What one ticket covers: repository (one ticket per ECR repository) or image (one per image tag
+    or digest). Default repository."""
     close_when_fixed: bool = True
+    """Close a ticket when none of its findings remain. Default true."""
     reopen_within_days: int = Field(default=30, ge=0, le=3650)
-    routes: list[JiraRoute] = Field(default_factory=list, max_length=50)
+    """Reopen a ticket closed less than this many days ago when its findings come back; older ones
+    get a new ticket. 0 to 3650, default 30."""
+    routes: list[JiraRoute] = Field(
+        default_factory=list,
+        max_length=50,
+        # the API server refuses repeated names, as _unique_routes does
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Where tickets for some images go, first match wins; images no route takes go to the top-level
+    project. Names are unique. At most 50."""
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/?#]+(?:/[^\s?#]*)?$", v, re.ASCII):
+        if not _JIRA_URL_RE.match(v):
             raise ValueError(f"{v!r} is not an http(s) URL of a Jira site")
         if "@" in v.split("/")[2]:
             raise ValueError("credentials do not belong in the URL; use credentialsSecret")
@@ -333,20 +572,46 @@ class JiraSpec(_Model):
 
 
 class PolicySpec(_Model):
-    """The `spec` of a ScanPolicy."""
+    """What to scan, when, and where the results go."""
 
-    schedule: str
-    time_zone: str = "UTC"
+    schedule: str = Field(json_schema_extra={"minLength": 1, "pattern": _SCHEDULE_SHAPE})
+    """When to run, in cron format: five fields (minute hour day-of-month month day-of-week, e.g.
+    "0 6 * * 1-5") or one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly. Read
+    in spec.timeZone; CRON_TZ= and TZ= are not allowed (use spec.timeZone). Runs follow CronJob
+    semantics: never two at once, at most one catch-up run after the operator was down."""
+    time_zone: str = Field(default="UTC", json_schema_extra={"pattern": _TIME_ZONE_SHAPE})
+    """The IANA time zone the schedule is read in, e.g. Europe/Paris or America/New_York. Default
+    UTC. Daylight-saving changes are handled like Debian cron (a time that does not exist runs at the
+    next valid time)."""
     suspend: bool = False
-    starting_deadline_seconds: int | None = Field(default=None, ge=0, le=86400 * 7)
+    """Stop scheduled runs while true (a run in progress finishes; the run-now annotation still
+    starts a run). Scheduled times missed while suspended count as missed: after resuming, at most
+    one catch-up run starts, unless it is later than startingDeadlineSeconds. Default false."""
+    starting_deadline_seconds: int | None = Field(
+        default=None, ge=0, le=86400 * 7, json_schema_extra={"format": "int64"}
+    )
+    """How late, in seconds, a scheduled run may still start (after downtime or a long previous run).
+    A run missed by more is skipped, and the status and an Event say so. Unset means no deadline (a
+    missed run always catches up, once). 0 to 604800 (7 days)."""
     aws: AwsSpec
-    task_definitions: TaskDefinitionsSpec = Field(default_factory=TaskDefinitionsSpec)
+    task_definitions: TaskDefinitionsSpec = Field(
+        default_factory=TaskDefinitionsSpec, json_schema_extra={"default": {}}
+    )
+    """Which task-definition families are scanned. Default every family, latest revision."""
     severity_threshold: Literal["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = "MEDIUM"
+    """The lowest severity that counts as a finding to act on (reported, ticketed, shown in the
+    Findings column). Default MEDIUM."""
     include_untriaged: bool = True
+    """Whether findings without a severity (UNTRIAGED / UNDEFINED) count as findings to act on,
+    whatever the threshold. Default true."""
     suppressions: list[Suppression] = Field(default_factory=list, max_length=500)
+    """Accepted risks: vulnerabilities that are not acted on until a date, for some or all images.
+    Expired suppressions are reported and no longer applied. At most 500."""
     report: ReportSpec
     jira: JiraSpec | None = None
     dry_run: bool = False
+    """Scan and write the report, but only plan the Jira changes (the plan is in the run log and the
+    TicketsSynced condition). Default false."""
 
     @field_validator("schedule")
     @classmethod
