@@ -1,12 +1,16 @@
-"""The ScanPolicy CRD on a real API server: the agreement table with real CEL and defaulting,
-messages that name the field, `kubectl explain`, printer columns and the status subresource."""
+"""The generated ScanPolicy CRD on a real API server: the agreement table (tests/unit/
+test_crd_agreement.py) with real schema validation, CEL and defaulting, messages that name the
+field, `kubectl explain`, printer columns and the status subresource."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.cluster.fixtures import Kubectl
 from tests.e2e.conftest import Api, policy
@@ -102,3 +106,37 @@ def test_printer_columns_short_names_and_category(api: Api, kubectl: Kubectl) ->
     # the spec is the user's; the status is only written through the subresource
     api.patch("cols", {"status": {"message": "ignored"}})
     assert "message" not in api.status("cols")
+
+
+def test_the_example_policy_is_accepted(api: Api) -> None:
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "scanpolicy.yaml").read_text())
+    status, body = api.create(manifest(api, doc["spec"]), dry_run=True)
+    assert status == 201, body
+
+
+def test_the_status_the_operator_writes_survives_the_schema(api: Api) -> None:
+    """The API server prunes what the status schema does not declare: a round trip loses nothing."""
+    from ecs_scan_operator.core.result import RunResult
+    from ecs_scan_operator.core.schedule import Decision
+    from ecs_scan_operator.core.status import ActiveRun, Context, Trigger, finished_status, running_status
+
+    now = datetime(2025, 3, 1, 10, tzinfo=UTC)
+    result = RunResult(run_id="r1", policy="ns/p", started=now)
+    result.fail_stage("tickets", "jira down")
+    result.tickets = {"create": 1}
+    result.report_uri = "s3://b/k/index.json"
+    result.finish(now)
+    ctx = Context(generation=1, now=now, decision=Decision(now=now, next_time=now), jira=True)
+    written = running_status(
+        finished_status({}, ctx, result, Trigger.SCHEDULE), ctx, ActiveRun("r2", now, "me", now, "x")
+    )
+    status, body = api.create(policy("status-shape", api.namespace))
+    assert status == 201, body
+    code, body = api.cluster.request(
+        "PATCH",
+        f"{api.base}/status-shape/status",
+        {"status": written},
+        content_type="application/merge-patch+json",
+    )
+    assert code == 200, body
+    assert api.status("status-shape") == written

@@ -1,58 +1,41 @@
-"""The CRD's schema and the pydantic PolicySpec agree: same fields, limits, and verdicts.
+"""The ScanPolicy CRD is generated from PolicySpec (ecs_scan_operator.crd), and both judge alike.
 
-Two checks, offline:
-1. Structure: every field of PolicySpec is in the CRD (and no other), with the same type,
-   required set, enum, default and numeric/length/item bounds; every CRD field is described.
-2. Verdicts: a table of valid and invalid specs gets the same answer from `parse_spec` and from
-   the CRD's openAPIV3Schema (jsonschema, after the API server's pruning of nulls and defaulting,
-   with strict field validation; each CEL rule is evaluated by a Python twin written next to it).
+Offline, here:
+1. The committed CRD (crds/ and the chart's copy) is what `make crds` generates now.
+2. The generator turns every JSON-schema form PolicySpec may use into the structural subset, and
+   refuses with the field's path a form that a CRD cannot express.
+3. The table of valid and invalid specs gets the expected verdict from `parse_spec`, naming the
+   field; every field of the CRD is described, and a description states its default.
 
-The same table runs against a real API server (real CEL, real defaulting) in
-tests/e2e/test_operator_crd.py. Known, deliberate divergences are listed and asserted too, so a
-change on either side shows up here.
+The same table runs against a real API server (real schema, CEL and defaulting) in
+tests/e2e/test_operator_crd.py: that is where the CRD's verdicts are checked. Known, deliberate
+divergences are listed there and here, so a change on either side shows up.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
+from pydantic import BaseModel, Field
 
-from ecs_scan_operator.core.policy import PolicySpec, parse_spec
+from ecs_scan_operator import crd as generator
+from ecs_scan_operator.core.policy import parse_spec
 from ecs_scan_operator.errors import InvalidPolicy
 
-CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "scanpolicies.ecsscan.io.yaml"
-
-
-@functools.cache
-def _crd_text() -> str:
-    return CRD_PATH.read_text()
-
-
-def load_crd() -> dict[str, Any]:
-    """The CRD document (a fresh copy)."""
-    doc: dict[str, Any] = yaml.safe_load(_crd_text())
-    return doc
-
-
-@functools.cache
-def _spec_validator() -> Any:
-    return CrdValidator(_to_json_schema(spec_schema()), format_checker=jsonschema.FormatChecker())
-
-
-def spec_schema() -> dict[str, Any]:
-    """The openAPIV3Schema of spec."""
-    version = load_crd()["spec"]["versions"][0]
-    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    return schema
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATHS = [
+    ROOT / "crds" / generator.FILE_NAME,
+    ROOT / "helm" / "ecs-scan-operator" / "crds" / generator.FILE_NAME,
+]
 
 
 # --------------------------------------------------------------------------- the table
@@ -469,29 +452,25 @@ DIVERGENCES: list[Divergence] = [
 ]
 
 
-# --------------------------------------------------------------------------- the CRD side, offline
+# --------------------------------------------------------------------------- the committed CRD
 
-# Each CEL rule of the CRD, as Python. A rule without a twin fails test_every_cel_rule_has_a_twin.
-CEL_TWINS: dict[str, Callable[[Any], bool]] = {
-    "has(self.region) != has(self.regions)": lambda s: ("region" in s) != ("regions" in s),
-    "!has(self.externalId) || has(self.roleArn)": lambda s: "externalId" not in s or "roleArn" in s,
-    "!has(self.clusters) || size(self.clusters) == 0 || (has(self.source) && self.source == 'services')": (
-        lambda s: not s.get("clusters") or s.get("source") == "services"
-    ),
-    "!self.contains('..') && !self.startsWith('xn--') && !self.matches('^[0-9]{1,3}([.][0-9]{1,3}){3}$')": (
-        lambda s: (
-            ".." not in s and not s.startswith("xn--") and not re.search(r"^[0-9]{1,3}([.][0-9]{1,3}){3}$", s)
-        )
-    ),
-    "!self.matches('(^|/)[.][.]?(/|$)')": lambda s: not re.search(r"(^|/)[.][.]?(/|$)", s),
-    "!self.matches('^https?://[^/?#]*@')": lambda s: not re.search(r"^https?://[^/?#]*@", s),
-    "self != 'default'": lambda s: s != "default",
-    (
-        "(has(self.families) && size(self.families) > 0) || "
-        "(has(self.taskDefinitionTags) && size(self.taskDefinitionTags) > 0) || "
-        "(has(self.repositoryTags) && size(self.repositoryTags) > 0)"
-    ): (lambda s: bool(s.get("families") or s.get("taskDefinitionTags") or s.get("repositoryTags"))),
-}
+
+@pytest.mark.parametrize("path", CRD_PATHS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_committed_crd_is_the_generated_one(path: Path) -> None:
+    assert path.read_text(encoding="utf-8") == generator.render(), f"{path} is out of date: run `make crds`"
+
+
+def test_the_check_mode_names_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fresh, stale, missing = tmp_path / "fresh.yaml", tmp_path / "stale.yaml", tmp_path / "missing.yaml"
+    fresh.write_text(generator.render(), encoding="utf-8")
+    stale.write_text(generator.render().replace("maxItems: 30", "maxItems: 31"), encoding="utf-8")
+    assert generator.main(["--check", str(fresh)]) == 0
+    assert generator.main(["--check", str(fresh), str(stale), str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert str(stale) in err and str(missing) in err and str(fresh) not in err
+    assert not missing.exists()  # --check writes nothing
+    assert generator.main([str(stale), str(missing)]) == 0
+    assert stale.read_text(encoding="utf-8") == missing.read_text(encoding="utf-8") == generator.render()
 
 
 def _walk(schema: dict[str, Any], path: str = "spec") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -504,80 +483,126 @@ def _walk(schema: dict[str, Any], path: str = "spec") -> Iterator[tuple[str, dic
         yield from _walk(schema["additionalProperties"], f"{path}{{}}")
 
 
-def _prune_and_default(value: Any, schema: dict[str, Any]) -> Any:
-    """What the API server does before validating: drop nulls (nothing is nullable), apply defaults."""
-    if isinstance(value, dict) and schema.get("type") == "object":
-        props = schema.get("properties") or {}
-        extra = schema.get("additionalProperties")
-        out = {}
-        for key, sub in value.items():
-            if sub is None:
-                continue
-            sub_schema = props.get(key) or (extra if isinstance(extra, dict) else {})
-            out[key] = _prune_and_default(sub, sub_schema)
-        for key, sub_schema in props.items():
-            if key not in out and "default" in sub_schema:
-                out[key] = _prune_and_default(copy.deepcopy(sub_schema["default"]), sub_schema)
-        return out
-    if isinstance(value, list) and schema.get("type") == "array":
-        return [_prune_and_default(v, schema.get("items") or {}) for v in value if v is not None]
-    return value
+def _root() -> dict[str, Any]:
+    doc = yaml.safe_load(CRD_PATHS[0].read_text(encoding="utf-8"))
+    root: dict[str, Any] = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return root
 
 
-def _to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """Strict field validation: an object with properties refuses others; set lists are unique."""
-    out = {k: v for k, v in schema.items() if k not in ("properties", "items", "additionalProperties")}
-    if "properties" in schema:
-        out["properties"] = {k: _to_json_schema(v) for k, v in schema["properties"].items()}
-        out["additionalProperties"] = False
-    if isinstance(schema.get("additionalProperties"), dict):
-        out["additionalProperties"] = _to_json_schema(schema["additionalProperties"])
-    if "items" in schema:
-        out["items"] = _to_json_schema(schema["items"])
-    if schema.get("x-kubernetes-list-type") == "set":
-        out["uniqueItems"] = True
-    return out
+def test_every_field_is_described() -> None:
+    root = _root()
+    missing = [
+        path
+        for path, s in [*_walk(root["properties"]["spec"]), *_walk(root["properties"]["status"], "status")]
+        if "description" not in s and not path.endswith(("[]", "{}"))
+    ]
+    assert not missing
 
 
-def _list_map_keys(validator: Any, keys: Any, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
-    if not isinstance(instance, list):
-        return
-    seen = set()
-    for item in instance:
-        if isinstance(item, dict):
-            key = tuple(item.get(k) for k in keys)
-            if key in seen:
-                yield jsonschema.ValidationError(f"Duplicate value: {dict(zip(keys, key, strict=True))}")
-            seen.add(key)
+def test_descriptions_state_defaults() -> None:
+    for path, s in _walk(_root()["properties"]["spec"]):
+        if "default" in s and s["default"] != {}:
+            assert f"default {s['default']}".lower() in s["description"].lower().replace(
+                "default:", "default"
+            ), path
 
 
-def _cel(validator: Any, rules: Any, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
-    for rule in rules:
-        twin = CEL_TWINS.get(" ".join(rule["rule"].split()))
-        if twin is None:
-            yield jsonschema.ValidationError(f"no Python twin for CEL rule {rule['rule']!r}")
-        elif not twin(instance):
-            yield jsonschema.ValidationError(rule["message"])
+def test_the_schema_is_structural() -> None:
+    """What the API server refuses in a CRD: no $ref/anyOf/allOf, a type on every node, no
+    additionalProperties beside properties, every CEL rule with a message."""
+    for path, s in _walk(_root()["properties"]["spec"]):
+        assert not {"$ref", "anyOf", "allOf", "oneOf", "title", "nullable"} & set(s), path
+        assert s.get("type") in ("object", "array", "string", "integer", "boolean", "number"), path
+        assert not ("properties" in s and "additionalProperties" in s), path
+        assert all(rule.get("message") for rule in s.get("x-kubernetes-validations", [])), path
 
 
-CrdValidator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    {"x-kubernetes-list-map-keys": _list_map_keys, "x-kubernetes-validations": _cel},
+# --------------------------------------------------------------------------- the generator's rules
+
+
+class _Colour(StrEnum):
+    """A colour."""
+
+    RED = "red"
+    BLUE = "blue"
+
+
+class _Inner(BaseModel):
+    """Inner docstring."""
+
+    size: int = Field(default=1, gt=0, le=9)
+
+
+class _Forms(BaseModel):
+    """Every form the generator must handle."""
+
+    optional: str | None = None
+    nested: _Inner | None = Field(default=None, description="The field's own words win.")
+    colour: _Colour = _Colour.RED
+    by_colour: dict[_Colour, int] = Field(default_factory=dict, json_schema_extra={"maxProperties": 2})
+    per_key: dict[_Colour, str] = Field(default_factory=dict, description="Wrapped\n   over lines.")
+    when: date | None = None
+
+
+def _converted(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True)
+    return generator.structural(raw, raw.get("$defs", {}))
+
+
+def test_each_json_schema_form_becomes_structural() -> None:
+    out = _converted(_Forms)
+    props = out["properties"]
+    assert props["optional"] == {"type": "string"}  # Optional: the null branch and the null default go
+    assert props["nested"]["description"] == "The field's own words win."
+    assert props["nested"]["properties"]["size"] == {
+        "type": "integer",
+        "default": 1,
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": 9,
+    }
+    assert props["colour"] == {
+        "type": "string",
+        "description": "A colour.",
+        "default": "red",
+        "enum": ["red", "blue"],
+    }
+    assert set(props["by_colour"]["properties"]) == {"red", "blue"}
+    assert "additionalProperties" not in props["by_colour"] and props["by_colour"]["maxProperties"] == 2
+    assert props["per_key"]["description"] == "Wrapped over lines."
+    assert props["when"] == {"type": "string", "format": "date"}
+    assert "title" not in str(out) and "$ref" not in str(out) and "anyOf" not in str(out)
+
+
+def test_a_key_template_names_each_member() -> None:
+    jira = generator.spec_schema()["properties"]["jira"]["properties"]
+    assert jira["priorityMap"]["properties"]["HIGH"]["description"] == "The Jira priority for HIGH findings."
+    assert jira["dueDays"]["properties"]["LOW"]["minimum"] == 1
+
+
+class _Union(BaseModel):
+    ok: int = 0
+    either: int | str = 0
+
+
+class _Tuple(BaseModel):
+    pair: tuple[int, int] = (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "why"),
+    [(_Union, "spec.either", "union of several types"), (_Tuple, "spec.pair", "prefixItems")],
+    ids=["union", "tuple"],
 )
+def test_a_form_no_crd_can_express_is_refused_naming_the_field(
+    model: type[BaseModel], field: str, why: str
+) -> None:
+    with pytest.raises(generator.NotStructural, match=re.escape(field)) as info:
+        _converted(model)
+    assert why in str(info.value)
 
 
-def crd_errors(spec: dict[str, Any]) -> list[str]:
-    """The CRD's verdict offline: a list of 'path: message' (empty when valid)."""
-    out = []
-    for err in _spec_validator().iter_errors(_prune_and_default(spec, _spec_schema_cached())):
-        path = "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
-        out.append(f"{path}: {err.message}")
-    return out
-
-
-@functools.cache
-def _spec_schema_cached() -> dict[str, Any]:
-    return spec_schema()
+# --------------------------------------------------------------------------- PolicySpec's side of the table
 
 
 def pydantic_errors(spec: dict[str, Any]) -> list[str]:
@@ -589,13 +614,9 @@ def pydantic_errors(spec: dict[str, Any]) -> list[str]:
     return []
 
 
-# --------------------------------------------------------------------------- tests
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_same_verdict(case: Case) -> None:
-    crd, pyd = crd_errors(case.spec), pydantic_errors(case.spec)
-    assert (not crd) is case.valid, f"CRD: {crd}"
+@pytest.mark.parametrize("case", [*CASES, *PAST_THE_SCHEMA], ids=lambda c: c.id)
+def test_policy_spec_verdict_names_the_field(case: Case) -> None:
+    pyd = pydantic_errors(case.spec)
     assert (not pyd) is case.valid, f"PolicySpec: {pyd}"
     if not case.valid:
         want = "spec." + case.field
@@ -603,171 +624,20 @@ def test_same_verdict(case: Case) -> None:
         assert any(want in e or bare in e or _parent_rule_names(e, want) for e in pyd), (
             f"PolicySpec does not name {want}: {pyd}"
         )
-        # the CRD names the field in the path or (CEL rules on a parent) in the message
-        assert any(want in e or bare in e.replace("[]", "") or _parent_rule_names(e, want) for e in crd), (
-            f"CRD does not name {want}: {crd}"
-        )
 
 
 def _parent_rule_names(error: str, want: str) -> bool:
+    """A rule on the parent object names the child in its message ("routes" -> "route names")."""
     path, _, message = error.partition(": ")
     field = want.rsplit(".", 1)[-1].split("[", 1)[0]
-    return want.startswith(path) and field.removesuffix("s") in message  # "routes" -> "route names"
+    return want.startswith(path) and field.removesuffix("s") in message
 
 
 @pytest.mark.parametrize("div", DIVERGENCES, ids=lambda d: d.id)
-def test_known_divergences(div: Divergence) -> None:
-    crd_valid = not crd_errors(div.spec)
-    pyd_valid = not pydantic_errors(div.spec)
-    assert crd_valid is div.crd_valid, f"CRD verdict changed: {crd_errors(div.spec)}"
-    assert pyd_valid is not div.crd_valid, f"no longer a divergence ({div.why}): move it to CASES"
+def test_known_divergences_on_the_policy_spec_side(div: Divergence) -> None:
+    assert (not pydantic_errors(div.spec)) is not div.crd_valid, f"no longer a divergence ({div.why})"
 
 
-def test_every_cel_rule_has_a_twin() -> None:
-    rules = [
-        " ".join(r["rule"].split())
-        for _, s in _walk(spec_schema())
-        for r in s.get("x-kubernetes-validations", [])
-    ]
-    assert sorted(rules) == sorted(CEL_TWINS)
-    assert all(
-        r.get("message") for _, s in _walk(spec_schema()) for r in s.get("x-kubernetes-validations", [])
-    )
-
-
-def test_every_field_is_described() -> None:
-    version = load_crd()["spec"]["versions"][0]
-    root = version["schema"]["openAPIV3Schema"]
-    missing = [
-        path
-        for path, s in _walk(root["properties"]["status"], "status")
-        if "description" not in s and not path.endswith(("[]", "{}"))
-    ]
-    missing += [p for p, s in _walk(spec_schema()) if "description" not in s and not p.endswith("{}")]
-    assert not missing
-
-
-def test_descriptions_state_defaults() -> None:
-    for path, s in _walk(spec_schema()):
-        if "default" in s and s["default"] != {}:
-            assert f"default {s['default']}".lower() in s["description"].lower().replace(
-                "default:", "default"
-            ), path
-
-
-# ---- structure: the CRD mirrors PolicySpec's JSON schema
-
-
-def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
-    if "$ref" in node:
-        merged = {**defs[node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
-        return _resolve(merged, defs)
-    if "anyOf" in node:
-        options = [o for o in node["anyOf"] if o.get("type") != "null"]
-        assert len(options) == 1, node
-        rest = {k: v for k, v in node.items() if k != "anyOf"}
-        return _resolve({**options[0], **rest}, defs)
-    return node
-
-
-_BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "maxProperties", "enum")
-
-
-def _compare(
-    pyd: dict[str, Any], crd: dict[str, Any], defs: dict[str, Any], path: str, out: list[str]
-) -> None:
-    pyd = _resolve(pyd, defs)
-    if pyd.get("type") != crd.get("type"):
-        out.append(f"{path}: type {pyd.get('type')} != {crd.get('type')}")
-        return
-    for key in _BOUNDS:
-        if key in pyd and pyd[key] != crd.get(key):
-            out.append(f"{path}: {key} {pyd[key]} != {crd.get(key)}")
-    if "default" in pyd and pyd["default"] is not None and pyd["default"] != crd.get("default"):
-        out.append(f"{path}: default {pyd['default']!r} != {crd.get('default')!r}")
-    if "default" in crd and crd["default"] != {} and pyd.get("default") != crd["default"]:
-        out.append(f"{path}: CRD default {crd['default']!r} is not PolicySpec's {pyd.get('default')!r}")
-    if pyd.get("type") == "object" and "propertyNames" in pyd:
-        # dict[Severity, X]: the CRD lists the severities as properties (unknown keys are refused)
-        keys = _resolve(pyd["propertyNames"], defs)["enum"]
-        if sorted(keys) != sorted(crd.get("properties") or {}):
-            out.append(f"{path}: keys {keys} != {sorted(crd.get('properties') or {})}")
-        for key in keys:
-            _compare(pyd["additionalProperties"], crd["properties"][key], defs, f"{path}.{key}", out)
-    elif pyd.get("type") == "object" and "properties" in pyd:
-        if set(pyd["properties"]) != set(crd.get("properties") or {}):
-            out.append(f"{path}: fields {sorted(pyd['properties'])} != {sorted(crd.get('properties') or {})}")
-        if sorted(pyd.get("required", [])) != sorted(crd.get("required", [])):
-            out.append(f"{path}: required {pyd.get('required', [])} != {crd.get('required', [])}")
-        for name, sub in pyd["properties"].items():
-            if name in (crd.get("properties") or {}):
-                _compare(sub, crd["properties"][name], defs, f"{path}.{name}", out)
-    elif pyd.get("type") == "object" and isinstance(pyd.get("additionalProperties"), dict):
-        _compare(pyd["additionalProperties"], crd.get("additionalProperties") or {}, defs, f"{path}{{}}", out)
-    elif pyd.get("type") == "array":
-        _compare(pyd["items"], crd.get("items") or {}, defs, f"{path}[]", out)
-
-
-def test_crd_mirrors_policy_spec_fields_and_limits() -> None:
-    pyd = PolicySpec.model_json_schema(by_alias=True)
-    problems: list[str] = []
-    _compare(pyd, spec_schema(), pyd.get("$defs", {}), "spec", problems)
-    assert not problems, "\n".join(problems)
-
-
-def test_crd_metadata() -> None:
-    crd = load_crd()
-    assert crd["metadata"]["name"] == "scanpolicies.ecsscan.io"
-    names = crd["spec"]["names"]
-    assert (names["kind"], names["plural"], names["singular"]) == ("ScanPolicy", "scanpolicies", "scanpolicy")
-    assert "ecsscan" in names["categories"] and "all" not in names["categories"]
-    version = crd["spec"]["versions"][0]
-    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
-    columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == [
-        "Ready",
-        "Reason",
-        "Images",
-        "Findings",
-        "Last Run",
-        "Next Run",
-        "Age",
-        "Schedule",
-        "Message",
-    ]
-    assert {c["name"] for c in version["additionalPrinterColumns"] if c.get("priority") == 1} == {
-        "Schedule",
-        "Message",
-    }
-    conditions = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"]
-    assert conditions["x-kubernetes-list-type"] == "map" and conditions["x-kubernetes-list-map-keys"] == [
-        "type"
-    ]
-
-
-def test_example_policy_is_valid_on_both_sides() -> None:
-    doc = yaml.safe_load((CRD_PATH.parents[1] / "examples" / "scanpolicy.yaml").read_text())
-    assert crd_errors(doc["spec"]) == []
+def test_example_policy_is_valid() -> None:
+    doc = yaml.safe_load((ROOT / "examples" / "scanpolicy.yaml").read_text(encoding="utf-8"))
     assert pydantic_errors(doc["spec"]) == []
-
-
-def test_status_written_by_the_builder_fits_the_schema() -> None:
-    from datetime import UTC, datetime
-
-    from ecs_scan_operator.core.result import RunResult
-    from ecs_scan_operator.core.schedule import Decision
-    from ecs_scan_operator.core.status import ActiveRun, Context, Trigger, finished_status, running_status
-
-    now = datetime(2025, 3, 1, 10, tzinfo=UTC)
-    result = RunResult(run_id="r1", policy="ns/p", started=now)
-    result.fail_stage("tickets", "jira down")
-    result.tickets = {"create": 1}
-    result.report_uri = "s3://b/k/index.json"
-    result.finish(now)
-    ctx = Context(generation=2, now=now, decision=Decision(now=now, next_time=now), jira=True)
-    status = running_status(
-        finished_status({}, ctx, result, Trigger.SCHEDULE), ctx, ActiveRun("r2", now, "me", now, "x")
-    )
-    schema = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
-    errors = list(CrdValidator(_to_json_schema(schema)).iter_errors(status))
-    assert not errors, [e.message for e in errors]
