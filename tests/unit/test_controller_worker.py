@@ -640,10 +640,18 @@ async def test_a_recreated_policy_of_the_same_name_is_not_ours(h: Harness) -> No
     h.kube.add_policy("p", SPEC)
     h.start("p")
     await until(lambda: bool(h.kube.status("p")))
-    h.kube.edit("p", lambda o: o["metadata"].update(uid="uid-other"))
+    patches, reasons = len(h.kube.status_patches), h.events["p"].reasons()
+    # deleted and created again under the same name: a new uid, no status yet, and a run asked for
+    h.kube.add_policy("p", SPEC, uid="uid-other", annotations={RUN_NOW_ANNOTATION: "1"})
     h.wake("p")
     _, _, task = h.workers["p"]
     await asyncio.wait_for(task, 5)
+    assert task.exception() is None  # the old worker ends quietly
+    # ... and leaves the new object to its own worker: no status, no run, no event
+    assert h.kube.status("p") == {}
+    assert len(h.kube.status_patches) == patches
+    assert h.runner.calls == []
+    assert h.events["p"].reasons() == reasons
 
 
 async def test_deleting_a_policy_forgets_its_metrics(h: Harness) -> None:

