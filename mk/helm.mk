@@ -15,25 +15,17 @@ HELM_ENV := HELM_CACHE_HOME=$(CURDIR)/.out/helm-home/cache HELM_CONFIG_HOME=$(CU
 # the unit tests lint and render the chart with .tools/bin/helm
 test-deps:: tools
 
-## copy crds/ into the chart's crds/ (the chart must ship the same bytes; a test compares them)
-sync-crds:
-	@mkdir -p $(CHART_DIR)/crds
-	@for f in $(CHART_DIR)/crds/*.yaml; do [ -e "$$f" ] || continue; \
-		[ -e "crds/$$(basename $$f)" ] || { echo "rm $$f"; rm -f "$$f"; }; done
-	cp crds/*.yaml $(CHART_DIR)/crds/
+sync-crds: crds ## the same as `make crds` (crds/ and the chart's copy are both generated)
 
-## rewrite the values table of the chart README from values.yaml
-helm-docs: venv
+helm-docs: venv ## rewrite the values table of the chart README from values.yaml
 	$(PY) helm/values_table.py
 
-## helm lint --strict with the default values and each ci/*-values.yaml
-helm-lint: tools
+helm-lint: tools ## helm lint --strict with the default values and each ci/*-values.yaml
 	$(HELM_ENV) $(HELM_BIN) lint --strict $(CHART_DIR)
 	@for f in $(CHART_DIR)/ci/*-values.yaml; do echo "== $$f"; \
 		$(HELM_ENV) $(HELM_BIN) lint --strict $(CHART_DIR) -f $$f || exit 1; done
 
-## render the chart with the defaults and each ci values file into .out/helm/
-helm-template: tools
+helm-template: tools ## render the chart with the defaults and each ci values file into .out/helm/
 	@mkdir -p $(HELM_OUT)
 	$(HELM_ENV) $(HELM_BIN) template ecs-scan $(CHART_DIR) -n ecs-scan --kube-version $(HELM_KUBE_VERSION) \
 		> $(HELM_OUT)/default.yaml
@@ -41,21 +33,17 @@ helm-template: tools
 		$(HELM_ENV) $(HELM_BIN) template ecs-scan $(CHART_DIR) -n ecs-scan --kube-version $(HELM_KUBE_VERSION) \
 			-f $$f > $(HELM_OUT)/$$n.yaml || exit 1; echo "rendered $(HELM_OUT)/$$n.yaml"; done
 
-## validate the renderings offline against the Kubernetes OpenAPI schemas (kubernetes-validate)
-helm-validate: helm-template venv
+helm-validate: helm-template venv ## validate the renderings offline against the Kubernetes OpenAPI schemas (kubernetes-validate)
 	$(BIN)/kubernetes-validate --strict -k $(HELM_KUBE_VERSION) --quiet $(HELM_OUT)/*.yaml
 
-## hadolint the Dockerfile (config: .hadolint.yaml)
-hadolint: venv
+hadolint: venv ## hadolint the Dockerfile (config: .hadolint.yaml)
 	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
 
-## every chart/image check that needs no cluster
-helm-check: helm-lint helm-validate hadolint
+helm-check: helm-lint helm-validate hadolint ## every chart/image check that needs no cluster
 	$(PY) helm/values_table.py --check
-	@diff -r crds $(CHART_DIR)/crds && echo "chart crds/ == crds/"
+	$(CRD_GEN) --check $(CRD_FILES)
 
-## regenerate requirements/runtime.lock: what `pip install .` resolves to, constrained by dev.lock
-runtime-lock: venv
+runtime-lock: venv ## regenerate requirements/runtime.lock: what `pip install .` resolves to, constrained by dev.lock
 	$(PY) -m pip install --quiet --dry-run --ignore-installed --report $(HELM_OUT)/pip-report.json \
 		-c requirements/dev.lock .
 	$(PY) -c 'import json,sys; r=json.load(open(sys.argv[1])); \
@@ -66,8 +54,7 @@ runtime-lock: venv
 		$(HELM_OUT)/pip-report.json requirements/runtime.lock
 	@echo "requirements/runtime.lock: $$(grep -vc '^#' requirements/runtime.lock) pins"
 
-## build the wheel, install it with runtime.lock into a clean venv, run its --help (what the image does)
-wheel-smoke: venv
+wheel-smoke: venv ## build the wheel, install it with runtime.lock into a clean venv, run its --help (what the image does)
 	rm -rf $(HELM_OUT)/wheel $(HELM_OUT)/venv && mkdir -p $(HELM_OUT)
 	$(PY) -m build --wheel --outdir $(HELM_OUT)/wheel .
 	$(PYTHON) -m venv $(HELM_OUT)/venv

@@ -11,92 +11,11 @@ DEMO_HOLD ?= $(shell test -t 0 && echo 1 || echo 0)
 
 .PHONY: demo-cluster e2e-operator
 
-## start the local control plane, moto with the demo fleet and the operator; apply
-## examples/scanpolicy.yaml with run-now; show `kubectl get scanpolicies -o wide` and the report
-demo-cluster: venv cluster-bins tools ## the operator end to end on a local kube-apiserver + emulated AWS
-	@bash -c "$$DEMO_CLUSTER_SCRIPT"
+# The steps are in scripts/demo-cluster.sh (checked by shellcheck in `make lint`).
+demo-cluster: venv cluster-bins tools ## the operator end to end on a local kube-apiserver + emulated AWS (scripts/demo-cluster.sh)
+	DEMO_DIR=$(DEMO_DIR) DEMO_NAMESPACE=$(DEMO_NAMESPACE) DEMO_POLICY=$(DEMO_POLICY) \
+		DEMO_HEALTH_PORT=$(DEMO_HEALTH_PORT) DEMO_METRICS_PORT=$(DEMO_METRICS_PORT) DEMO_HOLD=$(DEMO_HOLD) \
+		PY=$(PY) BIN=$(BIN) bash scripts/demo-cluster.sh
 
 e2e-operator: venv cluster-bins tools ## the operator's end-to-end tests (real API server, moto)
 	$(BIN)/pytest -q -m e2e tests/e2e/test_operator_crd.py tests/e2e/test_operator.py
-
-define DEMO_CLUSTER_SCRIPT
-set -euo pipefail
-dir=$$(realpath -m $(DEMO_DIR)); mkdir -p "$$dir"; rm -f "$$dir/kubeconfig"
-kubectl=".tools/bin/kubectl"
-pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  echo "stopping the demo (operator, moto, control plane) ..." >&2
-  for pid in "$${pids[@]}"; do kill -TERM "$$pid" 2>/dev/null || true; done
-  for pid in "$${pids[@]}"; do wait "$$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT INT TERM
-fail() { echo "demo-cluster: $$*" >&2; tail -n 40 "$$dir"/*.log >&2 || true; exit 1; }
-
-echo "1/5 local control plane (etcd + kube-apiserver) ..."
-$(PY) -m tests.cluster.localcluster up --dir "$$dir" >"$$dir/cluster.log" 2>&1 & pids+=($$!)
-for _ in $$(seq 1 180); do [ -s "$$dir/kubeconfig" ] && break; sleep 1; done
-[ -s "$$dir/kubeconfig" ] || fail "the control plane did not start"
-export KUBECONFIG="$$dir/kubeconfig"
-
-echo "2/5 moto (emulated AWS) with the demo fleet ..."
-port=$$($(PY) -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-endpoint="http://127.0.0.1:$$port"
-$(PY) -m moto.server -H 127.0.0.1 -p "$$port" >"$$dir/moto.log" 2>&1 & pids+=($$!)
-for _ in $$(seq 1 60); do curl -sf "$$endpoint/moto-api/data.json" >/dev/null 2>&1 && break; sleep 0.5; done
-$(PY) -c "from ecs_scan_operator.demo.fleet import seed_fleet; f = seed_fleet('$$endpoint'); print(f'   {len(f.families)} task-definition families, {len(f.images)} images, bucket {f.bucket}')"
-
-echo "3/5 the ScanPolicy CRD ..."
-$$kubectl apply --server-side -f crds/scanpolicies.ecsscan.io.yaml >/dev/null
-$$kubectl wait --for=condition=Established crd/scanpolicies.ecsscan.io --timeout=60s >/dev/null
-
-echo "4/5 the operator (ecs-scan-operator operator) ..."
-env AWS_ENDPOINT_URL="$$endpoint" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_DEFAULT_REGION=us-east-1 \
-  POD_NAME=demo-operator ECS_SCAN_HEALTH_PORT=$(DEMO_HEALTH_PORT) ECS_SCAN_METRICS_PORT=$(DEMO_METRICS_PORT) \
-  $(BIN)/ecs-scan-operator operator >"$$dir/operator.log" 2>&1 & pids+=($$!)
-for _ in $$(seq 1 60); do curl -sf "http://127.0.0.1:$(DEMO_HEALTH_PORT)/healthz" >/dev/null 2>&1 && break; sleep 0.5; done
-curl -sf "http://127.0.0.1:$(DEMO_HEALTH_PORT)/healthz" >/dev/null || fail "the operator did not come up"
-
-echo "5/5 examples/scanpolicy.yaml with ecsscan.io/run-now ..."
-value="demo-$$(date +%s)"
-$$kubectl apply -f examples/scanpolicy.yaml >/dev/null
-$$kubectl -n $(DEMO_NAMESPACE) annotate scanpolicy $(DEMO_POLICY) "ecsscan.io/run-now=$$value" --overwrite >/dev/null
-for _ in $$(seq 1 180); do
-  state=$$($$kubectl -n $(DEMO_NAMESPACE) get scanpolicy $(DEMO_POLICY) -o 'jsonpath={.status.lastRunNow}/{.status.activeRun.id}/{.status.lastRun.id}')
-  case "$$state" in "$$value//"?*) break ;; esac
-  sleep 1
-done
-case "$$state" in "$$value//"?*) ;; *) fail "the run did not finish (status: $$state)" ;; esac
-
-echo
-$$kubectl get scanpolicies -A -o wide
-echo
-uri=$$($$kubectl -n $(DEMO_NAMESPACE) get scanpolicy $(DEMO_POLICY) -o 'jsonpath={.status.lastRun.reportUri}')
-local_dir="$$dir/report"
-$(PY) - "$$endpoint" "$$uri" "$$local_dir" <<'PY'
-import pathlib, sys, boto3
-endpoint, uri, out = sys.argv[1:]
-bucket, _, key = uri.removeprefix("s3://").partition("/")
-folder = key.rsplit("/", 1)[0] + "/"
-s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="demo", aws_secret_access_key="demo")
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
-    for obj in page.get("Contents", []):
-        path = pathlib.Path(out) / obj["Key"][len(folder):]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(bucket, obj["Key"], str(path))
-PY
-echo "report: $$uri (moto at $$endpoint)"
-echo "        copied to $$local_dir/index.html"
-echo "events: $$($$kubectl -n $(DEMO_NAMESPACE) get events --field-selector involvedObject.name=$(DEMO_POLICY) --sort-by=.metadata.creationTimestamp -o 'jsonpath={range .items[*]}{.reason} {end}')"
-echo "logs:   $$dir/operator.log, $$dir/moto.log, $$dir/cluster.log"
-if [ "$(DEMO_HOLD)" = "1" ]; then
-  echo
-  echo "  export KUBECONFIG=$$KUBECONFIG"
-  echo "  $$kubectl describe scanpolicy $(DEMO_POLICY)"
-  echo "  $$kubectl annotate scanpolicy $(DEMO_POLICY) ecsscan.io/run-now=\$$(date +%s) --overwrite"
-  echo "  curl -s localhost:$(DEMO_METRICS_PORT)/metrics | grep ^ecsscan_"
-  echo "Press Ctrl-C to stop."
-  wait -n "$${pids[@]}" || true
-fi
-endef
-export DEMO_CLUSTER_SCRIPT
