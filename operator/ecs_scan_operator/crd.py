@@ -430,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")
+    if not stale:
+        print(f"up to date: {', '.join(map(str, args.paths))}")
     return 0
 
 
