@@ -11,18 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecs_scan_operator.core.dedup import (
-    PROPERTY_LIMIT,
-    FindingRow,
-    TicketProperty,
-    dedup_key,
-    dedup_label,
-    fingerprint,
-    policy_label,
-    route_label,
-)
 from ecs_scan_operator.core.model import Severity
 from ecs_scan_operator.core.policy import PolicyRef
+from ecs_scan_operator.core.tickets.identity import dedup_key, dedup_label, policy_label, route_label
+from ecs_scan_operator.core.tickets.property import PROPERTY_LIMIT, FindingRow, TicketProperty, fingerprint
 
 POLICY = PolicyRef(namespace="payments", name="prod-scan")
 

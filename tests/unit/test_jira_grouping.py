@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from ecs_scan_operator.core.grouping import DEFAULT_ROUTE, group_images, resolve_routes, route_for
 from ecs_scan_operator.core.images import parse_image
 from ecs_scan_operator.core.model import ImageResult, ImageStatus
+from ecs_scan_operator.core.tickets.grouping import DEFAULT_ROUTE, group_images, resolve_routes, route_for
 from tests.jira_server import fleet
 
 ROUTES: list[dict[str, Any]] = [

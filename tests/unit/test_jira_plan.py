@@ -9,24 +9,26 @@ from typing import Any
 
 import pytest
 
-from ecs_scan_operator.core.dedup import TicketProperty, dedup_key, dedup_label, policy_label, route_label
-from ecs_scan_operator.core.grouping import group_images
-from ecs_scan_operator.core.jira_plan import (
-    TEXT_BUDGET,
+from ecs_scan_operator.core.model import ImageResult, ImageStatus
+from ecs_scan_operator.core.policy import PolicySpec
+from ecs_scan_operator.core.tickets import (
     Action,
     ExistingTicket,
     JiraWorkflow,
     PlannedAction,
+    TicketProperty,
     build_searches,
+    dedup_key,
+    dedup_label,
     esc,
     evaluate_group,
+    group_images,
     link,
     plan_tickets,
-    render_description,
-    render_summary,
+    policy_label,
+    route_label,
 )
-from ecs_scan_operator.core.model import ImageResult, ImageStatus
-from ecs_scan_operator.core.policy import PolicySpec
+from ecs_scan_operator.core.tickets.wiki import TEXT_BUDGET, render_description, render_summary
 from tests.jira_server import fleet
 
 NOW = datetime(2025, 3, 10, 6, 0, tzinfo=UTC)
