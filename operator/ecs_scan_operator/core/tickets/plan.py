@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 
 from ecs_scan_operator.core.model import ImageStatus
 from ecs_scan_operator.core.tickets.build import (
@@ -191,41 +192,46 @@ def _plan_orphan(ctx: Ctx, ticket: ExistingTicket, target: _Target | None) -> Pl
         issue_type=ctx.jira.issue_type,
         ticket=ticket.key,
     )
+    return replace(base, **_orphan_changes(ctx, rule.verdict, ticket, target, where))
+
+
+def _orphan_changes(
+    ctx: Ctx, verdict: Verdict, ticket: ExistingTicket, target: _Target | None, where: str
+) -> dict[str, Any]:
+    """The fields of an orphan's action, by verdict (none for KEEP)."""
     run = ctx.run
-    close = {"transition": "close", "resolution": ctx.workflow.moved_resolution}
-    match rule.verdict:
+    gone = f"Scan {run}: no task definition selected by the policy uses these images any more."
+    close: dict[str, Any] = {
+        "action": Action.CLOSE,
+        "transition": "close",
+        "resolution": ctx.workflow.moved_resolution,
+    }
+    changes: dict[str, Any] = {}
+    match verdict:
         case Verdict.SKIP_WONT_DO:
-            return replace(base, action=Action.SKIP_WONTDO)
+            changes = {"action": Action.SKIP_WONTDO}
         case Verdict.CLOSE_MOVED:
+            tkey = target.ticket.key if target is not None and target.ticket is not None else ""
             comment = f"Scan {run}: routing changed; this group is now tracked in {esc(tkey)} under {where}."
-            return replace(base, action=Action.CLOSE, comment=comment, **close)
+            changes = {**close, "comment": comment}
         case Verdict.CLOSE_MOVING:
             taction = target.action if target is not None else None
+            # A reopen needs no create first; a create must succeed before the old ticket closes.
             depends = taction.label if taction is not None and taction.action is not Action.REOPEN else None
             comment = (
                 f"Scan {run}: routing changed; this group is now tracked under {where}, in the ticket "
                 "linked to this one."
             )
-            return replace(base, action=Action.CLOSE, depends_on=depends, comment=comment, **close)
+            changes = {**close, "depends_on": depends, "comment": comment}
         case Verdict.CLOSE_FIXED:
             comment = f"Scan {run}: no finding is left in the scanned images. Closing."
-            close["resolution"] = ctx.workflow.close_resolution
-            return replace(base, action=Action.CLOSE, comment=comment, **close)
+            changes = {**close, "resolution": ctx.workflow.close_resolution, "comment": comment}
         case Verdict.CLOSE_GONE:
-            comment = (
-                f"Scan {run}: no task definition selected by the policy uses these images any more. Closing."
-            )
-            return replace(base, action=Action.CLOSE, comment=comment, **close)
-        case Verdict.RETIRE:
-            assert prop is not None  # the rule matched a recorded property
-            return replace(
-                base,
-                action=Action.UPDATE,
-                comment=f"Scan {run}: no task definition selected by the policy uses these images any more.",
-                prop=prop.evolve(state=TicketState.RETIRED, run_id=ctx.request.run_id),
-            )
-        case _:
-            return base
+            changes = {**close, "comment": f"{gone[:-1]}. Closing."}
+        case Verdict.RETIRE if ticket.prop is not None:
+            prop = ticket.prop.evolve(state=TicketState.RETIRED, run_id=ctx.request.run_id)
+            changes = {"action": Action.UPDATE, "comment": gone, "prop": prop}
+    return changes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ class _PropertyDoc(BaseModel):
     @classmethod
     def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         # Written as null (or empty) by hand or by older versions: the default.
-        if value is None or value == "":
+        if (value is None or value == "") and info.field_name is not None:
             return cls.model_fields[info.field_name].get_default(call_default_factory=True)
         return value
 
