@@ -1,4 +1,4 @@
-"""Routing and grouping of images into Jira tickets (core/grouping.py)."""
+"""Routing and grouping of images into Jira tickets (core/tickets/grouping.py)."""
 
 from __future__ import annotations
 
