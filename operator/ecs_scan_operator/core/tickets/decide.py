@@ -28,10 +28,10 @@ class Ticket(StrEnum):
 
     NONE = "none"
     OPEN = "open"
-    OPEN_WONT_DO = "open, won't-do status"  # a status a person picks to say "we won't fix this"
-    DONE_RECENT = "done, fixed within reopenWithinDays"
-    DONE_LONG_AGO = "done, fixed earlier"
-    DONE_WONT_DO = "done, won't do"  # resolved other than Done/Fixed, or in a won't-do status
+    OPEN_WONT_DO = "open (won't-do status)"  # a status a person picks to say "we won't fix this"
+    DONE_RECENT = "done (fixed, within reopenWithinDays)"
+    DONE_LONG_AGO = "done (fixed, longer ago)"
+    DONE_WONT_DO = "done (won't do)"  # resolved other than Done/Fixed, or in a won't-do status
 
 
 class Findings(StrEnum):
@@ -287,22 +287,31 @@ def decide(facts: Facts, rules: tuple[Rule, ...] = GROUP_RULES) -> Rule:
     raise NoRule(f"no ticket rule matches {facts}")
 
 
+_HEADERS = {"close_when_fixed": "closeWhenFixed", "labels_complete": "labels complete"}
+
+
 def _cell(allowed: frozenset[object] | None) -> str:
     if allowed is None:
         return ""
-    shown = sorted(("yes" if v else "no") if isinstance(v, bool) else str(v) for v in allowed)
-    return " or ".join(shown)
+
+    def order(v: object) -> tuple[int, str]:
+        return (list(type(v)).index(v), "") if isinstance(v, StrEnum) else (0, str(v))
+
+    return " / ".join(
+        ("yes" if v else "no") if isinstance(v, bool) else str(v) for v in sorted(allowed, key=order)
+    )
 
 
 def render_table(rules: tuple[Rule, ...]) -> str:
     """The table as markdown (for docs/architecture.md): one row per rule, blank = any."""
-    head = ["#", *_COLUMNS, "verdict", "action", "reason"]
+    columns = [c for c in _COLUMNS if any(c in r.when for r in rules)]
+    head = ["#", *(_HEADERS.get(c, c) for c in columns), "verdict", "Jira action", "reason"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, rule in enumerate(rules, 1):
         action = rule.verdict.action
         cells = [
             str(i),
-            *(_cell(rule.when.get(c)) for c in _COLUMNS),
+            *(_cell(rule.when.get(c)) for c in columns),
             rule.verdict.value,
             action.value if action is not None else "(none)",
             rule.reason.replace("|", "\\|"),
