@@ -104,6 +104,14 @@ class JiraWorkflow:
         return name.strip().lower() in self.wont_do_statuses
 
 
+class StatusCategory(StrEnum):
+    """Jira's fixed status categories (`statusCategory.key`); every workflow status has one."""
+
+    NEW = "new"
+    INDETERMINATE = "indeterminate"
+    DONE = "done"
+
+
 @dataclass(frozen=True)
 class ExistingTicket:
     """A ticket found by label, as the plan needs it."""
@@ -112,7 +120,7 @@ class ExistingTicket:
     id: str
     labels: tuple[str, ...]
     status: str
-    status_category: str  # new | indeterminate | done
+    status_category: str  # a StatusCategory value ("" when Jira sent none)
     project: str = ""
     resolution: str | None = None
     resolved: datetime | None = None
@@ -123,7 +131,7 @@ class ExistingTicket:
     @property
     def done(self) -> bool:
         """In a status of the Done category."""
-        return self.status_category == "done"
+        return self.status_category == StatusCategory.DONE
 
 
 @dataclass(frozen=True)
