@@ -35,6 +35,8 @@ from ecs_scan_operator.core.tickets.wiki import (
 
 @dataclass
 class Ctx:
+    """One run's plan in the making: the request, the settings, the actions so far."""
+
     request: TicketRequest
     jira: JiraSpec
     workflow: JiraWorkflow
@@ -69,6 +71,7 @@ def choose(tickets: Sequence[ExistingTicket]) -> tuple[ExistingTicket | None, li
 
 
 def priority_of(jira: JiraSpec, gf: GroupFindings) -> str | None:
+    """The Jira priority of the group's worst finding (priorityMap), if mapped."""
     return jira.priority_map.get(gf.worst) if gf.worst is not None else None
 
 
@@ -79,6 +82,7 @@ def _due(jira: JiraSpec, gf: GroupFindings, now: datetime) -> date | None:
 
 
 def new_property(ctx: Ctx, group: Group, gf: GroupFindings, *, priority: str | None) -> TicketProperty:
+    """The property to store after writing the ticket of `group` this run."""
     return TicketProperty(
         key=ctx.ident(group).key,
         route=group.route.name,
@@ -94,12 +98,14 @@ def new_property(ctx: Ctx, group: Group, gf: GroupFindings, *, priority: str | N
 
 
 def missing_labels(ctx: Ctx, group: Group, ticket: ExistingTicket) -> tuple[str, ...]:
+    """The machine labels of `group` a person removed from `ticket`."""
     return tuple(lb for lb in ctx.ident(group).labels if lb not in ticket.labels)
 
 
 def base_action(
     ctx: Ctx, group: Group, gf: GroupFindings | None, action: Action, reason: str
 ) -> PlannedAction:
+    """An action on the ticket of `group`, with no fields yet."""
     return PlannedAction(
         action=action,
         reason=reason,
@@ -122,6 +128,7 @@ def create_action(
     link_to: str | None = None,
     note: str | None = None,
 ) -> PlannedAction:
+    """A new ticket for `group`: every field, all labels, the property."""
     priority = priority_of(ctx.jira, gf)
     labels = tuple(dict.fromkeys([*group.route.labels, *ctx.ident(group).labels]))
     return replace(
@@ -141,6 +148,7 @@ def create_action(
 
 
 def update_fields(ctx: Ctx, group: Group, gf: GroupFindings, ticket: ExistingTicket) -> TicketFields:
+    """The fields to edit on an open ticket: the text, and priority / due date only if the tool owns them."""
     prev = ticket.prop
     priority = priority_of(ctx.jira, gf)
     due = _due(ctx.jira, gf, ctx.request.now)
