@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from urllib.parse import quote
 
 from ecs_scan_operator.core.links import safe_url
@@ -27,6 +28,9 @@ TEXT_LIMIT = 32_767
 TEXT_BUDGET = 32_000
 SUMMARY_LIMIT = 255
 LIST_IN_COMMENT = 50
+
+# The same report and advisory URLs recur in every ticket of a run; checking each once is enough.
+_safe_url = lru_cache(maxsize=1024)(safe_url)
 
 _WIKI_SPECIAL = re.compile(r"([\\|\[\]{}*_^~+!#])")
 #: Characters left as they are in a link's URL; everything else (`|`, `[`, `]`, `{`...) is encoded.
@@ -48,7 +52,7 @@ def cell(text: str, limit: int = 200) -> str:
 
 def link(text: str, url: str | None) -> str:
     """`[text|url]` for an http/https URL; the bare text otherwise (the URL is dropped)."""
-    usable = safe_url(url)
+    usable = _safe_url(url)
     if usable is None:
         return esc(text)
     # Percent-encoding takes `|`, `[`, `]` and `{}` out of the URL, so it cannot end the link early.
@@ -57,7 +61,7 @@ def link(text: str, url: str | None) -> str:
 
 def advisory_url(f: Finding | FindingRow) -> str:
     """Where to read about a vulnerability: the finding's own link, else NVD or GitHub advisories."""
-    own = safe_url(f.url) if isinstance(f, Finding) else None
+    own = _safe_url(f.url) if isinstance(f, Finding) else None
     vid = f.vulnerability_id
     if own:
         return own
