@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import string
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,16 @@ def test_docs_show_the_tables_the_code_uses(title: str, rules: tuple[Rule, ...])
     doc = ARCHITECTURE.read_text(encoding="utf-8")
     assert "## Ticket decisions" in doc
     assert render_table(rules) in doc, f"docs/architecture.md: regenerate the {title} table"
+
+
+@pytest.mark.parametrize(
+    ("rules", "names"),
+    [
+        (GROUP_RULES, {"why", "status", "key", "days", "old_key", "old_route"}),
+        (ORPHAN_RULES, {"status", "key", "where"}),
+    ],
+    ids=["group", "orphan"],
+)
+def test_reasons_name_only_what_the_plan_fills_in(rules: tuple[Rule, ...], names: set[str]) -> None:
+    used = {field for rule in rules for _, field, _, _ in string.Formatter().parse(rule.reason) if field}
+    assert used <= names
