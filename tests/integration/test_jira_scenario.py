@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 
 from ecs_scan_operator.adapters.jira import JiraCredentials, JiraTicketSink
-from ecs_scan_operator.core.dedup import dedup_key, dedup_label
 from ecs_scan_operator.core.model import ImageResult, ImageStatus
 from ecs_scan_operator.core.policy import PolicySpec
-from ecs_scan_operator.core.tickets import TicketReport
+from ecs_scan_operator.core.tickets import TicketReport, dedup_key, dedup_label
 from tests.jira_server import fleet
 from tests.jira_server.server import JiraTestServer, Record
 from tests.jira_server.state import STATUSES, Issue

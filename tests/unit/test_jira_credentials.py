@@ -18,7 +18,7 @@ from ecs_scan_operator.adapters.jira import (
     _retry_after,
     _ticket,
 )
-from ecs_scan_operator.core.jira_plan import JiraWorkflow
+from ecs_scan_operator.core.tickets import JiraWorkflow
 from ecs_scan_operator.errors import AuthError
 
 TOKEN = "s3cr3t-t0ken-value"

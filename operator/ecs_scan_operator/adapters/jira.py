@@ -42,21 +42,23 @@ import requests
 from jira import JIRA, JIRAError
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
-from ecs_scan_operator.core.dedup import PROPERTY_KEY, TicketProperty
-from ecs_scan_operator.core.grouping import group_images
-from ecs_scan_operator.core.jira_plan import (
+from ecs_scan_operator.core.policy import JiraSpec, PolicySpec
+from ecs_scan_operator.core.result import clip
+from ecs_scan_operator.core.tickets import (
+    PROPERTY_KEY,
     Action,
     ExistingTicket,
     JiraWorkflow,
     PlannedAction,
     TicketFields,
     TicketPlan,
+    TicketProperty,
+    TicketReport,
+    TicketRequest,
     build_searches,
+    group_images,
     plan_tickets,
 )
-from ecs_scan_operator.core.policy import JiraSpec, PolicySpec
-from ecs_scan_operator.core.result import clip
-from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
 from ecs_scan_operator.errors import AuthError, PermanentError, ScanError, TransientError
 
 log = logging.getLogger(__name__)

@@ -150,11 +150,6 @@ class Finding:
     first_observed: datetime | None = None
     title: str = ""
 
-    @property
-    def identity(self) -> tuple[str, str]:
-        """What makes two findings of one image the same finding."""
-        return (self.vulnerability_id, self.package)
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, used in reports."""
         return {

@@ -1,11 +1,9 @@
-"""Dedup keys, labels and fingerprints of Jira tickets, and the `ecsscan` issue property. Pure.
+"""The `ecsscan` issue property: what the tool last wrote to a ticket, and the fingerprints. Pure.
 
-A ticket's identity is the key `namespace/policy/route/group`. It is stored twice on the ticket:
-as the label `ecsscan-<first 16 hex of sha256(key)>` (JQL can look labels up exactly, across all
-statuses) and inside the issue property `ecsscan` with the findings fingerprint and finding ids
-(properties are not searchable, but they are hidden from the UI and survive edits of the summary
-or the labels). Two more labels scope searches: one per policy and one per route, so that one
-search per route finds every open ticket of that route, including those whose group vanished.
+Issue properties are not searchable, but they are hidden from the UI and survive edits of the
+summary or the labels, so the property is where the tool keeps the dedup key, the findings
+fingerprint and the finding ids (to tell "new" from "fixed" in the next comment). A value that is
+not ours (another tool, an older format, hand-edited garbage) parses to None, never to an error.
 """
 
 from __future__ import annotations
@@ -14,45 +12,18 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ecs_scan_operator.core.model import Severity
-from ecs_scan_operator.core.policy import PolicyRef
+from ecs_scan_operator.core.tickets.identity import short_hash
 
 PROPERTY_KEY = "ecsscan"
 PROPERTY_VERSION = 1
-LABEL_PREFIX = "ecsscan-"
 #: Jira's limit for an issue property value is 32,768 characters; stay clear of it.
 PROPERTY_LIMIT = 30_000
-
-
-def _hex(text: str, n: int = 16) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def dedup_key(policy: PolicyRef, route: str, group: str) -> str:
-    """The full identity of one ticket: `namespace/policy/route/group`."""
-    return f"{policy.namespace}/{policy.name}/{route}/{group}"
-
-
-def dedup_label(key: str) -> str:
-    """`ecsscan-<first 16 hex of sha256(key)>`: the label JQL looks a ticket up by."""
-    return f"{LABEL_PREFIX}{_hex(key)}"
-
-
-def policy_label(policy: PolicyRef) -> str:
-    """A label on every ticket of one policy (finds tickets of routes that were removed)."""
-    return f"{LABEL_PREFIX}policy-{_hex(policy.key)}"
-
-
-def route_label(policy: PolicyRef, route: str) -> str:
-    """A label on every ticket of one route of one policy (finds its open tickets in one search)."""
-    return f"{LABEL_PREFIX}route-{_hex(f'{policy.key}/{route}')}"
-
-
-def image_slot(raw_ref: str) -> str:
-    """A short, stable name for one image reference inside the property."""
-    return _hex(raw_ref, 12)
 
 
 @dataclass(frozen=True, order=True)
@@ -82,15 +53,51 @@ def fingerprint(rows: Iterable[FindingRow]) -> str:
 
 def content_fingerprint(parts: Any) -> str:
     """A short hash of what else the description shows (images, digests, uses, fixed versions)."""
-    return _hex(json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str), 32)
+    return short_hash(json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str), 32)
 
 
-class TicketState:
+class TicketState(StrEnum):
     """What the tool last did to a ticket (kept in the property)."""
 
     OPEN = "open"
-    REOPENING = "reopening"  # the description was rewritten; the reopen transition may still be due
     RETIRED = "retired"  # the group left the fleet; closing was not allowed (closeWhenFixed: false)
+
+
+_STATES = frozenset(s.value for s in TicketState)
+
+
+class _PropertyDoc(BaseModel):
+    """The stored JSON, as read back: lenient about what older writers left out, strict on shape."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True, populate_by_name=True)
+
+    v: Literal[1]
+    key: str
+    route: str
+    group: str
+    fp: str
+    content: str = ""
+    findings: list[tuple[str, str, str]] = Field(default_factory=list)
+    images: dict[str, list[int]] = Field(default_factory=dict)
+    truncated: bool = False
+    monitored: bool = True
+    priority: str | None = None
+    state: TicketState = TicketState.OPEN
+    run_id: str = Field(default="", alias="runId")
+
+    @field_validator("content", "run_id", "findings", "images", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        # Written as null (or empty) by hand or by older versions: the default.
+        if (value is None or value == "") and info.field_name is not None:
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+        return value
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _unknown_state_is_open(cls, value: Any) -> Any:
+        # Missing, or a state this version does not know (a newer writer): nothing special, open.
+        return value if isinstance(value, str) and value in _STATES else TicketState.OPEN
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ class TicketProperty:
     truncated: bool = False
     monitored: bool = True
     priority: str | None = None
-    state: str = TicketState.OPEN
+    state: TicketState = TicketState.OPEN
     run_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -137,7 +144,7 @@ class TicketProperty:
             "images": {k: list(v) for k, v in sorted(images.items())},
             "truncated": truncated,
             "monitored": self.monitored,
-            "state": self.state,
+            "state": self.state.value,
             "runId": self.run_id,
         }
         if self.priority is not None:
@@ -150,30 +157,25 @@ class TicketProperty:
         if not isinstance(value, Mapping) or value.get("v") != PROPERTY_VERSION:
             return None
         try:
-            rows = tuple(
-                FindingRow(str(v), str(p), Severity.parse(str(s))) for v, p, s in value.get("findings") or []
-            )
-            images = {
-                str(k): tuple(int(i) for i in idx if 0 <= int(i) < len(rows))
-                for k, idx in (value.get("images") or {}).items()
-            }
-            priority = value.get("priority")
-            return cls(
-                key=str(value["key"]),
-                route=str(value["route"]),
-                group=str(value["group"]),
-                fp=str(value["fp"]),
-                content=str(value.get("content") or ""),
-                findings=rows,
-                images=images,
-                truncated=bool(value.get("truncated", False)),
-                monitored=bool(value.get("monitored", True)),
-                priority=str(priority) if priority is not None else None,
-                state=str(value.get("state") or TicketState.OPEN),
-                run_id=str(value.get("runId") or ""),
-            )
-        except (KeyError, TypeError, ValueError):
+            doc = _PropertyDoc.model_validate(dict(value))
+        except ValidationError:
             return None
+        rows = tuple(FindingRow(v, p, Severity.parse(s)) for v, p, s in doc.findings)
+        return cls(
+            key=doc.key,
+            route=doc.route,
+            group=doc.group,
+            fp=doc.fp,
+            content=doc.content,
+            findings=rows,
+            # An index past the list (a hand edit, a truncated list) is dropped, not fatal.
+            images={k: tuple(i for i in idx if 0 <= i < len(rows)) for k, idx in doc.images.items()},
+            truncated=doc.truncated,
+            monitored=doc.monitored,
+            priority=doc.priority,
+            state=doc.state,
+            run_id=doc.run_id,
+        )
 
     def rows_of(self, slot: str) -> tuple[FindingRow, ...]:
         """The findings last seen in one image (empty when not recorded)."""

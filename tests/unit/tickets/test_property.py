@@ -1,56 +1,22 @@
-"""Dedup keys, labels, fingerprints and the `ecsscan` issue property (core/dedup.py)."""
+"""The `ecsscan` issue property and the findings fingerprint (core/tickets/property.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecs_scan_operator.core.dedup import (
+from ecs_scan_operator.core.model import Severity
+from ecs_scan_operator.core.tickets.property import (
     PROPERTY_LIMIT,
     FindingRow,
     TicketProperty,
-    dedup_key,
-    dedup_label,
+    TicketState,
     fingerprint,
-    policy_label,
-    route_label,
 )
-from ecs_scan_operator.core.model import Severity
-from ecs_scan_operator.core.policy import PolicyRef
-
-POLICY = PolicyRef(namespace="payments", name="prod-scan")
-
-
-def test_key_and_label_follow_the_design() -> None:
-    key = dedup_key(POLICY, "default", "123.dkr.ecr.eu-west-1.amazonaws.com/app/api")
-    assert key == "payments/prod-scan/default/123.dkr.ecr.eu-west-1.amazonaws.com/app/api"
-    assert dedup_label(key) == "ecsscan-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-@pytest.mark.parametrize(
-    ("a", "b"),
-    [
-        ((POLICY, "default", "g"), (POLICY, "team-a", "g")),  # route is part of the identity
-        ((POLICY, "default", "g"), (PolicyRef(namespace="other", name="prod-scan"), "default", "g")),
-        ((POLICY, "default", "g1"), (POLICY, "default", "g2")),
-    ],
-)
-def test_labels_differ_per_identity(a: tuple[PolicyRef, str, str], b: tuple[PolicyRef, str, str]) -> None:
-    assert dedup_label(dedup_key(*a)) != dedup_label(dedup_key(*b))
-
-
-def test_scope_labels_are_valid_jira_labels() -> None:
-    for label in (policy_label(POLICY), route_label(POLICY, "team-a"), dedup_label("x")):
-        assert re.fullmatch(r"ecsscan-[a-z-]*[0-9a-f]{16}", label)
-        assert " " not in label and len(label) <= 255
-    assert route_label(POLICY, "a") != route_label(POLICY, "b")
-
 
 ROWS = [
     FindingRow("CVE-2024-1", "openssl", Severity.HIGH),
@@ -140,3 +106,65 @@ def test_property_survives_any_findings(rows: list[tuple[str, str, Severity]]) -
     again = TicketProperty.from_json(json.loads(json.dumps(prop.to_json())))
     assert again is not None
     assert again.findings == prop.findings
+
+
+def _stored(**kw: Any) -> dict[str, Any]:
+    doc = _prop().to_json()
+    doc.update(kw)
+    return {k: v for k, v in doc.items() if v is not ...}
+
+
+@pytest.mark.parametrize(
+    ("stored", "check"),
+    [
+        # Left out or null by an older writer or a hand edit: the defaults.
+        (_stored(content=None, runId=None, findings=None, images=None), "defaults"),
+        (_stored(content=..., runId=..., findings=..., images=..., truncated=..., monitored=...), "defaults"),
+        (_stored(state=None), "open"),
+        (_stored(state="reopening"), "open"),  # a state this version does not know
+        (_stored(state=["retired"]), "open"),
+        (_stored(state="retired"), "retired"),
+    ],
+)
+def test_property_fills_in_what_is_missing(stored: dict[str, Any], check: str) -> None:
+    got = TicketProperty.from_json(stored)
+    assert got is not None
+    if check == "defaults":
+        assert (got.content, got.run_id, got.findings, dict(got.images)) == ("", "", (), {})
+        assert got.monitored and not got.truncated
+    else:
+        assert got.state is TicketState(check)
+
+
+def test_property_indexes_past_the_findings_are_dropped() -> None:
+    got = TicketProperty.from_json(_stored(images={"abc": [0, 1, 2, -1, 99], "def": ["1"]}))
+    assert got is not None
+    assert dict(got.images) == {"abc": (0, 1), "def": (1,)}
+
+
+def test_property_numbers_read_as_text() -> None:
+    got = TicketProperty.from_json(_stored(group=42, findings=[["CVE-1", 7, "HIGH"]]))
+    assert got is not None and got.group == "42" and got.findings[0].package == "7"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"key": None},
+        {"key": ["a"]},
+        {"fp": {"x": 1}},
+        {"findings": [["CVE-1", "pkg"]]},  # not a triple
+        {"findings": "CVE-1"},
+        {"images": ["abc"]},
+        {"images": {"abc": ["x"]}},
+        {"monitored": "perhaps"},
+        {"v": "1"},
+    ],
+)
+def test_property_of_the_wrong_shape_is_not_ours(broken: dict[str, Any]) -> None:
+    assert TicketProperty.from_json(_stored(**broken)) is None
+
+
+def test_an_unknown_severity_reads_as_untriaged() -> None:
+    got = TicketProperty.from_json(_stored(findings=[["CVE-1", "pkg", "SEVERE"]]))
+    assert got is not None and got.findings[0].severity is Severity.UNTRIAGED

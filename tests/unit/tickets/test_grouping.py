@@ -1,4 +1,4 @@
-"""Routing and grouping of images into Jira tickets (core/grouping.py)."""
+"""Routing and grouping of images into Jira tickets (core/tickets/grouping.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from ecs_scan_operator.core.grouping import DEFAULT_ROUTE, group_images, resolve_routes, route_for
 from ecs_scan_operator.core.images import parse_image
 from ecs_scan_operator.core.model import ImageResult, ImageStatus
+from ecs_scan_operator.core.tickets.grouping import DEFAULT_ROUTE, group_images, resolve_routes, route_for
 from tests.jira_server import fleet
 
 ROUTES: list[dict[str, Any]] = [

@@ -1,0 +1,115 @@
+"""What one group holds this run: its findings merged across images, with the last known findings
+of images that were not scanned carried over. Pure.
+
+An image that is merely no longer monitored (not covered, not found, a failed scan) keeps the
+findings the ticket's property last recorded for it: it is never counted as fixed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ecs_scan_operator.core.model import SEVERITY_ORDER, Finding, Severity
+from ecs_scan_operator.core.tickets.grouping import Group
+from ecs_scan_operator.core.tickets.identity import image_slot
+from ecs_scan_operator.core.tickets.property import (
+    FindingRow,
+    TicketProperty,
+    content_fingerprint,
+    fingerprint,
+)
+
+_POSITION = {s: i for i, s in enumerate(SEVERITY_ORDER)}
+
+
+def sev_key(sev: Severity) -> int:
+    """Sort key: most severe first, in the one order reports use (UNTRIAGED last)."""
+    return _POSITION[sev]
+
+
+def _worse(a: Severity, b: Severity) -> Severity:
+    return a if sev_key(a) <= sev_key(b) else b
+
+
+@dataclass(frozen=True)
+class GroupFindings:
+    """The findings of one group: read this run, or carried over for images not scanned."""
+
+    rows: tuple[FindingRow, ...]  # most severe first
+    details: Mapping[str, Finding]  # ident -> finding (only for rows read this run)
+    where: Mapping[str, tuple[str, ...]]  # ident -> images (display) that have it
+    carried: frozenset[str]  # idents known only from the previous run (image not scanned now)
+    slots: Mapping[str, tuple[int, ...]]  # image slot -> indexes into rows
+    fp: str
+    content: str
+    all_known: bool
+    none_known: bool
+
+    @property
+    def worst(self) -> Severity | None:
+        """The worst severity, or None without findings."""
+        return self.rows[0].severity if self.rows else None
+
+    def counts(self) -> dict[Severity, int]:
+        """Findings per severity."""
+        c = Counter(r.severity for r in self.rows)
+        return {s: c[s] for s in SEVERITY_ORDER if c[s]}
+
+
+def evaluate_group(group: Group, prev: TicketProperty | None) -> GroupFindings:
+    """Merge the group's findings; images not scanned this run keep their last known findings."""
+    by_ident: dict[str, FindingRow] = {}
+    details: dict[str, Finding] = {}
+    where: dict[str, list[str]] = {}
+    carried: set[str] = set()
+    per_image: dict[str, list[str]] = {}
+    content: list[object] = []
+    for img in group.images:
+        slot = image_slot(img.ref.raw)
+        idents: list[str] = []
+        if img in group.known:
+            for f in img.findings:
+                row = FindingRow(f.vulnerability_id, f.package, f.severity)
+                idents.append(row.ident)
+                old = by_ident.get(row.ident)
+                if old is None or _worse(row.severity, old.severity) is row.severity:
+                    by_ident[row.ident] = row
+                    details[row.ident] = f
+                where.setdefault(row.ident, []).append(img.ref.display)
+        else:
+            for row in prev.rows_of(slot) if prev else ():
+                idents.append(row.ident)
+                if row.ident not in by_ident:
+                    by_ident[row.ident] = row
+                    carried.add(row.ident)
+                where.setdefault(row.ident, []).append(img.ref.display)
+        per_image[slot] = sorted(set(idents))
+        content.append(
+            [
+                img.ref.raw,
+                img.digest or "",
+                img in group.known,
+                sorted({(u.family, u.container) for u in img.uses}),
+                per_image[slot],
+            ]
+        )
+    carried -= set(details)
+    rows = tuple(
+        sorted(by_ident.values(), key=lambda r: (sev_key(r.severity), r.vulnerability_id, r.package))
+    )
+    index = {r.ident: i for i, r in enumerate(rows)}
+    slots = {s: tuple(sorted(index[i] for i in ids)) for s, ids in per_image.items()}
+    fixes = sorted((k, f.installed_version, f.fixed_version) for k, f in details.items())
+    return GroupFindings(
+        rows=rows,
+        details=details,
+        where={k: tuple(sorted(set(v))) for k, v in where.items()},
+        carried=frozenset(carried),
+        slots=slots,
+        fp=fingerprint(rows),
+        content=content_fingerprint([content, fixes]),
+        all_known=len(group.known) == len(group.images),
+        none_known=not group.known,
+    )

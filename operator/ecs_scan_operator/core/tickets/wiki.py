@@ -1,0 +1,269 @@
+"""The ticket text in Jira wiki markup (REST v2, accepted by Cloud and Data Center). Pure.
+
+Everything from outside (image names, package names, finding text) is escaped; only http and
+https URLs become links (`core.links.safe_url`), any other URL is dropped, because a `file:` or
+`javascript:` link in a ticket is something a person might click. Text stays within Jira's
+32,767-character field limit by summarizing and pointing to the full report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from urllib.parse import quote
+
+from ecs_scan_operator.core.links import safe_url
+from ecs_scan_operator.core.model import Finding, Severity
+from ecs_scan_operator.core.tickets.findings import GroupFindings
+from ecs_scan_operator.core.tickets.grouping import Group
+from ecs_scan_operator.core.tickets.identity import image_slot
+from ecs_scan_operator.core.tickets.model import TicketRequest
+from ecs_scan_operator.core.tickets.property import FindingRow, TicketProperty
+
+#: Jira's limit for a text area (description, comment body).
+TEXT_LIMIT = 32_767
+#: What we aim for: some room below the limit for Jira's own counting (line endings, entities).
+TEXT_BUDGET = 32_000
+SUMMARY_LIMIT = 255
+LIST_IN_COMMENT = 50
+
+# The same report and advisory URLs recur in every ticket of a run; checking each once is enough.
+_safe_url = lru_cache(maxsize=1024)(safe_url)
+
+_WIKI_SPECIAL = re.compile(r"([\\|\[\]{}*_^~+!#])")
+#: Characters left as they are in a link's URL; everything else (`|`, `[`, `]`, `{`...) is encoded.
+_URL_SAFE = ":/?&=%#@+,;~*'()$!._-"
+
+
+def esc(text: str) -> str:
+    """Text safe inside Jira wiki markup: special characters escaped, one line."""
+    return _WIKI_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def cell(text: str, limit: int = 200) -> str:
+    """A table cell: escaped, bounded, never empty."""
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return esc(text) or " "
+
+
+def link(text: str, url: str | None) -> str:
+    """`[text|url]` for an http/https URL; the bare text otherwise (the URL is dropped)."""
+    usable = _safe_url(url)
+    if usable is None:
+        return esc(text)
+    # Percent-encoding takes `|`, `[`, `]` and `{}` out of the URL, so it cannot end the link early.
+    return f"[{esc(text)}|{quote(usable, safe=_URL_SAFE)}]"
+
+
+def advisory_url(f: Finding | FindingRow) -> str:
+    """Where to read about a vulnerability: the finding's own link, else NVD or GitHub advisories."""
+    own = _safe_url(f.url) if isinstance(f, Finding) else None
+    vid = f.vulnerability_id
+    if own:
+        return own
+    if vid.upper().startswith("CVE-"):
+        return f"https://nvd.nist.gov/vuln/detail/{vid}"
+    if vid.upper().startswith("GHSA-"):
+        return f"https://github.com/advisories/{vid}"
+    return ""
+
+
+def counts_text(counts: Mapping[Severity, int]) -> str:
+    """`2 CRITICAL, 3 HIGH`, or "no open findings"."""
+    return ", ".join(f"{n} {s.value}" for s, n in counts.items()) or "no open findings"
+
+
+def render_summary(group: Group, gf: GroupFindings) -> str:
+    """`[ecs-scan] repository: 2 CRITICAL, 3 HIGH`, within Jira's 255 characters."""
+    tail = f": {counts_text(gf.counts())}"
+    head = "[ecs-scan] "
+    room = SUMMARY_LIMIT - len(head) - len(tail)
+    title = group.title if len(group.title) <= room else group.title[: room - 1] + "…"
+    return f"{head}{title}{tail}"
+
+
+@dataclass(frozen=True)
+class _Caps:
+    rows: int
+    images: int
+    uses: int
+
+
+def render_description(
+    request: TicketRequest,
+    group: Group,
+    gf: GroupFindings,
+    *,
+    note: str | None = None,
+    budget: int = TEXT_BUDGET,
+) -> str:
+    """The ticket description in wiki markup, summarized past `budget` characters."""
+    n_uses = sum(len(i.uses) for i in group.images)
+    caps = _Caps(rows=len(gf.rows), images=len(group.images), uses=n_uses)
+    text = _description(request, group, gf, caps, note)
+    # Too long: halve the findings table first (most severe rows stay), then images and uses.
+    while len(text) > budget and (caps.rows > 10 or caps.images > 5 or caps.uses > 20):
+        if caps.rows > 10:
+            caps = replace(caps, rows=max(10, caps.rows // 2))
+        else:
+            caps = replace(caps, images=max(5, caps.images // 2), uses=max(20, caps.uses // 2))
+        text = _description(request, group, gf, caps, note)
+    if len(text) > budget:
+        # Only pathological inputs get here (huge names); keep the head and say where the rest is.
+        pointer = (
+            f"\n\n_Description cut at {budget} characters. Full report: {link('index', request.index_link)}_"
+        )
+        text = text[: budget - len(pointer)] + pointer
+    return text
+
+
+def _description(
+    request: TicketRequest, group: Group, gf: GroupFindings, caps: _Caps, note: str | None
+) -> str:
+    lines = [
+        *_intro(request, group, note),
+        *_images(group, gf, caps),
+        *_uses(group, caps),
+        *_findings(request, gf, caps),
+        *_reports(request, group, caps),
+        "_Filed by ecs-scan-operator. The labels starting with ecsscan- keep this ticket unique: "
+        "please keep them._",
+    ]
+    return "\n".join(lines)
+
+
+def _intro(request: TicketRequest, group: Group, note: str | None) -> list[str]:
+    threshold = request.spec.severity_threshold
+    where = "image" if len(group.images) == 1 else "images"
+    lines = [
+        f"Amazon Inspector / ECR found vulnerabilities at or above *{threshold}* in the container "
+        f"{where} of repository {{{{{esc(group.title)}}}}} used by Amazon ECS task definitions.",
+        f"Policy {{{{{esc(request.policy.key)}}}}}, route {{{{{esc(group.route.name)}}}}}, "
+        f"run {{{{{esc(request.run_id)}}}}} at {request.now.strftime('%Y-%m-%d %H:%M UTC')}.",
+    ]
+    if note:
+        lines.append(note)
+    fams = sorted({u.family for img in group.images for u in img.uses})
+    users = (
+        ", ".join(esc(f) for f in fams[:10]) + (" and more" if len(fams) > 10 else "")
+        if fams
+        else "its users"
+    )
+    lines += [
+        "",
+        "h3. What to do",
+        f"# Rebuild {{{{{esc(group.title)}}}}} on a patched base image, or upgrade the packages below "
+        "to their fixed versions.",
+        f"# Push the image and roll out a new task-definition revision for {users}.",
+        f"# The next scan updates this ticket, and closes it when nothing at or above {threshold} "
+        "is left in images Inspector still covers.",
+        "",
+    ]
+    return lines
+
+
+def _images(group: Group, gf: GroupFindings, caps: _Caps) -> list[str]:
+    lines = ["h3. Images", "||Image||Tag||Digest||Scan||Findings||"]
+    for img in group.images[: caps.images]:
+        n = len(gf.slots.get(image_slot(img.ref.raw), ()))
+        status = img.status.value if img in group.known else f"{img.status.value} (last known findings kept)"
+        digest = img.digest or img.ref.digest or ""
+        lines.append(
+            f"|{cell(img.ref.repository)}|{cell(img.ref.tag or '')}|{cell(digest)}|{cell(status)}|{n}|"
+        )
+    if len(group.images) > caps.images:
+        lines.append(f"_…and {len(group.images) - caps.images} more images; see the report._")
+    lines.append("")
+    return lines
+
+
+def _uses(group: Group, caps: _Caps) -> list[str]:
+    lines = ["h3. Used by", "||Family||Container||Image||"]
+    uses = sorted({(u.family, u.container, img.ref.display) for img in group.images for u in img.uses})
+    lines += [f"|{cell(fam)}|{cell(container)}|{cell(disp)}|" for fam, container, disp in uses[: caps.uses]]
+    if len(uses) > caps.uses:
+        lines.append(f"_…and {len(uses) - caps.uses} more; see the report._")
+    lines.append("")
+    return lines
+
+
+def _findings(request: TicketRequest, gf: GroupFindings, caps: _Caps) -> list[str]:
+    lines = [f"h3. Findings at or above {request.spec.severity_threshold} ({len(gf.rows)})"]
+    if not gf.rows:
+        return [*lines, "None.", ""]
+    lines.append("||ID||Severity||Package||Installed → Fixed||Images||")
+    for row in gf.rows[: caps.rows]:
+        f = gf.details.get(row.ident)
+        fixed = (f.fixed_version if f else "") or ("not yet" if f else "?")
+        installed = (f.installed_version if f else "") or "?"
+        sev = row.severity.value + (" (last known)" if row.ident in gf.carried else "")
+        images = cell(", ".join(gf.where.get(row.ident, ())), 300)
+        vid = link(row.vulnerability_id, advisory_url(f or row))
+        lines.append(
+            f"|{vid}|{cell(sev)}|{cell(row.package or '-')}|{cell(installed)} → {cell(fixed)}|{images}|"
+        )
+    if len(gf.rows) > caps.rows:
+        lines.append(
+            f"_Showing the {caps.rows} most severe of {len(gf.rows)} findings; the full list is in the "
+            f"report ({link('run index', request.index_link)})._"
+        )
+    lines.append("")
+    return lines
+
+
+def _reports(request: TicketRequest, group: Group, caps: _Caps) -> list[str]:
+    lines = ["h3. Reports"]
+    for img in group.images[: caps.images]:
+        url = request.report_links.get(img.ref.display, "")
+        if url:
+            lines.append(f"* Image report {esc(img.ref.display)}: {link('open', url)}")
+    if request.index_link:
+        lines.append(f"* Run index: {link('index.html', request.index_link)}")
+    if request.run_log_link:
+        lines.append(f"* Run log: {link('run.log.jsonl', request.run_log_link)}")
+    if request.links_expire is not None:
+        lines.append(f"_Report links are presigned and expire at {request.links_expire.isoformat()}._")
+    lines.append("")
+    return lines
+
+
+def _bounded(lines: Sequence[str]) -> str:
+    text = "\n".join(lines)
+    if len(text) <= TEXT_BUDGET:
+        return text
+    return text[: TEXT_BUDGET - 40] + "\n_…cut; see the report._"
+
+
+def row_list(rows: Sequence[FindingRow]) -> str:
+    """`CVE-1 (HIGH, openssl), …` for a comment: at most LIST_IN_COMMENT, then "and N more"."""
+    shown = [esc(r.label()) for r in rows[:LIST_IN_COMMENT]]
+    more = f" and {len(rows) - LIST_IN_COMMENT} more" if len(rows) > LIST_IN_COMMENT else ""
+    return ", ".join(shown) + more
+
+
+def render_change_comment(
+    request: TicketRequest, gf: GroupFindings, prev: TicketProperty | None, *, headline: str = ""
+) -> str:
+    """One comment: new, fixed and re-rated findings since the ticket was last written."""
+    before = {r.ident: r for r in prev.findings} if prev else {}
+    now = {r.ident: r for r in gf.rows}
+    new = [r for k, r in now.items() if k not in before]
+    fixed = [r for k, r in before.items() if k not in now]
+    rerated = [r for k, r in now.items() if k in before and before[k].severity is not r.severity]
+    lines = [headline or f"Scan {esc(request.run_id)} found changes."]
+    if new:
+        lines.append(f"*New ({len(new)}):* {row_list(new)}")
+    if fixed:
+        lines.append(f"*Fixed ({len(fixed)}):* {row_list(fixed)}")
+    if rerated:
+        lines.append(f"*Severity changed ({len(rerated)}):* {row_list(rerated)}")
+    if prev is not None and prev.truncated:
+        lines.append("_The previous list was too long to keep in full; this comparison is approximate._")
+    if not (new or fixed or rerated):
+        lines.append("The images or their uses changed; the description is up to date.")
+    lines.append(f"Now: {counts_text(gf.counts())}. Report: {link('run index', request.index_link)}")
+    return _bounded(lines)
