@@ -115,28 +115,30 @@ def structural(node: Schema, defs: Mapping[str, Schema], path: str = "spec") -> 
             continue
         if key == "default" and value is None:
             continue
-        if key == "description":
-            out[key] = _one_line(value)
-        elif key == "exclusiveMinimum" and not isinstance(value, bool):
-            out["minimum"], out["exclusiveMinimum"] = value, True
-        elif key == "exclusiveMaximum" and not isinstance(value, bool):
-            out["maximum"], out["exclusiveMaximum"] = value, True
-        elif key == "properties":
-            out[key] = {name: structural(sub, defs, f"{path}.{name}") for name, sub in value.items()}
-        elif key == "items":
-            out[key] = structural(value, defs, f"{path}[]")
-        elif key == "additionalProperties":
-            out[key] = structural(value, defs, f"{path}{{}}")
-        elif key in _ORDER:
-            out[key] = value
-        else:
-            raise NotStructural(f"{path}: JSON-schema keyword {key!r} has no place in a structural schema")
+        out.update(_keyword(key, value, defs, path))
     if "propertyNames" in node:
         out.pop("additionalProperties", None)
         out["properties"] = _keyed(node, defs, path)
     if "type" not in out:
         raise NotStructural(f"{path}: no type")
     return _ordered(out)
+
+
+def _keyword(key: str, value: Any, defs: Mapping[str, Schema], path: str) -> Schema:
+    """One JSON-schema keyword as the structural keyword(s) it becomes."""
+    if key == "description":
+        return {key: _one_line(value)}
+    if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+        return {key.replace("exclusiveM", "m"): value, key: True}  # JSON Schema 2020 -> OpenAPI 3.0
+    if key == "properties":
+        return {key: {name: structural(sub, defs, f"{path}.{name}") for name, sub in value.items()}}
+    if key == "items":
+        return {key: structural(value, defs, f"{path}[]")}
+    if key == "additionalProperties":
+        return {key: structural(value, defs, f"{path}{{}}")}
+    if key in _ORDER:
+        return {key: value}
+    raise NotStructural(f"{path}: JSON-schema keyword {key!r} has no place in a structural schema")
 
 
 def _keyed(node: Schema, defs: Mapping[str, Schema], path: str) -> Schema:
