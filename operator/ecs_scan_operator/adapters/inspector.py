@@ -50,20 +50,14 @@ class InspectorScanner:
     def _coverage(self, batch: Sequence[tuple[ImageRef, str]]) -> dict[str, dict[str, Any]]:
         arns = [image_arn(r, d) for r, d in batch]
         found: dict[str, dict[str, Any]] = {}
-        token: str | None = None
-        while True:
-            args: dict[str, Any] = {
-                "filterCriteria": {"resourceType": _eq([RESOURCE_TYPE]), "resourceId": _eq(arns)},
-                "maxResults": COVERAGE_PAGE,
-            }
-            if token:
-                args["nextToken"] = token
-            resp = self._i2.list_coverage(**args)
+        pages = self._i2.get_paginator("list_coverage").paginate(
+            filterCriteria={"resourceType": _eq([RESOURCE_TYPE]), "resourceId": _eq(arns)},
+            maxResults=COVERAGE_PAGE,
+        )
+        for resp in pages:
             for item in resp.get("coveredResources", []):
                 found[str(item.get("resourceId", ""))] = item
-            token = resp.get("nextToken")
-            if not token:
-                return found
+        return found
 
     def _findings(
         self, account: str, digests: Sequence[str], severities: Sequence[Severity]
@@ -77,20 +71,16 @@ class InspectorScanner:
         }
         if severities:
             criteria["severity"] = _eq([s.value for s in severities])
-        token: str | None = None
-        while True:
-            args: dict[str, Any] = {"filterCriteria": criteria, "maxResults": FINDINGS_PAGE}
-            if token:
-                args["nextToken"] = token
-            resp = self._i2.list_findings(**args)
+        pages = self._i2.get_paginator("list_findings").paginate(
+            filterCriteria=criteria, maxResults=FINDINGS_PAGE
+        )
+        for resp in pages:
             for raw in resp.get("findings", []):
                 for res in raw.get("resources", []):
                     img = (res.get("details", {}) or {}).get("awsEcrContainerImage", {}) or {}
                     key = (str(img.get("repositoryName", "")), str(img.get("imageHash", "")))
                     out.setdefault(key, []).append(parse_enhanced_finding(raw))
-            token = resp.get("nextToken")
-            if not token:
-                return out
+        return out
 
     def _coverage_batch(
         self, batch: Sequence[tuple[ImageRef, str]]
