@@ -415,3 +415,67 @@ def test_every_listing_follows_next_token(stubs: Stubs) -> None:
     basic = scanner.scans([(ref, digest)])
     stubs.assert_done()
     assert [f.vulnerability_id for f in basic[(ref, digest)].findings] == ["CVE-0", "CVE-1"]
+
+
+@pytest.mark.parametrize(
+    ("host", "region", "arn_partition"),
+    [
+        ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn", "cn-north-1", "aws-cn"),
+        ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com", "us-gov-west-1", "aws-us-gov"),
+        (ECR, REGION, "aws"),
+    ],
+)
+def test_enhanced_coverage_matches_in_every_partition(
+    stubs: Stubs, host: str, region: str, arn_partition: str
+) -> None:
+    """ENHANCED in aws-cn and aws-us-gov: the coverage `resourceId` we ask for and match is the image
+    ARN as Inspector writes it there (`arn:aws-cn:ecr:...`); with `arn:aws:` it never matched.
+
+    moto has no ListCoverage, so the request is checked with the Stubber against the service
+    model, and the answer carries the ARN written out literally, as the service would return it.
+    """
+    ref, digest = parse_image(f"{host}/team/app:v1"), "sha256:" + "d" * 64
+    arn = f"arn:{arn_partition}:ecr:{region}:{ACCOUNT}:repository/team/app/{digest}"
+    assert stubs.clients.registry("ecr", region) is not None
+    stubs.stub("ecr").add_response(
+        "get_registry_scanning_configuration",
+        {"registryId": ACCOUNT, "scanningConfiguration": {"scanType": "ENHANCED", "rules": []}},
+        {},
+    )
+    assert stubs.clients.registry("inspector2", region) is not None
+    i2 = stubs.stub("inspector2")
+    i2.add_response(
+        "list_coverage",
+        {
+            "coveredResources": [
+                {
+                    "accountId": ACCOUNT,
+                    "resourceId": arn,
+                    "resourceType": "AWS_ECR_CONTAINER_IMAGE",
+                    "scanType": "PACKAGE",
+                    "scanStatus": {"statusCode": "ACTIVE", "reason": "SUCCESSFUL"},
+                }
+            ]
+        },
+        {
+            "filterCriteria": {"resourceType": eq("AWS_ECR_CONTAINER_IMAGE"), "resourceId": eq(arn)},
+            "maxResults": 200,
+        },
+    )
+    i2.add_response(
+        "list_findings",
+        {"findings": []},
+        {
+            "filterCriteria": {
+                "resourceType": eq("AWS_ECR_CONTAINER_IMAGE"),
+                "awsAccountId": eq(ACCOUNT),
+                "ecrImageHash": eq(digest),
+                "findingStatus": eq("ACTIVE"),
+                "severity": eq("HIGH"),
+            },
+            "maxResults": 100,
+        },
+    )
+    out = RegistryFindingsSource(stubs.clients).scans([(ref, digest)], [Severity.HIGH])
+    stubs.assert_done()
+    assert out[(ref, digest)].state is ScanState.COMPLETE, out[(ref, digest)].reason

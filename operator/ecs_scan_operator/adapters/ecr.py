@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecs_scan_operator.adapters.aws_session import AwsClients, error_code, map_aws_error
 from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
+from ecs_scan_operator.core.arns import ecr_repository_arn
 from ecs_scan_operator.core.model import (
     Finding,
     ImageRef,
@@ -119,7 +120,7 @@ class EcrDigestResolver:
         out: dict[tuple[str, str, str], dict[str, str]] = {}
         for key in sorted({(r.account or "", r.region or "", r.repository) for r in refs if r.scannable}):
             account, region, repo = key
-            arn = f"arn:aws:ecr:{region}:{account}:repository/{repo}"
+            arn = ecr_repository_arn(region, account, repo)
             try:
                 resp = self._clients.registry("ecr", region).list_tags_for_resource(resourceArn=arn)
             except (ClientError, BotoCoreError) as exc:

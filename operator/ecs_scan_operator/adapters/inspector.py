@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ecs_scan_operator.adapters.aws_session import AwsClients, map_aws_error
 from ecs_scan_operator.adapters.ecr import parse_enhanced_finding
 from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
+from ecs_scan_operator.core.arns import ecr_image_arn
 from ecs_scan_operator.core.model import Finding, ImageRef, ImageScan, ScanState, Severity
 
 FILTER_LIST_MAX = 10
@@ -28,8 +29,8 @@ _PENDING_REASONS = {"PENDING_INITIAL_SCAN", "SCAN_IN_PROGRESS"}
 
 
 def image_arn(ref: ImageRef, digest: str) -> str:
-    """The ECR image ARN Inspector uses as the resource id."""
-    return f"arn:aws:ecr:{ref.region}:{ref.account}:repository/{ref.repository}/{digest}"
+    """The ECR image ARN Inspector uses as the resource id, in the partition of the image's region."""
+    return ecr_image_arn(ref.region or "", ref.account or "", ref.repository, digest)
 
 
 def _eq(values: Sequence[str]) -> list[dict[str, str]]:
