@@ -137,8 +137,10 @@ class AwsSettings(BaseSettings):
     read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # HTTP attempts per call, the first included (botocore's `total_max_attempts`).
     max_attempts: int = Field(default=3, ge=1, le=10)
-    # `adaptive` adds client-side rate limiting after throttling answers to `standard`'s retries.
-    retry_mode: Literal["standard", "adaptive"] = "adaptive"
+    # `standard`: throttling answers are retried with backoff (at most 1 s, then 2 s). `adaptive`
+    # also slows every later call of the client after a throttle, which under sustained
+    # throttling stretched the digest stage from 4 s to 198 s (docs/timeouts.md).
+    retry_mode: Literal["standard", "adaptive"] = "standard"
     # How long an endpoint marked down is not called; 0 turns the marking off.
     endpoint_cooldown_seconds: float = Field(default=60.0, ge=0, le=3600)
 

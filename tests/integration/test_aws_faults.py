@@ -7,8 +7,9 @@ with that stage's failure recorded and the other stages done; faults that clear 
 tries (503, throttling, a reset connection, a slow answer) end in a successful run.
 
 The time limits are shortened here through the same environment variables an operator uses
-(`ECS_SCAN_AWS_*`) so the suite stays fast; outcomes are asserted, never times. The figures with
-the default limits are measured by `bench/aws_faults.py` and written in docs/timeouts.md.
+(`ECS_SCAN_AWS_*`) so the suite stays fast; outcomes are asserted, never times. The figures
+with the default limits are measured by `python -m tests.support.measure_aws_faults` and
+written in docs/timeouts.md.
 """
 
 from __future__ import annotations

@@ -30,21 +30,21 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_bound_a_dead_endpoint_under_40_seconds_per_call() -> None:
     aws = load_aws_settings()
     assert (aws.connect_timeout_seconds, aws.read_timeout_seconds, aws.max_attempts) == (3.0, 10.0, 3)
-    assert aws.retry_mode == "adaptive" and aws.endpoint_cooldown_seconds == 60.0
+    assert aws.retry_mode == "standard" and aws.endpoint_cooldown_seconds == 60.0
     # The worst case of one call: every attempt waits out the longer timeout (backoff is < 1 s).
     assert aws.max_attempts * max(aws.connect_timeout_seconds, aws.read_timeout_seconds) < 40
     config = default_config(aws)
-    assert config.retries == {"mode": "adaptive", "total_max_attempts": 3}
+    assert config.retries == {"mode": "standard", "total_max_attempts": 3}
     assert (config.connect_timeout, config.read_timeout) == (3.0, 10.0)
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ECS_SCAN_AWS_READ_TIMEOUT_SECONDS", "4.5")
     monkeypatch.setenv("ECS_SCAN_AWS_MAX_ATTEMPTS", "5")
-    monkeypatch.setenv("ECS_SCAN_AWS_RETRY_MODE", "standard")
+    monkeypatch.setenv("ECS_SCAN_AWS_RETRY_MODE", "adaptive")
     aws = load_aws_settings()
-    assert (aws.read_timeout_seconds, aws.max_attempts, aws.retry_mode) == (4.5, 5, "standard")
-    assert default_config(aws).retries == {"mode": "standard", "total_max_attempts": 5}
+    assert (aws.read_timeout_seconds, aws.max_attempts, aws.retry_mode) == (4.5, 5, "adaptive")
+    assert default_config(aws).retries == {"mode": "adaptive", "total_max_attempts": 5}
 
 
 @pytest.mark.parametrize(
@@ -133,5 +133,5 @@ def test_cooldown_zero_turns_the_breaker_off(monkeypatch: pytest.MonkeyPatch) ->
 def test_explicit_settings_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ECS_SCAN_AWS_MAX_ATTEMPTS", "oops")  # not read when settings are given
     clients = AwsClients(aws=AwsSettings(max_attempts=2, read_timeout_seconds=7))
-    assert clients._config.retries == {"mode": "adaptive", "total_max_attempts": 2}
+    assert clients._config.retries == {"mode": "standard", "total_max_attempts": 2}
     assert clients._config.read_timeout == 7
