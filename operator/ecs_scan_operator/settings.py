@@ -118,6 +118,48 @@ class Settings(BaseSettings):
         return f"http://0.0.0.0:{self.health_port}/healthz" if self.health_port else None
 
 
+class AwsSettings(BaseSettings):
+    """Time limits of every AWS call, for the operator and the CLI alike (`ECS_SCAN_AWS_*`).
+
+    A dead endpoint costs one call's worth per stage, at most `max_attempts` x the connect or read
+    timeout plus backoff (about 31 s with the defaults; measured figures in docs/timeouts.md):
+    the first call to an endpoint that still fails at the connection level or with a 5xx after
+    its attempts marks that endpoint down for `endpoint_cooldown_seconds`, and calls to it then
+    fail at once instead of each waiting out its own timeouts.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX + "AWS_", extra="ignore", frozen=True)
+
+    # Establishing the TCP (and TLS) connection; AWS endpoints answer in milliseconds.
+    connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    # Waiting for each read of the answer (not the whole answer); the slowest calls used here
+    # (Inspector ListFindings over 10 digests) answer in a few seconds.
+    read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # HTTP attempts per call, the first included (botocore's `total_max_attempts`).
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    # `standard`: throttling answers are retried with backoff (at most 1 s, then 2 s). `adaptive`
+    # also slows every later call of the client after a throttle, which under sustained
+    # throttling stretched the digest stage from 4 s to 198 s (docs/timeouts.md).
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    # How long an endpoint marked down is not called; 0 turns the marking off.
+    endpoint_cooldown_seconds: float = Field(default=60.0, ge=0, le=3600)
+
+
+def load_aws_settings() -> AwsSettings:
+    """Read the AWS time limits from the environment; raise SettingsError naming the variable."""
+    try:
+        return AwsSettings()
+    except ValidationError as exc:
+        problems = [
+            FieldError(
+                (ENV_PREFIX + "AWS_" + "_".join(str(p) for p in err["loc"])).upper(),
+                str(err["msg"]).removeprefix("Value error, "),
+            )
+            for err in exc.errors(include_url=False)
+        ]
+        raise SettingsError(problems) from None
+
+
 def load_settings() -> Settings:
     """Read the settings from the environment (and `ECS_SCAN_SECRETS_DIR` files); raise SettingsError."""
     secrets_dir = os.environ.get(SECRETS_DIR_ENV) or None

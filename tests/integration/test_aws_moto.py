@@ -330,3 +330,55 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
         and "spec.aws.region:" in out.stderr
         and "spec.report.s3.bucket:" in out.stderr
     )
+
+
+def test_china_region_image_end_to_end(aws: str, tmp_path: Path) -> None:
+    """A cn-north-1 task definition naming a `.amazonaws.com.cn` ECR image: listing, digest, BASIC
+    findings and the repository ARN all in the aws-cn partition.
+
+    moto serves cn-north-1 with aws-cn ARNs, but its ListTagsForResource ignores the partition
+    of the ARN it is given, so the ARN we send is compared with the one moto issued for the
+    repository. ENHANCED (Inspector ListCoverage, which moto lacks) is checked with the Stubber in
+    test_aws_stubbed.py::test_enhanced_coverage_matches_in_every_partition.
+    """
+    cn = "cn-north-1"
+    ecr = boto3.client("ecr", region_name=cn)
+    repo = ecr.create_repository(repositoryName="team/app", tags=[{"Key": "team", "Value": "cn"}])
+    repo_arn = repo["repository"]["repositoryArn"]
+    assert repo_arn.startswith("arn:aws-cn:ecr:cn-north-1:")
+    digest = "sha256:" + "c" * 64
+    manifest = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}
+    )
+    ecr.put_image(repositoryName="team/app", imageManifest=manifest, imageTag="v1", imageDigest=digest)
+    image = f"{ACCOUNT}.dkr.ecr.cn-north-1.amazonaws.com.cn/team/app:v1"
+    boto3.client("ecs", region_name=cn).register_task_definition(
+        family="cn-web", containerDefinitions=[{"name": "app", "image": image, "memory": 64}]
+    )
+
+    clients = AwsClients()
+    calls = params_recorder(clients)
+    listing = EcsImageSource(clients).task_definitions(TaskDefinitionsSpec(), cn, RevisionCache())
+    assert [td.arn for td in listing.task_definitions] == [
+        f"arn:aws-cn:ecs:cn-north-1:{ACCOUNT}:task-definition/cn-web:1"
+    ]
+    ref = parse_image(listing.task_definitions[0].containers[0].image)
+    assert (ref.account, ref.region, ref.repository) == (ACCOUNT, cn, "team/app")
+    resolver = EcrDigestResolver(clients)
+    assert resolver.resolve([ref])[ref].digest == digest
+    assert resolver.repository_tags([ref]) == {(ACCOUNT, cn, "team/app"): {"team": "cn"}}
+    assert [p["resourceArn"] for op, p in calls if op == "ListTagsForResource"] == [repo_arn]
+
+    # The whole pipeline over the same fleet: BASIC scan started once, moto's canned finding read.
+    spec = parse_spec(
+        {
+            "schedule": "@daily",
+            "aws": {"region": cn},
+            "report": {"s3": {"bucket": "reports-cn"}},
+        }
+    )
+    ports = build_ports(PolicyRef(namespace="sec", name="cn"), spec, output_dir=tmp_path, clients=clients)
+    result = run_policy(PolicyRef(namespace="sec", name="cn"), spec, ports, FixedClock(), run_id="run-cn")
+    assert result.outcome is Outcome.SUCCEEDED, (result.errors, result.stage_failures)
+    assert result.images_by_status["scanned"] == 1 and result.findings_total >= 1
+    assert result.aws_calls["ecr:StartImageScan"] == 1

@@ -7,7 +7,9 @@ so these tests prove what we send, in what order, and that nothing else is calle
   asserted through the expected parameters: botocore does not check maximum lengths), never
   StartImageScan
   (moto has no ListCoverage and ignores ListFindings filters);
-- ListTaskDefinitionFamilies pagination followed to the end (moto never paginates);
+- every listing (botocore paginators) followed to the last page with the same filters: moto
+  never returns a `nextToken` for ListTaskDefinitionFamilies, ListClusters, ListServices or
+  DescribeImageScanFindings, and has no ListCoverage;
 - DescribeImages batches of 100 per repository;
 - BASIC: a never-scanned image gets exactly one StartImageScan, then is polled with backoff.
 """
@@ -317,3 +319,163 @@ def test_stubber_rejects_a_request_off_the_model(stubs: Stubs) -> None:
         i2.list_findings(filterCriteria={"ecrImageDigest": eq("sha256:0")})
     with pytest.raises(ParamValidationError):
         i2.list_findings(filterCriteria={"ecrImageHash": eq("sha256:0")}, maxResults="100")
+
+
+def test_every_listing_follows_next_token(stubs: Stubs) -> None:
+    """ListClusters, ListServices, ListCoverage and DescribeImageScanFindings pages are all read.
+
+    moto never returns a `nextToken` for these, so only the Stubber can prove the paginators
+    are followed to the last page with the same filters.
+    """
+    ecs = stubs.clients.workload("ecs", REGION)
+    assert ecs is not None
+    s = stubs.stub("ecs")
+    prod = [f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/prod-{i}" for i in range(2)]
+    s.add_response("list_clusters", {"clusterArns": [prod[0]], "nextToken": "c2"}, {"maxResults": 100})
+    s.add_response(
+        "list_clusters", {"clusterArns": [prod[1], "x/staging"]}, {"maxResults": 100, "nextToken": "c2"}
+    )
+    td = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/web:3"
+    for cluster in prod:
+        svc = [f"{cluster}/svc-{i}" for i in range(2)]
+        s.add_response(
+            "list_services",
+            {"serviceArns": svc[:1], "nextToken": "s2"},
+            {"cluster": cluster, "maxResults": 100},
+        )
+        s.add_response(
+            "list_services",
+            {"serviceArns": svc[1:]},
+            {"cluster": cluster, "maxResults": 100, "nextToken": "s2"},
+        )
+        s.add_response(
+            "describe_services",
+            {"services": [{"serviceArn": a, "taskDefinition": td} for a in svc]},
+            {"cluster": cluster, "services": svc},
+        )
+    s.add_response(
+        "describe_task_definition",
+        {
+            "taskDefinition": {
+                "taskDefinitionArn": td,
+                "family": "web",
+                "revision": 3,
+                "containerDefinitions": [{"name": "app", "image": f"{ECR}/web:1"}],
+            },
+            "tags": [],
+        },
+        {"taskDefinition": td, "include": ["TAGS"]},
+    )
+    listing = EcsImageSource(stubs.clients, concurrency=1).task_definitions(
+        TaskDefinitionsSpec(source="services", clusters=["prod-*"]), REGION, RevisionCache()
+    )
+    assert [t.arn for t in listing.task_definitions] == [td]
+
+    ref, digest = parse_image(f"{ECR}/web:1"), "sha256:" + "c" * 64
+    i2 = stubs.clients.registry("inspector2", REGION)
+    assert i2 is not None
+    criteria = {"resourceType": eq("AWS_ECR_CONTAINER_IMAGE"), "resourceId": eq(image_arn(ref, digest))}
+    stubs.stub("inspector2").add_response(
+        "list_coverage",
+        {"coveredResources": [], "nextToken": "v2"},
+        {"filterCriteria": criteria, "maxResults": 200},
+    )
+    stubs.stub("inspector2").add_response(
+        "list_coverage",
+        {
+            "coveredResources": [
+                {
+                    "accountId": ACCOUNT,
+                    "resourceId": image_arn(ref, digest),
+                    "resourceType": "AWS_ECR_CONTAINER_IMAGE",
+                    "scanType": "PACKAGE",
+                    "scanStatus": {"statusCode": "INACTIVE", "reason": "SCAN_ELIGIBILITY_EXPIRED"},
+                }
+            ]
+        },
+        {"filterCriteria": criteria, "maxResults": 200, "nextToken": "v2"},
+    )
+    scans = InspectorScanner(stubs.clients, REGION, workers=1).scans([(ref, digest)], [Severity.HIGH])
+    assert "EXPIRED" in scans[(ref, digest)].reason  # found on the second page only
+
+    scanner = EcrBasicScanner(stubs.clients, REGION, sleep=lambda _: None)
+    req = {
+        "registryId": ACCOUNT,
+        "repositoryName": "web",
+        "imageId": {"imageDigest": digest},
+        "maxResults": 1000,
+    }
+    page = {"imageScanStatus": {"status": "COMPLETE"}}
+    for i, extra in enumerate(({"nextToken": "f2"}, {})):
+        stubs.stub("ecr").add_response(
+            "describe_image_scan_findings",
+            {**page, **extra, "imageScanFindings": {"findings": [{"name": f"CVE-{i}", "severity": "HIGH"}]}},
+            {**req, "nextToken": "f2"} if i else req,
+        )
+    basic = scanner.scans([(ref, digest)])
+    stubs.assert_done()
+    assert [f.vulnerability_id for f in basic[(ref, digest)].findings] == ["CVE-0", "CVE-1"]
+
+
+@pytest.mark.parametrize(
+    ("host", "region", "arn_partition"),
+    [
+        ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn", "cn-north-1", "aws-cn"),
+        ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com", "us-gov-west-1", "aws-us-gov"),
+        (ECR, REGION, "aws"),
+    ],
+)
+def test_enhanced_coverage_matches_in_every_partition(
+    stubs: Stubs, host: str, region: str, arn_partition: str
+) -> None:
+    """ENHANCED in aws-cn and aws-us-gov: the coverage `resourceId` we ask for and match is the image
+    ARN as Inspector writes it there (`arn:aws-cn:ecr:...`); with `arn:aws:` it never matched.
+
+    moto has no ListCoverage, so the request is checked with the Stubber against the service
+    model, and the answer carries the ARN written out literally, as the service would return it.
+    """
+    ref, digest = parse_image(f"{host}/team/app:v1"), "sha256:" + "d" * 64
+    arn = f"arn:{arn_partition}:ecr:{region}:{ACCOUNT}:repository/team/app/{digest}"
+    assert stubs.clients.registry("ecr", region) is not None
+    stubs.stub("ecr").add_response(
+        "get_registry_scanning_configuration",
+        {"registryId": ACCOUNT, "scanningConfiguration": {"scanType": "ENHANCED", "rules": []}},
+        {},
+    )
+    assert stubs.clients.registry("inspector2", region) is not None
+    i2 = stubs.stub("inspector2")
+    i2.add_response(
+        "list_coverage",
+        {
+            "coveredResources": [
+                {
+                    "accountId": ACCOUNT,
+                    "resourceId": arn,
+                    "resourceType": "AWS_ECR_CONTAINER_IMAGE",
+                    "scanType": "PACKAGE",
+                    "scanStatus": {"statusCode": "ACTIVE", "reason": "SUCCESSFUL"},
+                }
+            ]
+        },
+        {
+            "filterCriteria": {"resourceType": eq("AWS_ECR_CONTAINER_IMAGE"), "resourceId": eq(arn)},
+            "maxResults": 200,
+        },
+    )
+    i2.add_response(
+        "list_findings",
+        {"findings": []},
+        {
+            "filterCriteria": {
+                "resourceType": eq("AWS_ECR_CONTAINER_IMAGE"),
+                "awsAccountId": eq(ACCOUNT),
+                "ecrImageHash": eq(digest),
+                "findingStatus": eq("ACTIVE"),
+                "severity": eq("HIGH"),
+            },
+            "maxResults": 100,
+        },
+    )
+    out = RegistryFindingsSource(stubs.clients).scans([(ref, digest)], [Severity.HIGH])
+    stubs.assert_done()
+    assert out[(ref, digest)].state is ScanState.COMPLETE, out[(ref, digest)].reason

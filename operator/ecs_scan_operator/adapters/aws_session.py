@@ -8,8 +8,12 @@ credentials, so a run longer than the role session still works.
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -22,12 +26,17 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ecs_scan_operator import __version__
 from ecs_scan_operator.errors import AuthError, NotFoundError, PermanentError, ScanError, TransientError
+from ecs_scan_operator.settings import AwsSettings, load_aws_settings
+
+log = logging.getLogger(__name__)
 
 _THROTTLING = {
     "Throttling",
@@ -148,15 +157,87 @@ class CallCounter:
         return dict(sorted(out.items()))
 
 
-def default_config(*, max_attempts: int = 8, pool: int = 16) -> Config:
-    """Adaptive retries (client-side rate limiting after throttles), bounded timeouts."""
+def default_config(aws: AwsSettings | None = None, *, pool: int = 16) -> Config:
+    """Bounded timeouts and retries from `ECS_SCAN_AWS_*` (docs/timeouts.md has the figures)."""
+    aws = aws or AwsSettings()
     return Config(
-        retries={"mode": "adaptive", "total_max_attempts": max_attempts},
+        retries={"mode": aws.retry_mode, "total_max_attempts": aws.max_attempts},
         max_pool_connections=pool,
-        connect_timeout=5,
-        read_timeout=30,
+        connect_timeout=aws.connect_timeout_seconds,
+        read_timeout=aws.read_timeout_seconds,
         user_agent_extra=f"ecs-scan-operator/{__version__}",
     )
+
+
+class EndpointUnavailable(EndpointConnectionError):
+    """A call not sent: its endpoint failed a call moments ago (after all its attempts)."""
+
+    fmt = "{endpoint_url} failed a call {age:.0f} s ago ({cause}); not called again for {left:.0f} s"
+
+
+class EndpointBreaker:
+    """Marks an endpoint down when a call to it fails after all its attempts; thread-safe.
+
+    Why: each call to a dead endpoint waits out its own timeouts, so a stage of N calls would
+    cost N times the bound (a report of 40 objects to a dead S3: 40 x 30 s). The first call
+    that fails at the connection level (refused, reset, connect or read timeout) or with a 5xx
+    marks the endpoint (one service at one URL: every identity and client of it) down for
+    `cooldown` seconds; calls to it then raise EndpointUnavailable without being sent, so a stage
+    costs one call's bound. After the cooldown the next call goes out; a success clears the mark.
+    Throttling and 4xx answers do not mark: the endpoint is alive and answering.
+    """
+
+    def __init__(self, cooldown: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._cooldown = cooldown
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._down: dict[str, tuple[float, str]] = {}  # endpoint URL -> (marked at, cause)
+
+    def _mark(self, url: str, cause: str) -> None:
+        with self._lock:
+            fresh = url not in self._down
+            self._down[url] = (self._monotonic(), cause)
+        if fresh:
+            log.warning("AWS endpoint %s marked down for %.0f s: %s", url, self._cooldown, cause)
+
+    def check(self, url: str) -> None:
+        """Raise EndpointUnavailable while `url` is marked down."""
+        with self._lock:
+            mark = self._down.get(url)
+        if mark is None:
+            return
+        age = self._monotonic() - mark[0]
+        if age < self._cooldown:
+            raise EndpointUnavailable(endpoint_url=url, age=age, cause=mark[1], left=self._cooldown - age)
+
+    def attach(self, client: Any) -> None:
+        """Register the checks on one client (first, so a call not sent is not counted as made)."""
+        if self._cooldown <= 0:
+            return
+        # One service's endpoint: with one AWS_ENDPOINT_URL for all (an emulator, a proxy), a dead
+        # ECS must not mark S3 down.
+        url = f"{client.meta.service_model.service_name} at {client.meta.endpoint_url}"
+
+        def before(**_: Any) -> None:
+            self.check(url)
+
+        def answered(http_response: Any = None, model: Any = None, **_: Any) -> None:
+            status = int(getattr(http_response, "status_code", 0) or 0)
+            if status >= 500:
+                name = getattr(model, "name", "call")
+                self._mark(url, f"{name} answered HTTP {status} after all attempts")
+            elif status:
+                with self._lock:
+                    self._down.pop(url, None)
+
+        def failed(exception: Exception | None = None, event_name: str = "", **_: Any) -> None:
+            if isinstance(exception, BotoConnectionError | HTTPClientError):
+                name = event_name.rsplit(".", 1)[-1] or "call"
+                self._mark(url, f"{name}: {type(exception).__name__}")
+
+        client.meta.events.register_first("before-call.*.*", before)
+        client.meta.events.register("after-call.*.*", answered)
+        client.meta.events.register("after-call-error.*.*", failed)
 
 
 class AwsClients:
@@ -170,6 +251,7 @@ class AwsClients:
         registry_role_arn: str | None = None,
         session_name: str = "ecs-scan-operator",
         config: Config | None = None,
+        aws: AwsSettings | None = None,
         base_session: boto3.Session | None = None,
         counter: CallCounter | None = None,
         hooks: list[Any] | None = None,
@@ -179,7 +261,9 @@ class AwsClients:
         self._external_id = external_id
         self._registry_role_arn = registry_role_arn
         self._session_name = session_name
-        self._config = config or default_config()
+        aws = aws or load_aws_settings()
+        self._config = config or default_config(aws)
+        self.breaker = EndpointBreaker(aws.endpoint_cooldown_seconds)
         self.counter = counter or CallCounter()
         self._hooks = hooks or []
         self._sessions: dict[str | None, boto3.Session] = {}
@@ -195,7 +279,8 @@ class AwsClients:
             if external_id:
                 extra["ExternalId"] = external_id
             fetcher = AssumeRoleCredentialFetcher(
-                client_creator=self._base._session.create_client,
+                # The STS client gets the same time limits as every other client.
+                client_creator=functools.partial(self._base._session.create_client, config=self._config),
                 source_credentials=self._base.get_credentials(),
                 role_arn=role_arn,
                 extra_args=extra,
@@ -222,6 +307,7 @@ class AwsClients:
                     config = config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
                 session: Any = self._session(role_arn, external_id)  # service names are data, not literals
                 client = session.client(service, region_name=region, config=config)
+                self.breaker.attach(client)
                 self.counter.attach(client)
                 for hook in self._hooks:
                     hook(client)

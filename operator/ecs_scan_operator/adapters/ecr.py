@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecs_scan_operator.adapters.aws_session import AwsClients, error_code, map_aws_error
 from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
+from ecs_scan_operator.core.arns import ecr_repository_arn
 from ecs_scan_operator.core.model import (
     Finding,
     ImageRef,
@@ -119,7 +120,7 @@ class EcrDigestResolver:
         out: dict[tuple[str, str, str], dict[str, str]] = {}
         for key in sorted({(r.account or "", r.region or "", r.repository) for r in refs if r.scannable}):
             account, region, repo = key
-            arn = f"arn:aws:ecr:{region}:{account}:repository/{repo}"
+            arn = ecr_repository_arn(region, account, repo)
             try:
                 resp = self._clients.registry("ecr", region).list_tags_for_resource(resourceArn=arn)
             except (ClientError, BotoCoreError) as exc:
@@ -206,19 +207,15 @@ class EcrBasicScanner:
     def _read(self, ref: ImageRef, digest: str) -> ImageScan | None:
         """The scan when it is final; None while it is in progress."""
         findings: list[Finding] = []
-        token: str | None = None
         status: dict[str, Any] = {}
         completed = None
-        while True:
-            args: dict[str, Any] = {
-                "registryId": ref.account,
-                "repositoryName": ref.repository,
-                "imageId": {"imageDigest": digest},
-                "maxResults": FINDINGS_PAGE,
-            }
-            if token:
-                args["nextToken"] = token
-            resp = self._ecr.describe_image_scan_findings(**args)
+        pages = self._ecr.get_paginator("describe_image_scan_findings").paginate(
+            registryId=ref.account,
+            repositoryName=ref.repository,
+            imageId={"imageDigest": digest},
+            maxResults=FINDINGS_PAGE,
+        )
+        for resp in pages:
             status = resp.get("imageScanStatus", {}) or {}
             if status.get("status") in ("IN_PROGRESS", "PENDING"):
                 return None
@@ -226,9 +223,6 @@ class EcrBasicScanner:
             completed = body.get("imageScanCompletedAt") or completed
             findings.extend(parse_basic_finding(f) for f in body.get("findings", []))
             findings.extend(parse_enhanced_finding(f) for f in body.get("enhancedFindings", []))
-            token = resp.get("nextToken")
-            if not token:
-                break
         state = str(status.get("status", "COMPLETE"))
         if state in ("COMPLETE", "ACTIVE"):
             return ImageScan(ScanState.COMPLETE, tuple(findings), scanned_at=completed, scan_type="BASIC")

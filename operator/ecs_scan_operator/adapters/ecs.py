@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from typing import Any
@@ -60,19 +59,8 @@ class EcsImageSource:
         self._clients = clients
         self._concurrency = concurrency
 
-    # --- listing helpers (manual pagination: moto ignores it, AWS does not) ---
-
-    def _pages(self, call: Callable[..., dict[str, Any]], key: str, **kwargs: Any) -> Iterator[list[Any]]:
-        token: str | None = None
-        while True:
-            args = dict(kwargs)
-            if token:
-                args["nextToken"] = token
-            page = call(**args)
-            yield list(page.get(key, []))
-            token = page.get("nextToken")
-            if not token:
-                return
+    # Listings go through botocore's paginators: `nextToken` is followed to the last page on AWS
+    # (moto never paginates these calls; test_aws_stubbed.py proves the pages are followed).
 
     def _families(self, ecs: Any, selection: TaskDefinitionsSpec) -> tuple[list[str], int]:
         only = exact_family(selection.include)
@@ -83,8 +71,8 @@ class EcsImageSource:
         if prefix:
             kwargs["familyPrefix"] = prefix
         names: list[str] = []
-        for page in self._pages(ecs.list_task_definition_families, "families", **kwargs):
-            names.extend(page)
+        for page in ecs.get_paginator("list_task_definition_families").paginate(**kwargs):
+            names.extend(page.get("families", []))
         return select_families(names, selection.include, selection.exclude), len(names)
 
     def _active_revisions(self, ecs: Any, selection: TaskDefinitionsSpec) -> tuple[dict[str, str], int]:
@@ -95,8 +83,8 @@ class EcsImageSource:
             kwargs["familyPrefix"] = only  # an exact family name for this call
         latest: dict[str, tuple[int, str]] = {}
         total = 0
-        for page in self._pages(ecs.list_task_definitions, "taskDefinitionArns", **kwargs):
-            for arn in page:
+        for page in ecs.get_paginator("list_task_definitions").paginate(**kwargs):
+            for arn in page.get("taskDefinitionArns", []):
                 total += 1
                 family, rev = parse_td_arn(arn)
                 if not family_selected(family, selection.include, selection.exclude):
@@ -123,10 +111,11 @@ class EcsImageSource:
 
     def _latest_active_arn(self, ecs: Any, family: str) -> str | None:
         best: tuple[int, str] | None = None
-        for page in self._pages(
-            ecs.list_task_definitions, "taskDefinitionArns", familyPrefix=family, status="ACTIVE", sort="DESC"
-        ):
-            for arn in page:
+        pages = ecs.get_paginator("list_task_definitions").paginate(
+            familyPrefix=family, status="ACTIVE", sort="DESC"
+        )
+        for page in pages:
+            for arn in page.get("taskDefinitionArns", []):
                 fam, rev = parse_td_arn(arn)
                 if fam == family and (best is None or rev > best[0]):
                     best = (rev, arn)
@@ -211,8 +200,8 @@ class EcsImageSource:
         listing = TaskDefinitionListing()
         clusters = [
             arn
-            for page in self._pages(ecs.list_clusters, "clusterArns", maxResults=PAGE)
-            for arn in page
+            for page in ecs.get_paginator("list_clusters").paginate(maxResults=PAGE)
+            for arn in page.get("clusterArns", [])
             if not selection.clusters
             or any(fnmatchcase(arn.rsplit("/", 1)[-1], g) for g in selection.clusters)
         ]
@@ -220,8 +209,8 @@ class EcsImageSource:
         for cluster in clusters:
             services = [
                 s
-                for page in self._pages(ecs.list_services, "serviceArns", cluster=cluster, maxResults=PAGE)
-                for s in page
+                for page in ecs.get_paginator("list_services").paginate(cluster=cluster, maxResults=PAGE)
+                for s in page.get("serviceArns", [])
             ]
             for i in range(0, len(services), DESCRIBE_SERVICES_BATCH):
                 out = ecs.describe_services(

@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ecs_scan_operator.adapters.aws_session import AwsClients, map_aws_error
 from ecs_scan_operator.adapters.ecr import parse_enhanced_finding
 from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
+from ecs_scan_operator.core.arns import ecr_image_arn
 from ecs_scan_operator.core.model import Finding, ImageRef, ImageScan, ScanState, Severity
 
 FILTER_LIST_MAX = 10
@@ -28,8 +29,8 @@ _PENDING_REASONS = {"PENDING_INITIAL_SCAN", "SCAN_IN_PROGRESS"}
 
 
 def image_arn(ref: ImageRef, digest: str) -> str:
-    """The ECR image ARN Inspector uses as the resource id."""
-    return f"arn:aws:ecr:{ref.region}:{ref.account}:repository/{ref.repository}/{digest}"
+    """The ECR image ARN Inspector uses as the resource id, in the partition of the image's region."""
+    return ecr_image_arn(ref.region or "", ref.account or "", ref.repository, digest)
 
 
 def _eq(values: Sequence[str]) -> list[dict[str, str]]:
@@ -50,20 +51,14 @@ class InspectorScanner:
     def _coverage(self, batch: Sequence[tuple[ImageRef, str]]) -> dict[str, dict[str, Any]]:
         arns = [image_arn(r, d) for r, d in batch]
         found: dict[str, dict[str, Any]] = {}
-        token: str | None = None
-        while True:
-            args: dict[str, Any] = {
-                "filterCriteria": {"resourceType": _eq([RESOURCE_TYPE]), "resourceId": _eq(arns)},
-                "maxResults": COVERAGE_PAGE,
-            }
-            if token:
-                args["nextToken"] = token
-            resp = self._i2.list_coverage(**args)
+        pages = self._i2.get_paginator("list_coverage").paginate(
+            filterCriteria={"resourceType": _eq([RESOURCE_TYPE]), "resourceId": _eq(arns)},
+            maxResults=COVERAGE_PAGE,
+        )
+        for resp in pages:
             for item in resp.get("coveredResources", []):
                 found[str(item.get("resourceId", ""))] = item
-            token = resp.get("nextToken")
-            if not token:
-                return found
+        return found
 
     def _findings(
         self, account: str, digests: Sequence[str], severities: Sequence[Severity]
@@ -77,20 +72,16 @@ class InspectorScanner:
         }
         if severities:
             criteria["severity"] = _eq([s.value for s in severities])
-        token: str | None = None
-        while True:
-            args: dict[str, Any] = {"filterCriteria": criteria, "maxResults": FINDINGS_PAGE}
-            if token:
-                args["nextToken"] = token
-            resp = self._i2.list_findings(**args)
+        pages = self._i2.get_paginator("list_findings").paginate(
+            filterCriteria=criteria, maxResults=FINDINGS_PAGE
+        )
+        for resp in pages:
             for raw in resp.get("findings", []):
                 for res in raw.get("resources", []):
                     img = (res.get("details", {}) or {}).get("awsEcrContainerImage", {}) or {}
                     key = (str(img.get("repositoryName", "")), str(img.get("imageHash", "")))
                     out.setdefault(key, []).append(parse_enhanced_finding(raw))
-            token = resp.get("nextToken")
-            if not token:
-                return out
+        return out
 
     def _coverage_batch(
         self, batch: Sequence[tuple[ImageRef, str]]
