@@ -339,6 +339,14 @@ class PolicySpec(_Model):
     time_zone: str = "UTC"
     suspend: bool = False
     starting_deadline_seconds: int | None = Field(default=None, ge=0, le=86400 * 7)
+    # Past this many seconds from its start a run stops at its next checkpoint and ends Failed,
+    # naming the stage it was in; it also bounds how long the run lease can be held.
+    run_deadline_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=86400,
+        description="Seconds a run may take before it stops as Failed (60 to 86400, default 3600).",
+    )
     aws: AwsSpec
     task_definitions: TaskDefinitionsSpec = Field(default_factory=TaskDefinitionsSpec)
     severity_threshold: Literal["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = "MEDIUM"
