@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -217,7 +217,12 @@ def status_after_run(obj: PolicyObject, result: RunResult, trigger: Trigger, now
     except InvalidPolicy:
         spec = None
     decision = _decide(obj, spec, now, obj.status) if spec is not None else None
-    return finished_status(obj.status, _context(obj, spec, now, decision), result, trigger)
+    ctx = _context(obj, spec, now, decision)
+    if result.refused:
+        # Nothing ran: lastRun stays the last real run, the message says why this one did not start.
+        note = f"run {result.run_id} not started: {result.refused}"
+        return idle_status(obj.status, replace(ctx, note=note))
+    return finished_status(obj.status, ctx, result, trigger)
 
 
 # --------------------------------------------------------------------------- the worker
@@ -422,6 +427,11 @@ class PolicyWorker:
             desired = status_after_run(obj, result, run.trigger, self.deps.clock.now())
             if await self._write(obj, desired):
                 break
+        if result.refused:
+            self.deps.metrics.run_skipped(self.namespace, self.name)
+            self.events.post("Warning", "LeaseHeld", f"run {result.run_id} not started: {result.refused}")
+            self.logger.warning("run %s not started: %s", result.run_id, result.refused)
+            return
         self.deps.metrics.run_finished(self.namespace, self.name, result, seconds)
         summary = (
             f"run {result.run_id} {result.outcome.value}: "
@@ -429,16 +439,19 @@ class PolicyWorker:
         )
         if result.report_uri:
             summary += f"; report {result.report_uri}"
+        causes = f"; causes: {result.causes_text()}" if result.error_causes else ""
         if result.outcome is Outcome.SUCCEEDED:
             self.events.post("Normal", "RunSucceeded", summary)
         elif result.outcome is Outcome.PARTIAL:
             first = result.errors[0] if result.errors else ""
             self.events.post(
-                "Warning", "RunPartiallyFailed", f"{summary}; {result.errors_total} errors, first: {first}"
+                "Warning",
+                "RunPartiallyFailed",
+                f"{summary}; {result.errors_total} errors, first: {first}{causes}",
             )
         else:
             self.events.post(
-                "Warning", "RunFailed", f"run {result.run_id} failed: {'; '.join(result.errors[:2])}"
+                "Warning", "RunFailed", f"run {result.run_id} failed: {'; '.join(result.errors[:2])}{causes}"
             )
         self.logger.info("%s (%.1f s)", summary, seconds)
 

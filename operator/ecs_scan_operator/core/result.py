@@ -71,6 +71,8 @@ class RunResult:
     jira_requests: int = 0
     # "service:Operation ErrorCode" -> how many images or stages failed of it (bounded on output)
     error_causes: Counter[str] = field(default_factory=Counter)
+    # Set when the run did not start at all (another run holds the policy's lease): why.
+    refused: str = ""
 
     def record_cause(self, cause: str, count: int = 1) -> None:
         """Count one failure of an outside call (empty causes are not counted)."""
