@@ -124,9 +124,9 @@ class Guard:
         self.stage = "start"
 
     def enter(self, stage: str) -> None:
-        """Name the stage the run is in now, then check."""
-        self.stage = stage
+        """Check (a deadline passed during the stage just done names that stage), then enter `stage`."""
         self.check()
+        self.stage = stage
 
     def check(self) -> None:
         """Raise Cancelled (from outside) or RunAborted (deadline, lease lost) when the run must stop."""
@@ -343,8 +343,9 @@ def run_policy(
 ) -> RunResult:
     """Run one scan of `spec` under the policy's run lease (docs/run-protocol.md).
 
-    Never raises for AWS/Jira faults (they are recorded), only LeaseHeld (another run holds the
-    policy: nothing was written) and Cancelled. The lease is released in every outcome.
+    Never raises for AWS/Jira faults during the run (they are recorded); raises LeaseHeld when
+    another run holds the policy, or the ScanError of a lease that could not be read or written
+    (nothing was written then), and Cancelled. The lease is released in every outcome.
     """
     started = clock.now()
     run_id = run_id or new_run_id(started)
@@ -441,6 +442,7 @@ class _Run:
                 self.write_image_objects()
                 self.guard.enter("tickets")
                 self.sync_tickets(inventory_complete=not inventory_errors)
+                self.guard.enter("commit")
             except RunAborted as exc:
                 self.abort(exc)
         self.commit()
