@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -217,12 +217,7 @@ def status_after_run(obj: PolicyObject, result: RunResult, trigger: Trigger, now
     except InvalidPolicy:
         spec = None
     decision = _decide(obj, spec, now, obj.status) if spec is not None else None
-    ctx = _context(obj, spec, now, decision)
-    if result.refused:
-        # Nothing ran: lastRun stays the last real run, the message says why this one did not start.
-        note = f"run {result.run_id} not started: {result.refused}"
-        return idle_status(obj.status, replace(ctx, note=note))
-    return finished_status(obj.status, ctx, result, trigger)
+    return finished_status(obj.status, _context(obj, spec, now, decision), result, trigger)
 
 
 # --------------------------------------------------------------------------- the worker
