@@ -75,6 +75,8 @@ class LocalReportSink:
             body = path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise PermanentError(f"cannot read {path}: {exc.strerror}") from None
         return StoredObject(body, content_etag(body))
 
     def put_if(self, key: str, body: bytes, content_type: str, *, etag: str | None) -> str:
