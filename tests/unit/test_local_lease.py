@@ -59,7 +59,7 @@ def _race(root: str, n: int, out: Any) -> None:
 
 
 def test_two_processes_creating_the_same_objects_win_each_exactly_once(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     procs = [ctx.Process(target=_race, args=(str(tmp_path), 200, out)) for _ in range(2)]
     for p in procs:
