@@ -62,3 +62,34 @@ async def test_refused_run_is_reported_and_not_counted_as_a_failed_run() -> None
         assert metric(h, "ecsscan_skipped_runs_total", namespace=NS, policy="p") == 1
     finally:
         await h.stop_all()
+
+
+class DeniedRunner(Runner):
+    def __call__(
+        self,
+        policy: PolicyRef,
+        spec: PolicySpec,
+        run_id: str,
+        cancel: threading.Event,
+        creds: Mapping[str, SecretStr] | None,
+    ) -> RunResult:
+        result = super().__call__(policy, spec, run_id, cancel, creds)
+        result.record_error("2 image(s) failed digest resolution")
+        result.record_cause("ecr:DescribeImages AccessDeniedException", 2)
+        result.finish(result.completed or result.started)
+        return result
+
+
+async def test_the_event_and_status_name_each_cause_with_its_count() -> None:
+    h = make(DeniedRunner())
+    try:
+        h.kube.add_policy("p", SPEC, annotations={RUN_NOW_ANNOTATION: "go"})
+        h.start("p")
+        await until(lambda: h.events["p"].reasons()[-1:] == ["RunPartiallyFailed"])
+        assert "causes: ecr:DescribeImages AccessDeniedException x2" in h.events["p"].posted[-1][2]
+        await until(lambda: "lastRun" in h.kube.status("p"))
+        status = h.kube.status("p")
+        assert status["lastRun"]["errorCauses"] == "ecr:DescribeImages AccessDeniedException x2"
+        assert "(causes: ecr:DescribeImages AccessDeniedException x2)" in status["message"]
+    finally:
+        await h.stop_all()
