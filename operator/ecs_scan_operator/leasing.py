@@ -107,6 +107,8 @@ class RunLease:
             try:
                 self._etag = self._reports.put_if(self.key, record.to_json(), CONTENT_TYPE, etag=self._etag)
             except ConflictError:
+                if self._still_ours():
+                    return True
                 self.lost = "the lease was broken or taken over by another run"
             except ScanError as exc:
                 if self._clock.now() >= self.record.expires:
@@ -120,6 +122,19 @@ class RunLease:
                 return True
         log.warning("run %s: %s", self.record.run_id, self.lost)
         return False
+
+    def _still_ours(self) -> bool:
+        # A write of ours that landed but whose answer was lost (then retried: 412) changed the
+        # ETag without telling us; only this run writes its own run ID, so adopt that ETag.
+        try:
+            found = self._reports.read(self.key)
+        except ScanError:
+            return False
+        current = load_lease(found.body) if found is not None else None
+        if found is None or current is None or current.run_id != self.record.run_id:
+            return False
+        self._etag, self.record = found.etag, current
+        return True
 
     def start(self, every: float = RENEW_EVERY_SECONDS) -> None:
         """Renew in a background thread until released (the thread dies with the process)."""
@@ -141,7 +156,12 @@ class RunLease:
             if self.lost is not None:
                 return None  # not ours any more: nothing to delete
             try:
-                self._reports.delete_if(self.key, etag=self._etag)
+                try:
+                    self._reports.delete_if(self.key, etag=self._etag)
+                except ConflictError:
+                    if not self._still_ours():
+                        return None  # taken over meanwhile: not ours to delete
+                    self._reports.delete_if(self.key, etag=self._etag)
             except ScanError as exc:
                 # It lapses on its own within the TTL; the run's outcome does not change.
                 log.warning("releasing the run lease failed: %s", exc)

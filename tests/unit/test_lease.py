@@ -177,3 +177,27 @@ def test_lost_race_on_take_is_a_refusal_but_our_own_landed_write_is_ours() -> No
     sink.winner = "mine"  # our write landed, only its answer was lost (then the retry got 412)
     held = acquire(sink, clock, "mine")
     assert held.record.run_id == "mine" and isinstance(sink.read(KEY), StoredObject)
+
+
+class LostAnswers(MemorySink):
+    """Stores a conditional write, then answers 412 as a retried request would."""
+
+    lose_next = False
+
+    def put_if(self, key: str, body: bytes, content_type: str, *, etag: str | None) -> str:
+        new = super().put_if(key, body, content_type, etag=etag)
+        if self.lose_next:
+            self.lose_next = False
+            raise ConflictError("s3:PutObject: PreconditionFailed (the retry of a write that landed)")
+        return new
+
+
+def test_a_renewal_whose_answer_was_lost_keeps_the_lease() -> None:
+    sink, clock = LostAnswers(), FixedClock()
+    held = acquire(sink, clock, "r1")
+    clock.advance(seconds=60)
+    sink.lose_next = True
+    assert held.renew() and held.lost is None
+    clock.advance(seconds=60)
+    assert held.renew()  # the adopted ETag is the right one
+    assert held.release() is None and KEY not in sink.objects
