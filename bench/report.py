@@ -473,6 +473,9 @@ def render(results: Mapping[str, Mapping[str, Any]], dest: Path) -> str:
                 f"{c['every']}th, {c['keptChanged']} of them kept by the policy) got a new ACTIVE revision "
                 "with the same containers (a configuration-only deploy).",
             ]
+    overhead = Path(__file__).parent / "results" / "s3_overhead.md"  # bench/s3_overhead.py (issue 10)
+    if overhead.is_file():
+        lines += ["", overhead.read_text(encoding="utf-8").rstrip()]
     lines += ["", _METHOD]
     text = "\n".join(lines) + "\n"
     dest.write_text(text, encoding="utf-8")

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from ecs_scan_operator import __version__
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, parse_document
 from ecs_scan_operator.core.result import Outcome, RunResult
-from ecs_scan_operator.errors import FieldError, InvalidPolicy
+from ecs_scan_operator.errors import FieldError, InvalidPolicy, LeaseHeld, ScanError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 log = logging.getLogger("ecs_scan_operator")
@@ -111,6 +111,8 @@ def _table(result: RunResult, index_html: str | None, fleet_note: str | None) ->
     if result.aws_calls:
         total = sum(result.aws_calls.values())
         console.print(f"AWS calls ({total}): " + ", ".join(f"{k} {v}" for k, v in result.aws_calls.items()))
+    if result.error_causes:
+        console.print(f"[yellow]error causes:[/] {result.causes_text()}")
     for err in result.errors:
         console.print(f"[yellow]error:[/] {err}")
     console.print(f"report: {result.report_uri}")
@@ -149,7 +151,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         ports = build_ports(ref, spec, output_dir=output_dir, jira_credentials=jira_credentials_from_env())
         progress = _progress_callback(stack) if args.format == "table" and sys.stderr.isatty() else None
-        result = run_policy(ref, spec, ports, SystemClock(), progress=progress)
+        try:
+            result = run_policy(ref, spec, ports, SystemClock(), progress=progress)
+        except LeaseHeld as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_RUN_FAILED
+        except ScanError as exc:  # the lease could not even be read: nothing was written
+            print(f"run not started: {exc}", file=sys.stderr)
+            return EXIT_RUN_FAILED
     if args.format == "json":
         json.dump(result.to_dict(), sys.stdout, indent=2)
         print()
@@ -173,6 +182,44 @@ def _progress_callback(stack: ExitStack) -> Any:
         bar.update(tasks[stage], completed=done, total=max(total, 1))
 
     return update
+
+
+def cmd_lease(args: argparse.Namespace) -> int:
+    """`lease show|break -f FILE [--output-dir DIR]`: look at or break a policy's run lease."""
+    from ecs_scan_operator import leasing
+    from ecs_scan_operator.bootstrap import build_ports
+    from ecs_scan_operator.core.keys import lease_key
+    from ecs_scan_operator.core.schedule import format_time
+
+    try:
+        ref, spec = load_policy(args.file)
+    except InvalidPolicy as exc:
+        _print_errors(exc.errors)
+        return EXIT_BAD_INPUT
+    reports = build_ports(ref, spec, output_dir=Path(args.output_dir) if args.output_dir else None).reports
+    key = lease_key(spec.report.s3.prefix, ref.namespace, ref.name)
+    try:
+        record, etag, raw = leasing.show(reports, key)
+        if etag is None:
+            print(f"{ref.key}: no run holds the lease ({reports.uri(key)})")
+            return EXIT_OK
+        if record is None:
+            print(f"{ref.key}: {reports.uri(key)} is not a lease this version reads ({len(raw or b'')} B)")
+        else:
+            state = "expired" if SystemClock().now() >= record.expires else "held"
+            print(
+                f"{ref.key}: {state} by run {record.run_id} on {record.holder} since "
+                f"{format_time(record.started)}, renewed {format_time(record.renewed)}, "
+                f"expires {format_time(record.expires)} ({reports.uri(key)})"
+            )
+        if args.action == "break":
+            # Only the lease just shown is deleted (If-Match): a newer one is left alone.
+            leasing.break_lease(reports, key, etag)
+            print(f"{ref.key}: lease broken; the run that held it stops at its next checkpoint")
+    except ScanError as exc:
+        print(f"lease {args.action} failed: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    return EXIT_OK
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
@@ -206,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table", help="output on stdout")
     p.add_argument("--demo", action="store_true", help="run against an embedded emulated AWS fleet (moto)")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("lease", help="show or break a policy's run lease (docs/run-protocol.md)")
+    p.add_argument("action", choices=["show", "break"], help="break deletes the lease shown, if unchanged")
+    p.add_argument("-f", "--file", required=True, help="YAML file, or - for stdin")
+    p.add_argument("--output-dir", help="the lease of runs that used this --output-dir")
+    p.set_defaults(func=cmd_lease)
     p = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     p.set_defaults(func=cmd_operator)
     return parser

@@ -268,6 +268,10 @@ def status_schema() -> Schema:
                 "items": {"type": "string"},
             },
             "errorsTotal": _integer("How many errors the run recorded."),
+            "errorCauses": _string(
+                "The distinct causes of failed calls with counts, most frequent first, e.g."
+                ' "ecr:DescribeImages AccessDeniedException x2" (the first few, then "and N more").'
+            ),
             "stageFailures": _map("Stages that failed as a whole, with the reason.", {"type": "string"}),
             "tickets": _map("Jira actions by kind (create, update, close, reopen, unchanged ...).", _COUNT),
         },

@@ -9,9 +9,15 @@ an invalid policy is reported on the resource and no outside system is called fo
     ├── TransientError       throttling, 5xx, timeouts, dropped connections
     ├── PermanentError       access denied, not found, bad request, exhausted budgets
     │   ├── AuthError        credentials missing, expired or refused
-    │   └── NotFoundError    the thing asked for does not exist
+    │   ├── NotFoundError    the thing asked for does not exist
+    │   └── ConflictError    a conditional write lost: the object changed (or appeared) meanwhile
+    ├── LeaseHeld            another run of the policy holds its run lease: nothing was written
     ├── InvalidPolicy        the policy itself is wrong (field path and reason)
+    ├── RunAborted           the run stopped itself: its deadline passed or it lost its lease
     └── Cancelled            the run was cancelled (policy deleted, operator stopping)
+
+An error raised at the AWS boundary carries its `cause` (service, operation, error code), so a
+run can say "ecr:DescribeImages AccessDeniedException x2" instead of "2 images failed".
 """
 
 from __future__ import annotations
@@ -20,8 +26,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+@dataclass(frozen=True, order=True)
+class ErrorCause:
+    """Which outside call failed and how: `ecr:DescribeImages AccessDeniedException`."""
+
+    service: str
+    operation: str
+    code: str
+
+    def __str__(self) -> str:
+        return f"{self.service}:{self.operation} {self.code}".strip()
+
+
 class ScanError(Exception):
     """Base of every error this project raises on purpose."""
+
+    #: Set by the adapter boundary when the error came from one outside call.
+    cause: ErrorCause | None = None
 
 
 class TransientError(ScanError):
@@ -44,8 +65,24 @@ class NotFoundError(PermanentError):
     """The repository, image, task definition or bucket does not exist."""
 
 
+class ConflictError(PermanentError):
+    """A conditional write or delete lost a race: the object changed or appeared since it was read."""
+
+
+class LeaseHeld(ScanError):
+    """Another run of the same policy holds the run lease; this run wrote nothing."""
+
+
 class Cancelled(ScanError):
     """The run was asked to stop (its policy was deleted or the operator is shutting down)."""
+
+
+class RunAborted(ScanError):
+    """The run stopped itself (deadline passed, lease lost); `stage` names where it was."""
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,27 @@
 """run_policy(): the stages of one scan run, in order, each stage's failure recorded.
 
-ECS task definitions -> images -> digests -> findings -> rules -> S3 report -> Jira -> RunResult.
+Run lease -> ECS task definitions -> images -> digests -> findings -> rules -> per-image report
+objects -> Jira -> commit (summary.csv, state, index.html, run.log.jsonl, index.json last) ->
+lease released -> RunResult. docs/run-protocol.md says what this guarantees.
 The CLI, the operator's worker thread and a Kubernetes Job all call this one function, so it
 knows nothing of kopf. It blocks; `cancel` is checked between stages and batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from ecs_scan_operator.concurrency import batched, parallel_map
 from ecs_scan_operator.core.images import parse_image
-from ecs_scan_operator.core.keys import run_folder, state_key
+from ecs_scan_operator.core.keys import lease_key, run_folder, state_key
 from ecs_scan_operator.core.model import (
     ImageRef,
     ImageResult,
@@ -28,12 +32,21 @@ from ecs_scan_operator.core.model import (
     ScanState,
 )
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
-from ecs_scan_operator.core.report import ReportObject, image_report_key, render_images, render_index
-from ecs_scan_operator.core.result import RunResult, clip
+from ecs_scan_operator.core.report import (
+    ReportObject,
+    image_report_key,
+    render_csv,
+    render_html,
+    render_images,
+    render_index_json,
+    render_log,
+)
+from ecs_scan_operator.core.result import RunResult, causes_text, clip
 from ecs_scan_operator.core.rules import apply_rules, expired_suppressions, severities_at_or_above
 from ecs_scan_operator.core.state import RunState, dump_state, load_state
 from ecs_scan_operator.core.tickets import TicketRequest
-from ecs_scan_operator.errors import Cancelled, ScanError
+from ecs_scan_operator.errors import Cancelled, ConflictError, RunAborted, ScanError
+from ecs_scan_operator.leasing import RunLease, default_holder
 from ecs_scan_operator.ports import (
     Clock,
     DigestResolver,
@@ -88,8 +101,58 @@ def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def _check(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
+class Guard:
+    """The run's checkpoint: cancelled from outside, its deadline passed, or its lease lost.
+
+    Checked between stages and batches (a call in flight is not interrupted: the adapters'
+    own timeouts bound it), so a run stops cleanly at the next checkpoint.
+    """
+
+    def __init__(
+        self,
+        cancel: threading.Event | None,
+        clock: Clock,
+        deadline: datetime,
+        seconds: int,
+        lease: RunLease | None = None,
+    ) -> None:
+        self.cancel = cancel
+        self.clock = clock
+        self.deadline = deadline
+        self.seconds = seconds
+        self.lease = lease
+        self.stage = "start"
+
+    def enter(self, stage: str) -> None:
+        """Check (a deadline passed during the stage just done names that stage), then enter `stage`."""
+        self.check()
+        self.stage = stage
+
+    def check(self) -> None:
+        """Raise Cancelled (from outside) or RunAborted (deadline, lease lost) when the run must stop."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("run cancelled")
+        if self.lease is not None and self.lease.lost is not None:
+            raise RunAborted(f"stopped in stage {self.stage}: {self.lease.lost}", stage=self.stage)
+        if self.clock.now() >= self.deadline:
+            raise RunAborted(
+                f"run deadline of {self.seconds}s (spec.runDeadlineSeconds) passed in stage {self.stage}",
+                stage=self.stage,
+            )
+
+    def is_set(self) -> bool:
+        """True when the run must stop (for loops that only skip work)."""
+        try:
+            self.check()
+        except (Cancelled, RunAborted):
+            return True
+        return False
+
+
+def _check(cancel: Guard | threading.Event | None) -> None:
+    if isinstance(cancel, Guard):
+        cancel.check()
+    elif cancel is not None and cancel.is_set():
         raise Cancelled("run cancelled")
 
 
@@ -106,7 +169,7 @@ def collect_images(
     state: RunState,
     result: RunResult,
     rlog: _RunLog,
-    cancel: threading.Event | None,
+    cancel: Guard | threading.Event | None,
 ) -> list[ImageResult]:
     """Stage 1-2: task definitions of every region -> unique images with their uses."""
     images: dict[tuple[str, ...], ImageResult] = {}
@@ -116,6 +179,7 @@ def collect_images(
             listing = ports.images.task_definitions(spec.task_definitions, region, state.cache)
         except ScanError as exc:
             result.fail_stage(f"taskDefinitions[{region}]", str(exc))
+            result.record_cause(str(exc.cause or ""))
             rlog("task_definitions_failed", "warning", region=region, error=str(exc))
             continue
         result.families_matched += listing.families_matched
@@ -156,14 +220,14 @@ def resolve_digests(
     except ScanError as exc:
         result.fail_stage("digests", str(exc))
         for img in todo:
-            img.status, img.reason = ImageStatus.FAILED, clip(str(exc))
+            img.status, img.reason, img.cause = ImageStatus.FAILED, clip(str(exc)), str(exc.cause or "")
         return
     for img in todo:
         res = resolved.get(img.ref)
         if res is None:
             img.status, img.reason = ImageStatus.FAILED, "digest resolution returned nothing"
         elif res.digest is None:
-            img.status, img.reason = res.status or ImageStatus.FAILED, res.reason
+            img.status, img.reason, img.cause = res.status or ImageStatus.FAILED, res.reason, res.cause
         else:
             img.digest = res.digest
     if spec.jira is not None and any(r.match.repository_tags for r in spec.jira.routes):
@@ -173,10 +237,16 @@ def resolve_digests(
             img.repository_tags = tags.get(
                 (img.ref.account or "", img.ref.region or "", img.ref.repository), {}
             )
-    failed = sum(1 for i in todo if i.status is ImageStatus.FAILED)
+    failed = [i for i in todo if i.status is ImageStatus.FAILED]
     if failed:
-        result.record_error(f"{failed} image(s) failed digest resolution")
+        result.record_error(f"{len(failed)} image(s) failed digest resolution{_causes_of(failed)}")
     rlog("digests_resolved", images=len(todo), resolved=sum(1 for i in todo if i.digest))
+
+
+def _causes_of(images: list[ImageResult]) -> str:
+    """`: ecr:DescribeImages AccessDeniedException x2` for failed images with a known cause."""
+    counts: Counter[str] = Counter(i.cause for i in images if i.cause)
+    return f": {causes_text(dict(counts))}" if counts else ""
 
 
 def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, today: date) -> set[str]:
@@ -202,6 +272,7 @@ def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, today: date
         ScanState.FAILED: ImageStatus.FAILED,
     }.get(scan.state, ImageStatus.NOT_SCANNED)
     img.reason = clip(scan.reason or scan.state.value)
+    img.cause = scan.cause if img.status is ImageStatus.FAILED else ""
     return set()
 
 
@@ -212,7 +283,7 @@ def read_findings(
     result: RunResult,
     rlog: _RunLog,
     today: date,
-    cancel: threading.Event | None,
+    cancel: Guard | threading.Event | None,
     progress: Progress | None,
 ) -> set[str]:
     """Stage 4: findings per digest (batched by the adapter), then threshold and suppressions in the core."""
@@ -242,7 +313,8 @@ def read_findings(
         try:
             scans = ports.findings.scans(batch, severities)
         except ScanError as exc:
-            scans = {k: ImageScan(ScanState.FAILED, reason=str(exc)) for k in batch}
+            cause = str(exc.cause or "")
+            scans = {k: ImageScan(ScanState.FAILED, reason=str(exc), cause=cause) for k in batch}
         for key in batch:
             scan = scans.get(key) or ImageScan(ScanState.FAILED, reason="no answer from the findings source")
             for img in by_key[key]:
@@ -250,9 +322,10 @@ def read_findings(
         done += len(batch)
         if progress:
             progress("findings", done, len(keys))
-    failed = sum(1 for i in todo if i.status is ImageStatus.FAILED)
+    failed_images = [i for i in todo if i.status is ImageStatus.FAILED]
+    failed = len(failed_images)
     if failed:
-        result.record_error(f"{failed} image(s) failed while reading findings")
+        result.record_error(f"{failed} image(s) failed while reading findings{_causes_of(failed_images)}")
     rlog("findings_read", images=len(todo), failed=failed)
     return expired_used
 
@@ -266,138 +339,314 @@ def run_policy(
     run_id: str | None = None,
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
+    holder: str | None = None,
 ) -> RunResult:
-    """Run one scan of `spec`; never raises for AWS/Jira faults (they are recorded), only for Cancelled."""
+    """Run one scan of `spec` under the policy's run lease (docs/run-protocol.md).
+
+    Never raises for AWS/Jira faults during the run (they are recorded); raises LeaseHeld when
+    another run holds the policy, or the ScanError of a lease that could not be read or written
+    (nothing was written then), and Cancelled. The lease is released in every outcome.
+    """
     started = clock.now()
     run_id = run_id or new_run_id(started)
-    result = RunResult(run_id=run_id, policy=policy.key, started=started, dry_run=spec.dry_run)
-    rlog = _RunLog(clock, run_id)
-    rlog("run_started", policy=policy.key, dryRun=spec.dry_run, regions=spec.aws.all_regions)
-    today = started.date()
+    deadline = started + timedelta(seconds=spec.run_deadline_seconds)
     prefix = spec.report.s3.prefix
-    skey = state_key(prefix, policy.namespace, policy.name)
-
-    try:
-        state = load_state(ports.reports.get(skey))
-    except ScanError as exc:
-        # Without the state the run is only slower (no revision cache) and "new since" is unknown.
-        rlog("state_unreadable", "warning", error=str(exc))
-        result.record_error(f"state: {exc}")
-        state = RunState()
-
-    if progress:
-        progress("task definitions", 0, 1)
-    errors_before = result.errors_total
-    images = collect_images(spec, ports, state, result, rlog, cancel)
-    inventory_errors = result.errors_total - errors_before  # listing errors only, not the state's
-    if progress:
-        progress("task definitions", 1, 1)
-    _check(cancel)
-    resolve_digests(images, spec, ports, result, rlog)
-    _check(cancel)
-    expired_used = read_findings(images, spec, ports, result, rlog, today, cancel, progress)
-    _check(cancel)
-
-    expired = expired_suppressions(spec.suppressions, today)
-    result.expired_suppressions = len(expired)
-    result.add_images(images)
-    new_ids: dict[str, list[str]] = {}
-    for img in images:
-        before = set(state.findings.get(img.ref.display, []))
-        if img.findings and state.last_run_id:
-            new_ids[img.ref.display] = sorted({f.vulnerability_id for f in img.findings} - before)
-    folder = run_folder(prefix, started, policy.namespace, policy.name, run_id)
-    result.report_uri = ports.reports.uri(f"{folder}/index.json")
-    rlog(
-        "rules_applied",
-        affected=result.affected_images,
-        findings=result.findings_total,
-        expiredSuppressionsUsed=sorted(expired_used),
+    lease = RunLease.acquire(
+        ports.reports,
+        lease_key(prefix, policy.namespace, policy.name),
+        policy=policy.key,
+        run_id=run_id,
+        holder=holder or default_holder(),
+        clock=clock,
+        deadline=deadline,
     )
+    try:
+        lease.start()
+        guard = Guard(cancel, clock, deadline, spec.run_deadline_seconds, lease)
+        return _Run(policy, spec, ports, clock, run_id, started, guard, progress).execute(lease.how)
+    finally:
+        lease.release()
 
-    # Per-image objects first, the index last: a reader who sees index.json sees a complete run.
-    written: dict[str, str] = {}
 
-    def put(obj: ReportObject) -> str | None:
-        if cancel is not None and cancel.is_set():
-            return "cancelled"
+@dataclass
+class _Run:
+    """One run's steps, in order; `execute` is the whole of it."""
+
+    policy: PolicyRef
+    spec: PolicySpec
+    ports: Ports
+    clock: Clock
+    run_id: str
+    started: datetime
+    guard: Guard
+    progress: Progress | None
+    fatal: bool = False
+
+    def __post_init__(self) -> None:
+        self.result = RunResult(
+            run_id=self.run_id, policy=self.policy.key, started=self.started, dry_run=self.spec.dry_run
+        )
+        self.rlog = _RunLog(self.clock, self.run_id)
+        prefix = self.spec.report.s3.prefix
+        self.state_key = state_key(prefix, self.policy.namespace, self.policy.name)
+        self.folder = run_folder(prefix, self.started, self.policy.namespace, self.policy.name, self.run_id)
+        self.images: list[ImageResult] = []
+        self.new_ids: dict[str, list[str]] = {}
+        self.written: dict[str, str] = {}  # per-image object key -> link
+        self.committed: list[str] = []  # run-level objects stored, relative to the folder
+        self.state = RunState()
+        self.state_etag: str | None = None
+        self.state_readable = True
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(stage, done, total)
+
+    def _settle(self) -> None:
+        """Recompute the outcome from what is recorded so far (after every write that can fail)."""
+        self.result.finish(self.clock.now(), fatal=self.fatal)
+
+    def execute(self, lease_how: str) -> RunResult:
+        """Scan, report, sync tickets, then commit the run folder with index.json last."""
+        result, rlog, spec = self.result, self.rlog, self.spec
+        rlog(
+            "run_started",
+            policy=self.policy.key,
+            dryRun=spec.dry_run,
+            regions=spec.aws.all_regions,
+            deadline=self.guard.deadline.isoformat(),
+            lease=lease_how,
+        )
+        self.read_state()
+        expired_used: set[str] = set()
+        inventory_errors = 0
         try:
-            ports.reports.put(obj.key, obj.body, obj.content_type)
+            self.guard.enter("taskDefinitions")
+            self._progress("task definitions", 0, 1)
+            errors_before = result.errors_total
+            self.images = collect_images(spec, self.ports, self.state, result, rlog, self.guard)
+            inventory_errors = result.errors_total - errors_before  # listing errors only, not the state's
+            self._progress("task definitions", 1, 1)
+            self.guard.enter("digests")
+            resolve_digests(self.images, spec, self.ports, result, rlog)
+            self.guard.enter("findings")
+            expired_used = read_findings(
+                self.images, spec, self.ports, result, rlog, self.started.date(), self.guard, self.progress
+            )
+        except RunAborted as exc:
+            self.abort(exc)
+        self.apply_rules(expired_used)
+        if not self.fatal:
+            try:
+                self.guard.enter("report")
+                self.write_image_objects()
+                self.guard.enter("tickets")
+                self.sync_tickets(inventory_complete=not inventory_errors)
+                self.guard.enter("commit")
+            except RunAborted as exc:
+                self.abort(exc)
+        self.commit()
+        return result
+
+    def abort(self, exc: RunAborted) -> None:
+        """The run stopped itself: Failed, naming the stage; the state is kept as it was."""
+        self.fatal = True
+        self.result.fail_stage(exc.stage, str(exc))
+        self.rlog("run_aborted", "warning", stage=exc.stage, error=str(exc))
+
+    def read_state(self) -> None:
+        """The state object and its ETag (the state is written back only if nobody changed it)."""
+        try:
+            found = self.ports.reports.read(self.state_key)
         except ScanError as exc:
-            return str(exc)
-        return None
+            # Without the state the run is only slower (no revision cache) and "new since" is unknown.
+            self.rlog("state_unreadable", "warning", error=str(exc))
+            self.result.record_error(f"state: {exc}")
+            self.state_readable = False
+            return
+        if found is not None:
+            self.state, self.state_etag = load_state(found.body), found.etag
 
-    # Rendered and stored a few at a time, so memory does not grow with the number of images.
-    for chunk in batched(render_images(folder, policy, images, run_id, new_ids), REPORT_CHUNK):
-        for obj, error in zip(chunk, parallel_map(put, chunk), strict=True):
-            if error is None:
-                written[obj.key] = ports.reports.link(obj.key)
-            else:
-                result.record_error(f"report object {obj.key}: {error}")
-    _check(cancel)
-    if progress:
-        progress("report", 1, 2)
+    def apply_rules(self, expired_used: set[str]) -> None:
+        """Fold the images into the result; which findings are new since the last run."""
+        result = self.result
+        expired = expired_suppressions(self.spec.suppressions, self.started.date())
+        self.expired = expired
+        result.expired_suppressions = len(expired)
+        result.add_images(self.images)
+        for img in self.images:
+            before = set(self.state.findings.get(img.ref.display, []))
+            if img.findings and self.state.last_run_id:
+                self.new_ids[img.ref.display] = sorted({f.vulnerability_id for f in img.findings} - before)
+        result.report_uri = self.ports.reports.uri(f"{self.folder}/index.json")
+        self.rlog(
+            "rules_applied",
+            affected=result.affected_images,
+            findings=result.findings_total,
+            expiredSuppressionsUsed=sorted(expired_used),
+        )
 
-    if ports.tickets is not None and spec.jira is not None:
+    def write_image_objects(self) -> None:
+        """The per-image objects, a chunk at a time (memory stays flat with the fleet)."""
+        reports, guard = self.ports.reports, self.guard
+
+        def put(obj: ReportObject) -> str | None:
+            if guard.is_set():
+                return "stopped"
+            try:
+                reports.put(obj.key, obj.body, obj.content_type)
+            except ScanError as exc:
+                return str(exc)
+            return None
+
+        for chunk in batched(
+            render_images(self.folder, self.policy, self.images, self.run_id, self.new_ids), REPORT_CHUNK
+        ):
+            for obj, error in zip(chunk, parallel_map(put, chunk), strict=True):
+                if error is None:
+                    self.written[obj.key] = reports.link(obj.key)
+                elif error != "stopped":
+                    self.result.record_error(f"report object {obj.key}: {error}")
+            guard.check()
+        self._progress("report", 1, 2)
+
+    def sync_tickets(self, *, inventory_complete: bool) -> None:
+        """Jira: create/update/close tickets (before the state, so the state follows Jira)."""
+        result, spec, ports = self.result, self.spec, self.ports
+        if ports.tickets is None or spec.jira is None:
+            return
         links = {}
-        for img in images:
+        for img in self.images:
             if img.affected:
-                key = image_report_key(folder, img)
-                if key in written:
-                    links[img.ref.display] = written[key]
+                key = image_report_key(self.folder, img)
+                if key in self.written:
+                    links[img.ref.display] = self.written[key]
         request = TicketRequest(
-            policy=policy,
+            policy=self.policy,
             spec=spec,
-            images=images,
-            run_id=run_id,
-            now=clock.now(),
+            images=self.images,
+            run_id=self.run_id,
+            now=self.clock.now(),
             report_links=links,
-            run_log_link=ports.reports.link(f"{folder}/run.log.jsonl"),
-            index_link=ports.reports.link(f"{folder}/index.html"),
+            run_log_link=ports.reports.link(f"{self.folder}/run.log.jsonl"),
+            index_link=ports.reports.link(f"{self.folder}/index.html"),
             dry_run=spec.dry_run,
             # A partial inventory must not read as "image no longer used" and close its ticket.
-            inventory_complete=not inventory_errors,
+            inventory_complete=inventory_complete,
         )
         try:
             report = ports.tickets.sync(request)
         except ScanError as exc:
             result.fail_stage("tickets", str(exc))
-        else:
-            result.tickets = dict(report.actions)
-            result.jira_requests = report.requests
-            if report.planned:
-                rlog("tickets_planned", plan=report.planned[:500])
-            for err in report.errors:
-                result.record_error(f"jira: {err}")
-            if not report.synced:
-                detail = "; ".join(report.errors) or "tickets not fully synced"
-                result.stage_failures["tickets"] = clip(f"{report.reason}: {detail}")
-            rlog("tickets_synced", actions=report.actions, requests=report.requests, synced=report.synced)
+            result.record_cause(str(exc.cause or ""))
+            return
+        result.tickets = dict(report.actions)
+        result.jira_requests = report.requests
+        if report.planned:
+            self.rlog("tickets_planned", plan=report.planned[:500])
+        for err in report.errors:
+            result.record_error(f"jira: {err}")
+        if not report.synced:
+            detail = "; ".join(report.errors) or "tickets not fully synced"
+            result.stage_failures["tickets"] = clip(f"{report.reason}: {detail}")
+        self.rlog("tickets_synced", actions=report.actions, requests=report.requests, synced=report.synced)
 
-    if ports.aws_calls is not None:
-        result.aws_calls = ports.aws_calls()
-    if ports.aws_errors is not None:
-        result.aws_errors = ports.aws_errors()
-    result.finish(clock.now())
-    rlog(
-        "run_finished",
-        result=result.outcome.value,
-        images=result.images_total,
-        findings=result.findings_total,
-        errors=result.errors_total,
-    )
-    for obj in render_index(folder, policy, images, result, new_ids, expired, rlog.lines):
+    # ---- the commit protocol: every other object first, index.json last
+
+    def commit(self) -> None:
+        """summary.csv, the state, index.html, run.log.jsonl, then index.json with the final outcome."""
+        self._settle()
+        self.put_run_object("summary.csv", render_csv(self.images).encode(), "text/csv; charset=utf-8")
+        self.write_state()
+        self._settle()
+        html = render_html(self.images, self.result, self._relative_links(), self.expired)
+        self.put_run_object("index.html", html.encode(), "text/html; charset=utf-8")
+        self._settle()
+        self.rlog(
+            "run_finished",
+            result=self.result.outcome.value,
+            images=self.result.images_total,
+            findings=self.result.findings_total,
+            errors=self.result.errors_total,
+        )
+        self.put_run_object("run.log.jsonl", render_log(self.rlog.lines), "application/x-ndjson")
+        self.write_index()
+        self._progress("report", 2, 2)
+
+    def _relative_links(self) -> dict[str, str]:
+        # Relative links, so index.html works from a downloaded copy too; only objects stored.
+        out = {}
+        for img in self.images:
+            key = image_report_key(self.folder, img)
+            if img.affected and key in self.written:
+                out[img.ref.raw] = key[len(self.folder) + 1 :]
+        return out
+
+    def put_run_object(self, name: str, body: bytes, content_type: str) -> bool:
+        """Store one run-level object; a failure is recorded (the run is at best partial)."""
         try:
-            ports.reports.put(obj.key, obj.body, obj.content_type)
+            self.ports.reports.put(f"{self.folder}/{name}", body, content_type)
         except ScanError as exc:
-            result.fail_stage("report", f"{obj.key}: {exc}")
-    try:
-        findings_now = {img.ref.display: [f.vulnerability_id for f in img.findings] for img in images}
-        ports.reports.put(skey, dump_state(state, run_id, findings_now), "application/json")
-    except ScanError as exc:
-        result.record_error(f"state: {exc}")
-    if result.stage_failures or result.errors_total:
-        result.finish(result.completed or clock.now())
-    if progress:
-        progress("report", 2, 2)
-    return result
+            self.result.fail_stage("report", f"{name}: {exc}")
+            self.result.record_cause(str(exc.cause or ""))
+            self.rlog("report_object_failed", "warning", object=name, error=str(exc))
+            return False
+        self.committed.append(name)
+        return True
+
+    def write_state(self) -> None:
+        """The state, only if nobody wrote it since this run read it (If-Match / If-None-Match)."""
+        if self.fatal:
+            self.rlog("state_kept", reason="the run did not finish: the previous state stays")
+            return
+        if not self.state_readable:
+            self.result.record_error("state: not written, it could not be read at the start")
+            return
+        findings_now = {img.ref.display: [f.vulnerability_id for f in img.findings] for img in self.images}
+        body = dump_state(self.state, self.run_id, findings_now)
+        try:
+            self.ports.reports.put_if(self.state_key, body, "application/json", etag=self.state_etag)
+        except ConflictError as exc:
+            self.result.fail_stage(
+                "state",
+                f"another writer changed the state object since this run read it; not overwritten ({exc})",
+            )
+            self.rlog("state_conflict", "warning", error=str(exc))
+        except ScanError as exc:
+            self.result.record_error(f"state: {exc}")
+            self.result.record_cause(str(exc.cause or ""))
+            self.rlog("state_write_failed", "warning", error=str(exc))
+
+    def write_index(self) -> None:
+        """index.json, last: its presence means every object it lists is stored."""
+        result = self.result
+        # Taken now: every call of the run except this PutObject and the lease release after it.
+        if self.ports.aws_calls is not None:
+            result.aws_calls = self.ports.aws_calls()
+        if self.ports.aws_errors is not None:
+            result.aws_errors = self.ports.aws_errors()
+        self._settle()
+        body = render_index_json(
+            self.folder,
+            self.policy,
+            self.images,
+            result,
+            self.new_ids,
+            self.expired,
+            written=set(self.written),
+            objects=self.committed,
+        )
+        try:
+            self.ports.reports.put(f"{self.folder}/index.json", body, "application/json")
+        except ScanError as exc:
+            # No index.json: the folder is incomplete by definition, and the run failed.
+            self.fatal = True
+            result.fail_stage("report", f"index.json: {exc}")
+            result.record_cause(str(exc.cause or ""))
+            result.report_uri = ""
+            self._settle()
+            self.rlog("run_failed", "warning", result=result.outcome.value, error=f"index.json: {exc}")
+            with contextlib.suppress(ScanError):  # best effort: say so in the run log too
+                self.ports.reports.put(
+                    f"{self.folder}/run.log.jsonl", render_log(self.rlog.lines), "application/x-ndjson"
+                )

@@ -7,6 +7,7 @@ the same protocols.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -58,8 +59,21 @@ class FindingsSource(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """An object as read, with the ETag a conditional write or delete names."""
+
+    body: bytes
+    etag: str
+
+
 class ReportSink(Protocol):
-    """Where report objects go (S3 or a local folder)."""
+    """Where report objects go (S3 or a local folder).
+
+    The conditional calls are compare-and-swap on the object's ETag (S3 If-Match / If-None-Match);
+    they raise ConflictError when the object is not as expected, and are what the run lease and
+    the state object rely on across processes and machines.
+    """
 
     def put(self, key: str, body: bytes, content_type: str) -> None:
         """Write one object (whole, or not at all)."""
@@ -67,6 +81,18 @@ class ReportSink(Protocol):
 
     def get(self, key: str) -> bytes | None:
         """Read one object, or None when absent."""
+        ...
+
+    def read(self, key: str) -> StoredObject | None:
+        """Read one object with its ETag, or None when absent."""
+        ...
+
+    def put_if(self, key: str, body: bytes, content_type: str, *, etag: str | None) -> str:
+        """Write only if the object still has `etag` (None: only if absent); return the new ETag."""
+        ...
+
+    def delete_if(self, key: str, *, etag: str) -> None:
+        """Delete only if the object still has `etag`; an absent object is not an error."""
         ...
 
     def uri(self, key: str) -> str:

@@ -26,6 +26,7 @@ from ecs_scan_operator.core.model import ImageStatus
 from ecs_scan_operator.core.policy import PolicyRef, parse_spec
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.demo.fleet import REPORT_BUCKET, seed_fleet
+from ecs_scan_operator.errors import TransientError
 from ecs_scan_operator.pipeline import run_policy
 from tests.support.fakes import FixedClock
 from tests.support.fault_proxy import FaultProxy, Rule
@@ -134,16 +135,25 @@ def test_dead_inspector_endpoint_fails_each_enhanced_image(proxy: FaultProxy, aw
     assert proxy.count("pass", "inspector2") == 0
 
 
-def test_dead_s3_fails_the_report_stage(proxy: FaultProxy, aws: str) -> None:
+def test_dead_s3_stops_the_run_at_the_lease_before_any_other_call(proxy: FaultProxy, aws: str) -> None:
+    # The run lease lives in the report bucket and is taken before anything else: with S3 dead
+    # no lease can be had, so the run stops there, having called nothing else.
     proxy.add(Rule("blackhole", service="s3"))
-    result = run()
-    assert result.outcome is Outcome.PARTIAL
-    assert "report" in result.stage_failures
-    assert any(e.startswith("state:") for e in result.errors)
-    assert result.images_total > 0  # the scan itself was done
+    with pytest.raises(TransientError, match=r"s3:GetObject .*\.lease"):
+        run()
     assert index_written(aws) is None
-    # The state read timed out; the report writes then were refused without being sent.
-    assert proxy.count("blackhole", "s3") <= 3 * 8
+    assert proxy.count("blackhole", "s3") <= 3  # one call's attempts, then the endpoint is down
+    for service in ("ecs", "ecr", "inspector2"):
+        assert proxy.count("pass", service) == 0, service
+
+
+def test_s3_dying_after_the_lease_fails_the_report_stage(proxy: FaultProxy, aws: str) -> None:
+    # The lease passes; every other write hangs.
+    proxy.add(Rule("blackhole", service="s3", method="PUT", path=r"^(?!.*\.lease(\?|$))"))
+    result = run()
+    assert "report" in result.stage_failures
+    assert result.images_total > 0  # the scan itself was done
+    assert index_written(aws) is None  # no index.json: the folder is not complete
 
 
 @pytest.mark.parametrize("mode", ["503", "throttle", "reset"])

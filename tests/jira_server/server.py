@@ -16,6 +16,7 @@ import json
 import random
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +114,8 @@ class JiraTestServer:
         self.contract = contract
         self.page_size = page_size
         self.faults = Faults()
+        # Seconds every search waits before it answers (a slow Jira, to widen race windows).
+        self.search_delay = 0.0
         self.log: list[Record] = []
         self.violations: list[str] = []
         self._lock = threading.Lock()
@@ -215,6 +218,8 @@ class JiraTestServer:
             if problem:
                 self.violations.append(problem)
 
+        if self.search_delay and path.endswith(("/search", "/search/jql")):
+            time.sleep(self.search_delay)
         if fault == "drop_before":
             h.close_connection = True
             return

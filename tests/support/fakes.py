@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,8 @@ from ecs_scan_operator.core.model import (
 from ecs_scan_operator.core.policy import TaskDefinitionsSpec
 from ecs_scan_operator.core.selection import family_selected
 from ecs_scan_operator.core.state import RevisionCache
-from ecs_scan_operator.errors import ScanError
+from ecs_scan_operator.errors import ConflictError, ScanError
+from ecs_scan_operator.ports import StoredObject
 
 
 @dataclass
@@ -112,6 +114,10 @@ class FakeFindings:
         return out
 
 
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.md5(body, usedforsecurity=False).hexdigest() + '"'
+
+
 @dataclass
 class MemorySink:
     """ReportSink in a dict, recording the order of writes."""
@@ -128,6 +134,25 @@ class MemorySink:
 
     def get(self, key: str) -> bytes | None:
         return self.objects.get(key)
+
+    def read(self, key: str) -> StoredObject | None:
+        body = self.objects.get(key)
+        return None if body is None else StoredObject(body, _etag(body))
+
+    def put_if(self, key: str, body: bytes, content_type: str, *, etag: str | None) -> str:
+        current = self.read(key)
+        if (current.etag if current else None) != etag:
+            raise ConflictError(f"s3:PutObject {key}: PreconditionFailed")
+        self.put(key, body, content_type)
+        return _etag(body)
+
+    def delete_if(self, key: str, *, etag: str) -> None:
+        current = self.read(key)
+        if current is not None:
+            if current.etag != etag:
+                raise ConflictError(f"s3:DeleteObject {key}: PreconditionFailed")
+            del self.objects[key]
+            self.order.append(f"DELETE {key}")
 
     def uri(self, key: str) -> str:
         return f"mem://{key}"

@@ -13,6 +13,7 @@ from ecs_scan_operator.core.policy import PolicyRef, parse_spec
 from ecs_scan_operator.core.result import Outcome
 from ecs_scan_operator.errors import Cancelled
 from ecs_scan_operator.pipeline import Ports, run_policy
+from ecs_scan_operator.ports import StoredObject
 from tests.support.fakes import FakeDigests, FakeFindings, FakeImageSource, FixedClock, MemorySink
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -213,8 +214,10 @@ def test_unreadable_state_does_not_mark_the_inventory_partial() -> None:
     from ecs_scan_operator.errors import TransientError
 
     class StateUnreadable(MemorySink):
-        def get(self, key: str) -> bytes | None:
-            raise TransientError("s3:GetObject: SlowDown")
+        def read(self, key: str) -> StoredObject | None:
+            if key.endswith(".json"):
+                raise TransientError("s3:GetObject: SlowDown")
+            return super().read(key)
 
     p = ports(StateUnreadable())
     p.tickets = RecordingTickets(TicketReport())

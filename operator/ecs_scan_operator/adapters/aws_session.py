@@ -33,7 +33,15 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ecs_scan_operator import __version__
-from ecs_scan_operator.errors import AuthError, NotFoundError, PermanentError, ScanError, TransientError
+from ecs_scan_operator.errors import (
+    AuthError,
+    ConflictError,
+    ErrorCause,
+    NotFoundError,
+    PermanentError,
+    ScanError,
+    TransientError,
+)
 from ecs_scan_operator.settings import AwsSettings, load_aws_settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,9 @@ _AUTH = {
     "InvalidSignatureException",
     "AuthFailure",
 }
+# S3 conditional writes: 412 when If-Match / If-None-Match did not hold, 409 when a concurrent
+# conditional write to the same key won.
+_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict"}
 _NOT_FOUND = {
     "RepositoryNotFoundException",
     "ImageNotFoundException",
@@ -79,10 +90,28 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _cause(exc: Exception, what: str, code: str) -> ErrorCause:
+    # `what` starts with "service:Operation" by convention; botocore knows the operation too.
+    head = what.split(" ", 1)[0]
+    service, _, operation = head.partition(":") if ":" in head else (head, "", "")
+    operation = str(getattr(exc, "operation_name", "") or operation or "unknown")
+    return ErrorCause(service or "aws", operation, code or type(exc).__name__)
+
+
 def map_aws_error(exc: Exception, what: str) -> ScanError:
-    """Translate a botocore error into our hierarchy; the message names the call, never credentials."""
+    """Translate a botocore error into our hierarchy; the message names the call, never credentials.
+
+    The result carries its `cause` (service, operation, error code) for the run's error summary.
+    """
     if isinstance(exc, ScanError):
         return exc
+    code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+    err = _map(exc, what)
+    err.cause = _cause(exc, what, code)
+    return err
+
+
+def _map(exc: Exception, what: str) -> ScanError:
     if isinstance(exc, NoCredentialsError):
         return AuthError(f"{what}: no AWS credentials found (default chain, IRSA or Pod Identity)")
     if isinstance(
@@ -96,6 +125,8 @@ def map_aws_error(exc: Exception, what: str) -> ScanError:
         text = f"{what}: {code}: {message}".rstrip(": ")
         if code in _THROTTLING:
             return TransientError(text)
+        if code in _CONFLICT or status in (409, 412):
+            return ConflictError(text)
         if code in _AUTH or status in (401, 403):
             return AuthError(text)
         if code in _NOT_FOUND or status == 404:

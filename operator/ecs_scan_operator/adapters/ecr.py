@@ -94,10 +94,10 @@ class EcrDigestResolver:
                     **self._batch(ecr, account, repo, [r for r in batch if r.tag not in half]),
                 }
             err = map_aws_error(exc, f"ecr:DescribeImages {repo}")
-            return {r: Resolution(None, ImageStatus.FAILED, str(err)) for r in batch}
+            return {r: Resolution(None, ImageStatus.FAILED, str(err), cause=_cause(err)) for r in batch}
         except BotoCoreError as exc:
             err = map_aws_error(exc, f"ecr:DescribeImages {repo}")
-            return {r: Resolution(None, ImageStatus.FAILED, str(err)) for r in batch}
+            return {r: Resolution(None, ImageStatus.FAILED, str(err), cause=_cause(err)) for r in batch}
         found: dict[str, Resolution] = {}
         for detail in resp.get("imageDetails", []):
             res = Resolution(
@@ -299,4 +299,8 @@ class EcrBasicScanner:
 
 def _failed(exc: Exception, what: str) -> ImageScan:
     err: ScanError = map_aws_error(exc, what)
-    return ImageScan(ScanState.FAILED, reason=str(err))
+    return ImageScan(ScanState.FAILED, reason=str(err), cause=_cause(err))
+
+
+def _cause(err: ScanError) -> str:
+    return str(err.cause) if err.cause else ""

@@ -93,8 +93,10 @@ class InspectorScanner:
             coverage = self._coverage(batch)
         except (ClientError, BotoCoreError) as exc:
             err = map_aws_error(exc, "inspector2:ListCoverage")
+            cause = str(err.cause or "")
             return {
-                key: ImageScan(ScanState.FAILED, reason=str(err), scan_type="ENHANCED") for key in batch
+                key: ImageScan(ScanState.FAILED, reason=str(err), scan_type="ENHANCED", cause=cause)
+                for key in batch
             }, []
         for ref, digest in batch:
             item = coverage.get(image_arn(ref, digest))
@@ -144,8 +146,10 @@ class InspectorScanner:
                 found = self._findings(account, chunk, severities)
             except (ClientError, BotoCoreError) as exc:
                 err = map_aws_error(exc, "inspector2:ListFindings")
+                cause = str(err.cause or "")
                 return {
-                    key: ImageScan(ScanState.FAILED, reason=str(err), scan_type="ENHANCED") for key in members
+                    key: ImageScan(ScanState.FAILED, reason=str(err), scan_type="ENHANCED", cause=cause)
+                    for key in members
                 }
             return {
                 (ref, digest): ImageScan(

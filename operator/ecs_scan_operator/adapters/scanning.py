@@ -43,5 +43,5 @@ class RegistryFindingsSource:
                     out.update(self._basic_factory(self._clients, region).scans(items))
             except ScanError as exc:
                 for key in items:
-                    out[key] = ImageScan(ScanState.FAILED, reason=str(exc))
+                    out[key] = ImageScan(ScanState.FAILED, reason=str(exc), cause=str(exc.cause or ""))
         return out

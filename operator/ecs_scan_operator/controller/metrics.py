@@ -97,7 +97,7 @@ class Metrics:
         )
         self.skipped = Counter(
             "ecsscan_skipped_runs",
-            "Scheduled runs skipped because they were later than startingDeadlineSeconds.",
+            "Runs skipped: later than startingDeadlineSeconds, or another run held the policy lease.",
             POLICY,
             registry=r,
         )
@@ -156,7 +156,7 @@ class Metrics:
             self.last_success.labels(namespace, policy).set(result.completed.timestamp())
 
     def run_skipped(self, namespace: str, policy: str) -> None:
-        """A scheduled run was skipped (too late)."""
+        """A run was skipped (too late, or the policy lease was held elsewhere)."""
         self.skipped.labels(namespace, policy).inc()
 
     def forget(self, namespace: str, policy: str) -> None:

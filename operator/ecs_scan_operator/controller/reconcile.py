@@ -422,6 +422,11 @@ class PolicyWorker:
             desired = status_after_run(obj, result, run.trigger, self.deps.clock.now())
             if await self._write(obj, desired):
                 break
+        if result.refused:
+            self.deps.metrics.run_skipped(self.namespace, self.name)
+            self.events.post("Warning", "LeaseHeld", f"run {result.run_id} not started: {result.refused}")
+            self.logger.warning("run %s not started: %s", result.run_id, result.refused)
+            return
         self.deps.metrics.run_finished(self.namespace, self.name, result, seconds)
         summary = (
             f"run {result.run_id} {result.outcome.value}: "
@@ -429,16 +434,19 @@ class PolicyWorker:
         )
         if result.report_uri:
             summary += f"; report {result.report_uri}"
+        causes = f"; causes: {result.causes_text()}" if result.error_causes else ""
         if result.outcome is Outcome.SUCCEEDED:
             self.events.post("Normal", "RunSucceeded", summary)
         elif result.outcome is Outcome.PARTIAL:
             first = result.errors[0] if result.errors else ""
             self.events.post(
-                "Warning", "RunPartiallyFailed", f"{summary}; {result.errors_total} errors, first: {first}"
+                "Warning",
+                "RunPartiallyFailed",
+                f"{summary}; {result.errors_total} errors, first: {first}{causes}",
             )
         else:
             self.events.post(
-                "Warning", "RunFailed", f"run {result.run_id} failed: {'; '.join(result.errors[:2])}"
+                "Warning", "RunFailed", f"run {result.run_id} failed: {'; '.join(result.errors[:2])}{causes}"
             )
         self.logger.info("%s (%.1f s)", summary, seconds)
 

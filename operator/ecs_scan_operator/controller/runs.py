@@ -23,7 +23,7 @@ from ecs_scan_operator.controller.kube import KubeApi
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.result import RunResult
 from ecs_scan_operator.core.status import failed_result
-from ecs_scan_operator.errors import Cancelled, PermanentError, ScanError
+from ecs_scan_operator.errors import Cancelled, LeaseHeld, PermanentError, ScanError
 from ecs_scan_operator.ports import Clock
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,11 @@ def execute_run(
         return run_policy(policy, spec, ports, clock, run_id=run_id, cancel=cancel)
     except Cancelled:
         raise
+    except LeaseHeld as exc:
+        # Another process or cluster runs this policy now: not a failure of this run, a non-start.
+        result = failed_result(run_id, policy.key, started, clock.now(), str(exc))
+        result.refused = str(exc)
+        return result
     except ScanError as exc:  # e.g. the role could not be assumed while wiring the adapters
         return failed_result(run_id, policy.key, started, clock.now(), str(exc))
     except Exception as exc:

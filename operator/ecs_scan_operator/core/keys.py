@@ -47,3 +47,8 @@ def image_key(folder: str, repository: str, tag_or_digest: str) -> str:
 def state_key(prefix: str, namespace: str, policy: str) -> str:
     """`<prefix>/state/<namespace>/<policy>.json`: what the next run needs."""
     return f"{prefix.strip('/')}/state/{safe_part(namespace)}/{safe_part(policy)}.json"
+
+
+def lease_key(prefix: str, namespace: str, policy: str) -> str:
+    """`<prefix>/state/<namespace>/<policy>.lease`: the run lease (core/lease.py)."""
+    return f"{prefix.strip('/')}/state/{safe_part(namespace)}/{safe_part(policy)}.lease"

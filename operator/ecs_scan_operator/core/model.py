@@ -184,6 +184,7 @@ class ImageScan:
     reason: str = ""
     scanned_at: datetime | None = None
     scan_type: str = ""  # BASIC | ENHANCED
+    cause: str = ""  # FAILED: the outside call that failed, "service:Operation ErrorCode"
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class Resolution:
     reason: str = ""
     tags: tuple[str, ...] = ()
     pushed_at: datetime | None = None
+    cause: str = ""  # FAILED: the outside call that failed, "service:Operation ErrorCode"
 
 
 @dataclass
@@ -205,6 +207,7 @@ class ImageResult:
     uses: list[ImageUse] = field(default_factory=list)
     status: ImageStatus = ImageStatus.NOT_SCANNED
     reason: str = ""
+    cause: str = ""  # FAILED: the outside call that failed, "service:Operation ErrorCode"
     digest: str | None = None
     scan_type: str = ""
     scanned_at: datetime | None = None

@@ -593,6 +593,10 @@ class PolicySpec(_Model):
     """How late, in seconds, a scheduled run may still start (after downtime or a long previous run).
     A run missed by more is skipped, and the status and an Event say so. Unset means no deadline (a
     missed run always catches up, once). 0 to 604800 (7 days)."""
+    run_deadline_seconds: int = Field(default=3600, ge=60, le=86400, json_schema_extra={"format": "int64"})
+    """How long, in seconds, a run may take. Past it the run stops at its next checkpoint and ends
+    Failed naming the stage it was in, still writes its report folder and releases its run lease;
+    it also bounds how long the lease can be held. 60 to 86400 (1 day). Default 3600."""
     aws: AwsSpec
     task_definitions: TaskDefinitionsSpec = Field(
         default_factory=TaskDefinitionsSpec, json_schema_extra={"default": {}}

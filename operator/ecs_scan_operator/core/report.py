@@ -10,7 +10,7 @@ import csv
 import html
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,42 +219,48 @@ def render_images(
             )
 
 
-def render_index(
+def render_index_json(
     folder: str,
     policy: PolicyRef,
     images: Sequence[ImageResult],
     result: RunResult,
     new_ids: dict[str, list[str]],
     expired: Sequence[Suppression],
-    log_lines: Sequence[dict[str, Any]],
-) -> Iterator[ReportObject]:
-    """The run folder's index.json, summary.csv, index.html and run.log.jsonl."""
-    # Relative links, so index.html works from a downloaded copy too.
-    links = {img.ref.raw: image_report_key(folder, img)[len(folder) + 1 :] for img in images if img.affected}
+    *,
+    written: Collection[str],
+    objects: Sequence[str],
+) -> bytes:
+    """index.json, the run folder's commit record (docs/run-protocol.md).
+
+    Written last: it carries the final outcome, lists the run-level `objects` stored before it
+    (relative names), and links an image's report only when that object (`written`) is stored.
+    """
     index = {
         "runId": result.run_id,
         "policy": policy.key,
         "result": result.to_dict(),
+        "objects": list(objects),
         "expiredSuppressions": [
             {"vulnerabilityId": s.vulnerability_id, "expires": s.expires.isoformat(), "reason": s.reason}
             for s in expired
         ],
         "images": [
-            dict(_image_summary(img, new_ids.get(img.ref.display, [])), report=links.get(img.ref.raw))
+            dict(
+                _image_summary(img, new_ids.get(img.ref.display, [])),
+                report=_relative(folder, img, written),
+            )
             for img in images
         ],
     }
-    # One object at a time: the caller stores each before the next is rendered.
     # Compact: index.json is for programs (index.html and summary.csv are for people).
-    body = json.dumps(index, separators=(",", ":")).encode()
-    del index
-    yield ReportObject(f"{folder}/index.json", body, "application/json")
-    del body
-    yield ReportObject(f"{folder}/summary.csv", render_csv(images).encode(), "text/csv; charset=utf-8")
-    yield ReportObject(
-        f"{folder}/index.html",
-        render_html(images, result, links, expired).encode(),
-        "text/html; charset=utf-8",
-    )
-    log = "".join(json.dumps(line, sort_keys=True, default=str) + "\n" for line in log_lines)
-    yield ReportObject(f"{folder}/run.log.jsonl", log.encode(), "application/x-ndjson")
+    return json.dumps(index, separators=(",", ":")).encode()
+
+
+def _relative(folder: str, img: ImageResult, written: Collection[str]) -> str | None:
+    key = image_report_key(folder, img)
+    return key[len(folder) + 1 :] if img.affected and key in written else None
+
+
+def render_log(lines: Sequence[dict[str, Any]]) -> bytes:
+    """run.log.jsonl: one JSON object per line."""
+    return "".join(json.dumps(line, sort_keys=True, default=str) + "\n" for line in lines).encode()

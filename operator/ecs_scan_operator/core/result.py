@@ -16,6 +16,8 @@ from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageResult, ImageStatu
 
 MAX_ERRORS = 10
 MAX_MESSAGE = 300
+MAX_CAUSES = 10  # distinct error causes kept with their counts
+SHOWN_CAUSES = 3  # named in one-line summaries, then "and N more"
 
 
 class Outcome(StrEnum):
@@ -24,6 +26,15 @@ class Outcome(StrEnum):
     SUCCEEDED = "Succeeded"
     PARTIAL = "PartialFailure"
     FAILED = "Failed"
+
+
+def causes_text(causes: dict[str, int], limit: int = SHOWN_CAUSES) -> str:
+    """Distinct causes with counts, most frequent first, bounded: `a x2, b x1 and 3 more`."""
+    ranked = sorted(causes.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = ", ".join(f"{cause} x{n}" for cause, n in ranked[:limit])
+    if len(ranked) > limit:
+        text += f" and {len(ranked) - limit} more"
+    return text
 
 
 def clip(text: str, limit: int = MAX_MESSAGE) -> str:
@@ -58,6 +69,23 @@ class RunResult:
     aws_calls: dict[str, int] = field(default_factory=dict)  # service:Operation -> calls
     aws_errors: dict[str, int] = field(default_factory=dict)  # service:Operation -> failed calls
     jira_requests: int = 0
+    # "service:Operation ErrorCode" -> how many images or stages failed of it (bounded on output)
+    error_causes: Counter[str] = field(default_factory=Counter)
+    # Set when the run did not start at all (another run holds the policy's lease): why.
+    refused: str = ""
+
+    def record_cause(self, cause: str, count: int = 1) -> None:
+        """Count one failure of an outside call (empty causes are not counted)."""
+        if cause and count > 0:
+            self.error_causes[cause] += count
+
+    def top_causes(self, limit: int = MAX_CAUSES) -> list[tuple[str, int]]:
+        """The most frequent causes first (ties by name), at most `limit`."""
+        return sorted(self.error_causes.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+    def causes_text(self, limit: int = SHOWN_CAUSES) -> str:
+        """`ecr:DescribeImages AccessDeniedException x2, ... and 3 more`; empty when none."""
+        return causes_text(dict(self.error_causes), limit)
 
     def record_error(self, message: str) -> None:
         """Count an error; keep the first few messages, clipped."""
@@ -81,6 +109,9 @@ class RunResult:
             self.suppressed_findings += len(img.suppressed)
         self.findings_by_severity = {s.value: sev.get(s.value, 0) for s in SEVERITY_ORDER}
         self.affected_images = sum(1 for i in images if i.affected)
+        for img in images:
+            if img.status is ImageStatus.FAILED:
+                self.record_cause(img.cause)
 
     def finish(self, completed: datetime, *, fatal: bool = False) -> None:
         """Set the outcome from what was recorded."""
@@ -123,4 +154,5 @@ class RunResult:
             "awsCalls": dict(self.aws_calls),
             "awsErrors": dict(self.aws_errors),
             "jiraRequests": self.jira_requests,
+            "errorCauses": dict(self.top_causes()),
         }

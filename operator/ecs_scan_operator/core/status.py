@@ -260,6 +260,8 @@ def last_run_from_result(result: RunResult, trigger: Trigger) -> dict[str, Any]:
         out["completionTime"] = format_time(result.completed)
     if result.report_uri:
         out["reportUri"] = clip_bytes(result.report_uri, URI_BYTES)
+    if result.error_causes:
+        out["errorCauses"] = clip_bytes(result.causes_text(), ERROR_BYTES)
     return out
 
 
@@ -281,14 +283,16 @@ def _when(value: Any) -> str:
 def _run_summary(last: Mapping[str, Any], threshold: str) -> str:
     result = last.get("result", "?")
     text = f"run {last.get('id', '?')} {str(result).lower()}"
+    causes = f" (causes: {last['errorCauses']})" if last.get("errorCauses") else ""
     if result == Outcome.FAILED.value:
         errors = last.get("errors") or []
-        return text + (f": {errors[0]}" if errors else "")
+        return text + (f": {errors[0]}" if errors else "") + causes
     text += f": {last.get('images', 0)} images, {last.get('findings', 0)} findings at or above {threshold}"
     if last.get("errorsTotal"):
         text += f", {last['errorsTotal']} errors"
         if last.get("errors"):
             text += f" (first: {last['errors'][0]})"
+        text += causes
     if last.get("reportUri"):
         text += f"; report {last['reportUri']}"
     return text
