@@ -436,15 +436,15 @@ class JiraTransport:
                 f"request budget of {self.limits.request_budget} spent; the next run completes the work"
             )
         if self._monotonic() >= self._stage_ends:
-            raise TooSlow(
-                f"the Jira stage's {self.limits.stage_deadline:g} s are spent; "
-                "the next run completes the work"
-            )
+            raise TooSlow(self._stage_spent())
         self.counters.requests += 1
         if kind == "search":
             self.counters.searches += 1
         elif kind == "write":
             self.counters.writes += 1
+
+    def _stage_spent(self) -> str:
+        return f"the Jira stage's {self.limits.stage_deadline:g} s are spent; the next run completes the work"
 
     def _delay(self, attempt: int, retry_after_s: float | None) -> float:
         if retry_after_s is not None:
@@ -501,7 +501,7 @@ class JiraTransport:
         try:
             while True:
                 if self._monotonic() >= deadline:
-                    raise self._too_slow(what)
+                    raise self._too_slow(what, deadline)
                 chunk = resp.raw.read1(64 * 1024, decode_content=True)
                 if not chunk:
                     break
@@ -511,15 +511,17 @@ class JiraTransport:
                 chunks.append(chunk)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             if self._monotonic() >= deadline:
-                raise self._too_slow(what) from None
+                raise self._too_slow(what, deadline) from None
             raise OutcomeUnknown(f"{what}: the answer was cut off ({type(exc).__name__})") from None
         finally:
             watchdog.cancel()
         if self._monotonic() >= deadline:
-            raise self._too_slow(what)  # complete, but only after the shutdown raced the last read
+            raise self._too_slow(what, deadline)  # complete, but only after the shutdown raced the last read
         return b"".join(chunks)
 
-    def _too_slow(self, what: str) -> TooSlow:
+    def _too_slow(self, what: str, deadline: float) -> TooSlow:
+        if deadline >= self._stage_ends:
+            return TooSlow(f"{what}: {self._stage_spent()}")
         return TooSlow(
             f"{what}: no complete answer within the deadline of {self.limits.request_deadline:g} s "
             "(Jira or something in between sends too slowly)"
