@@ -263,8 +263,12 @@ def test_without_the_setting_the_local_test_server_itself_is_refused(
 
 
 def test_the_allow_list_lets_a_named_private_host_through_at_the_checked_address(
-    jira_server: JiraTestServer,
+    jira_server: JiraTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A proxy that does not exist, bypassed for the name: NO_PROXY is matched against the name,
+    # not against the pinned address the connection goes to.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "jira.internal")
     port = jira_server.url.rsplit(":", 1)[1]
     url = f"http://jira.internal:{port}"  # a name no real resolver knows: only the checked address works
     calls: list[str] = []

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -42,6 +42,7 @@ import urllib3
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPBasicAuth
+from requests.utils import get_environ_proxies
 
 from ecs_scan_operator.adapters.jira_wire import Deployment, error_reason, parse_server_info, retry_after
 from ecs_scan_operator.core.destinations import Allowed, AllowList, Refused, decide
@@ -266,6 +267,7 @@ class _Site:
     host_header: str
     deployment: Deployment
     adapter: HTTPAdapter = field(repr=False)
+    proxies: dict[str, str | None] = field(default_factory=dict)
 
 
 class _PinnedTLS(HTTPAdapter):
@@ -377,7 +379,9 @@ class JiraTransport:
         session.headers.update({"Accept": "application/json", "Content-Type": "application/json"})
         self._session = session
         host_header = parts.netloc.rsplit("@", 1)[-1]
-        self._site = site = _Site(base, host_header, Deployment.CLOUD, adapter)
+        # Proxies are chosen for the name (NO_PROXY lists names), not for the pinned address.
+        proxies: dict[str, str | None] = dict(get_environ_proxies(self.url)) or {"http": None, "https": None}
+        self._site = site = _Site(base, host_header, Deployment.CLOUD, adapter, proxies)
         try:
             # serverInfo.deploymentType tells Cloud from Data Center; asked once per transport.
             site.deployment = parse_server_info(self.call("GET", "serverInfo", idempotent=True))
@@ -468,6 +472,8 @@ class JiraTransport:
                 params=dict(params or {}),
                 data=json.dumps(body) if body is not None else None,
                 headers={"Host": site.host_header},
+                # None means "no proxy" to requests, which its stubs do not spell.
+                proxies=cast("dict[str, str]", site.proxies),
                 timeout=(self.limits.connect_timeout, read_timeout),
                 stream=True,  # the body is read below, under the deadline and the size cap
                 allow_redirects=False,  # the credentials go to the checked host only
