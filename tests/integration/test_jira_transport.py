@@ -85,7 +85,13 @@ class Misbehaving:
                 return  # the client gave up: that is the point
 
     def _misbehave(self, conn: socket.socket) -> None:
-        if self.mode in ("trickle", "trickle-chunked"):
+        if self.mode == "trickle-headers":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(600):
+                conn.sendall(b"a")
+                if self._stop.wait(1.0):
+                    return
+        elif self.mode in ("trickle", "trickle-chunked"):
             chunked = self.mode == "trickle-chunked"
             conn.sendall(_head(200, None if chunked else 100_000))
             for _ in range(600):  # ten minutes, one byte a second, unless the client hangs up
@@ -136,7 +142,7 @@ def _sync(sink: JiraTicketSink, url: str) -> TicketReport:
     return sink.sync(fleet.request(spec, _images(), NOW, "run-1"))
 
 
-@pytest.mark.parametrize("misbehaving", ["trickle", "trickle-chunked"], indirect=True)
+@pytest.mark.parametrize("misbehaving", ["trickle", "trickle-chunked", "trickle-headers"], indirect=True)
 def test_a_trickling_answer_ends_at_the_request_deadline(misbehaving: Misbehaving) -> None:
     t = _transport(misbehaving.url, request_deadline=2.0, read_timeout=30.0)
     assert t.cloud  # serverInfo came back at once

@@ -9,8 +9,9 @@
   so an answer cannot send the credentials elsewhere either.
 - serverInfo is read once per transport (one per sink) to tell Cloud from Data Center.
 - Bounded waits: a connect timeout, a read timeout per socket read, a deadline for the whole
-  exchange (a watchdog shuts the socket when a server trickles its answer), a cap on the body
-  size, a deadline for the whole stage (one sync), and a budget of requests per stage.
+  exchange (a watchdog shuts the socket down when a server trickles its status line, headers
+  or body), a cap on the body size, a deadline for the whole stage (one sync), and a budget of
+  requests per stage.
 - `call()` holds the only retry loop: 429 and 5xx / lost connections on idempotent requests are
   retried with exponential backoff and jitter, Retry-After honoured up to a cap; a request that
   may have been carried out is never repeated unless the caller says it is idempotent.
@@ -270,18 +271,84 @@ class _Site:
     proxies: dict[str, str | None] = field(default_factory=dict)
 
 
-class _PinnedTLS(HTTPAdapter):
-    """HTTPS to a checked IP address while SNI and the certificate check use the host name."""
+class _Watch:
+    """The sockets one attempt uses; the watchdog shuts them down when its deadline passes.
 
-    def __init__(self, server_hostname: str) -> None:
+    A read timeout bounds each socket read only: a server that sends its status line, headers
+    or body a byte at a time never trips it. Shutting the socket down from the watchdog thread
+    ends the blocked read at once, wherever the exchange is.
+    """
+
+    current = threading.local()  # the attempt running in this thread, if any
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self.expired = False
+
+    def add(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._socks:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed: nothing left to interrupt
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(conn: urllib3.connection.HTTPConnection) -> None:
+    watch: _Watch | None = getattr(_Watch.current, "watch", None)
+    if watch is not None:
+        watch.add(conn.sock)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        """Send the request (connecting if needed), then put its socket under the watchdog."""
+        super().request(*args, **kwargs)
+        _watched(self)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        """Send the request (connecting if needed), then put its socket under the watchdog."""
+        super().request(*args, **kwargs)
+        _watched(self)
+
+
+class _Pool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _TLSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """Connections under the watchdog; for HTTPS to a checked IP, SNI and the certificate
+    check use the host name."""
+
+    def __init__(self, server_hostname: str | None = None) -> None:
         self._server_hostname = server_hostname
         super().__init__(max_retries=0)  # retries are ours alone (see call())
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        """The pool manager, told which name to expect on the certificate."""
-        kwargs["server_hostname"] = self._server_hostname
-        kwargs["assert_hostname"] = self._server_hostname
+        """The pool manager: watched connections, told which name to expect on the certificate."""
+        if self._server_hostname:
+            kwargs["server_hostname"] = self._server_hostname
+            kwargs["assert_hostname"] = self._server_hostname
         super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
 
 
 class JiraTransport:
@@ -372,7 +439,7 @@ class JiraTransport:
             pinned = decision.addresses[0]
         literal = f"[{pinned}]" if ":" in pinned and _is_ip(pinned) else pinned
         base = f"{parts.scheme}://{literal}:{port}{parts.path.rstrip('/')}"
-        adapter = _PinnedTLS(host) if parts.scheme == "https" else HTTPAdapter(max_retries=0)
+        adapter = _Adapter(host if parts.scheme == "https" else None)
         session = requests.Session()
         session.auth = self._credentials.auth()
         session.mount(f"{parts.scheme}://", adapter)
@@ -465,49 +532,54 @@ class JiraTransport:
         started = self._monotonic()
         deadline = min(started + self.limits.request_deadline, self._stage_ends)
         read_timeout = max(0.1, min(self.limits.read_timeout, deadline - started))
+        watch = _Watch()
+        watchdog = threading.Timer(max(0.0, deadline - started), watch.expire)
+        watchdog.daemon = True
+        _Watch.current.watch = watch
+        watchdog.start()
         try:
-            resp = self._session.request(
-                method,
-                f"{site.base}/rest/api/2/{path}",
-                params=dict(params or {}),
-                data=json.dumps(body) if body is not None else None,
-                headers={"Host": site.host_header},
-                # None means "no proxy" to requests, which its stubs do not spell.
-                proxies=cast("dict[str, str]", site.proxies),
-                timeout=(self.limits.connect_timeout, read_timeout),
-                stream=True,  # the body is read below, under the deadline and the size cap
-                allow_redirects=False,  # the credentials go to the checked host only
-            )
-        except requests.ConnectTimeout:
-            raise OutcomeUnknown(
-                f"{what}: no connection to Jira within {self.limits.connect_timeout:g} s"
-            ) from None
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise OutcomeUnknown(f"{what}: {type(exc).__name__} (no answer from Jira)") from None
-        try:
-            data = self._read_body(resp, deadline, what)
+            try:
+                resp = self._session.request(
+                    method,
+                    f"{site.base}/rest/api/2/{path}",
+                    params=dict(params or {}),
+                    data=json.dumps(body) if body is not None else None,
+                    headers={"Host": site.host_header},
+                    # None means "no proxy" to requests, which its stubs do not spell.
+                    proxies=cast("dict[str, str]", site.proxies),
+                    timeout=(self.limits.connect_timeout, read_timeout),
+                    stream=True,  # the body is read below, under the deadline and the size cap
+                    allow_redirects=False,  # the credentials go to the checked host only
+                )
+            except requests.ConnectTimeout:
+                raise OutcomeUnknown(
+                    f"{what}: no connection to Jira within {self.limits.connect_timeout:g} s"
+                ) from None
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if watch.expired:
+                    raise self._too_slow(what, deadline) from None
+                raise OutcomeUnknown(f"{what}: {type(exc).__name__} (no answer from Jira)") from None
+            try:
+                data = self._read_body(resp, watch, deadline, what)
+            finally:
+                resp.close()
         finally:
-            resp.close()
+            watchdog.cancel()
+            _Watch.current.watch = None
         return self._interpret(resp, data, what)
 
-    def _read_body(self, resp: requests.Response, deadline: float, what: str) -> bytes:
+    def _read_body(self, resp: requests.Response, watch: _Watch, deadline: float, what: str) -> bytes:
         cap = self.limits.max_body
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
             raise ResponseTooLarge(
                 f"{what}: the answer ({int(declared)} bytes) exceeds the cap of {_size(cap)}"
             )
-        # A server that trickles its answer keeps each socket read short; the watchdog shuts the
-        # socket at the deadline, so the whole exchange is bounded, not each read.
-        watchdog = threading.Timer(max(0.0, deadline - self._monotonic()), _shutdown, args=(resp,))
-        watchdog.daemon = True
-        watchdog.start()
         chunks: list[bytes] = []
         size = 0
         try:
             while True:
-                if self._monotonic() >= deadline:
-                    raise self._too_slow(what, deadline)
+                # read1: whatever one socket read brings, so the checks run as bytes arrive
                 chunk = resp.raw.read1(64 * 1024, decode_content=True)
                 if not chunk:
                     break
@@ -516,13 +588,11 @@ class JiraTransport:
                     raise ResponseTooLarge(f"{what}: the answer exceeds the cap of {_size(cap)}")
                 chunks.append(chunk)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            if self._monotonic() >= deadline:
+            if watch.expired:
                 raise self._too_slow(what, deadline) from None
             raise OutcomeUnknown(f"{what}: the answer was cut off ({type(exc).__name__})") from None
-        finally:
-            watchdog.cancel()
-        if self._monotonic() >= deadline:
-            raise self._too_slow(what, deadline)  # complete, but only after the shutdown raced the last read
+        if watch.expired:
+            raise self._too_slow(what, deadline)  # the shutdown ended the body early
         return b"".join(chunks)
 
     def _too_slow(self, what: str, deadline: float) -> TooSlow:
@@ -561,12 +631,6 @@ class JiraTransport:
         if status == 410:
             raise PermanentError(f"{what}: gone (410): {reason}")
         raise PermanentError(f"{what}: Jira refused the request ({status}): {reason}")
-
-
-def _shutdown(resp: requests.Response) -> None:
-    # Already released or closed: nothing left to interrupt.
-    with contextlib.suppress(RuntimeError, ValueError, OSError, AttributeError):
-        resp.raw.shutdown()
 
 
 def _is_ip(text: str) -> bool:
