@@ -229,14 +229,14 @@ class JiraTicketSink:
     ) -> tuple[list[ExistingTicket], set[str]]:
         existing: list[ExistingTicket] = []
         failed: set[str] = set()
-        self._transport.deployment  # noqa: B018 - connect first: a refused site fails the stage, not each route
+        self._transport.connect()  # first: a refused or dead site fails the stage, not each route
         for search in build_searches(request.policy, jira, groups, batch=self.options.labels_per_search):
             if search.route in failed:
                 continue
             try:
                 existing.extend(self._search(search.jql))
             except ScanError as exc:
-                if stop_reason(exc) or isinstance(exc, UnexpectedAnswer):
+                if stop_reason(exc):
                     raise
                 log.warning("jira: search for route %s failed: %s", search.route, self._scrub(str(exc)))
                 failed.add(search.route)
@@ -300,7 +300,7 @@ class JiraTicketSink:
             try:
                 outcomes[i] = self._carry_out(action, tickets.get(action.ticket or ""), transitions)
             except ScanError as exc:
-                if stop_reason(exc) or isinstance(exc, UnexpectedAnswer):
+                if stop_reason(exc):
                     raise
                 outcomes[i] = ActionOutcome(ActionResult.FAILED)
                 self._run.error(

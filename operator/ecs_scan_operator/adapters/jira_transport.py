@@ -45,7 +45,13 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPBasicAuth
 from requests.utils import get_environ_proxies
 
-from ecs_scan_operator.adapters.jira_wire import Deployment, error_reason, parse_server_info, retry_after
+from ecs_scan_operator.adapters.jira_wire import (
+    Deployment,
+    UnexpectedAnswer,
+    error_reason,
+    parse_server_info,
+    retry_after,
+)
 from ecs_scan_operator.core.destinations import Allowed, AllowList, Refused, decide
 from ecs_scan_operator.core.result import clip
 from ecs_scan_operator.errors import AuthError, PermanentError, ScanError, TransientError
@@ -227,6 +233,7 @@ STOP_REASONS: tuple[tuple[type[ScanError], str], ...] = (
     (DestinationRefused, "JiraDestinationRefused"),
     (TooSlow, "JiraTooSlow"),
     (ResponseTooLarge, "JiraUnavailable"),
+    (UnexpectedAnswer, "JiraUnavailable"),  # a proxy's page, another API version: do not guess
 )
 
 
@@ -398,10 +405,14 @@ class JiraTransport:
         self._session = None
         self._site = None
 
+    def connect(self) -> Deployment:
+        """Check the destination and read serverInfo, once per transport: Cloud or Data Center."""
+        return self._connect().deployment
+
     @property
     def deployment(self) -> Deployment:
         """Cloud or Data Center, from serverInfo (read on first use)."""
-        return self._connect().deployment
+        return self.connect()
 
     @property
     def cloud(self) -> bool:
