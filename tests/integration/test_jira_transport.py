@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ecs_scan_operator.adapters.jira import JiraCredentials, JiraSinkOptions, JiraTicketSink, TransportLimits
-from ecs_scan_operator.adapters.jira_transport import JiraTransport, ResponseTooLarge, TooSlow
+from ecs_scan_operator.adapters.jira_transport import JiraTransport, ResponseTooLarge, Throttled, TooSlow
 from ecs_scan_operator.core.destinations import AllowList
 from ecs_scan_operator.core.model import ImageResult
 from ecs_scan_operator.core.tickets import TicketReport
@@ -314,4 +314,34 @@ def test_redirects_are_not_followed(misbehaving: Misbehaving) -> None:
     with pytest.raises(PermanentError, match=r"redirected \(302\)"):
         t.call("GET", "myself", idempotent=True)
     assert len(misbehaving.requests) == 2  # serverInfo and the redirected call; nothing sent onwards
+    t.close()
+
+
+def test_the_retry_window_bounds_one_call(jira_server: JiraTestServer) -> None:
+    clock = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    creds = JiraCredentials.from_env(jira_server.credentials_env())
+    assert creds is not None
+    t = JiraTransport(
+        jira_server.url,
+        creds,
+        limits=TransportLimits(retry_window=150.0, max_attempts=10),
+        allow=LOOPBACK,
+        sleep=sleep,
+        monotonic=lambda: clock[0],
+    )
+    t.begin_stage()
+    t.connect()
+    jira_server.faults.retry_after = 60
+    for _ in range(5):
+        jira_server.fail_next("GET", r"/search/jql$", "429")
+    with pytest.raises(Throttled, match=r"throttled \(429\)"):
+        t.call("GET", "search/jql", idempotent=True, params={"jql": 'labels = "x"'})
+    assert sleeps == [60.0, 60.0]  # a third wait would start a try 180 s after the first
+    assert t.counters.requests == 1 + 3  # serverInfo, then three tries
     t.close()
