@@ -38,6 +38,7 @@ from ecs_scan_operator.adapters.jira_transport import (
     JiraCredentials,
     JiraTransport,
     OutcomeUnknown,
+    RequestKind,
     Resolver,
     TransportLimits,
     stop_reason,
@@ -93,6 +94,7 @@ SEARCH_FIELDS = (
     "project",
 )
 MAX_ERRORS = 20
+WRITE = RequestKind.WRITE
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,7 @@ class JiraTicketSink:
                         "search/jql",
                         idempotent=True,
                         params={**params, **({"nextPageToken": token} if token else {})},
-                        kind="search",
+                        kind=RequestKind.SEARCH,
                     )
                 )
                 out.extend(page.tickets)
@@ -272,7 +274,11 @@ class JiraTicketSink:
             while True:
                 page = parse_search_page(
                     self._transport.call(
-                        "GET", "search", idempotent=True, params={**params, "startAt": start}, kind="search"
+                        "GET",
+                        "search",
+                        idempotent=True,
+                        params={**params, "startAt": start},
+                        kind=RequestKind.SEARCH,
                     )
                 )
                 out.extend(page.tickets)
@@ -383,7 +389,9 @@ class JiraTicketSink:
                 ]
             }
         try:
-            answer = self._transport.call("POST", "issue", idempotent=False, body=body, kind="write")
+            answer = self._transport.call(
+                "POST", "issue", idempotent=False, body=body, kind=RequestKind.WRITE
+            )
             key = parse_created_key(answer)
             if key is None:
                 raise OutcomeUnknown("POST /rest/api/2/issue: the answer names no issue key")
@@ -433,7 +441,7 @@ class JiraTicketSink:
                 idempotent=comment is None,
                 params={"notifyUsers": "true"},
                 body=body,
-                kind="write",
+                kind=RequestKind.WRITE,
             )
         if prop is not None and not self.options.properties_on_edit:
             self._transport.call(
@@ -441,7 +449,7 @@ class JiraTicketSink:
                 f"issue/{action.ticket}/properties/{PROPERTY_KEY}",
                 idempotent=True,
                 body=prop,
-                kind="write",
+                kind=RequestKind.WRITE,
             )
 
     def _transition(
@@ -470,7 +478,9 @@ class JiraTicketSink:
         if action.comment and (which == "close" or action.action is Action.REOPEN):
             body["update"] = {"comment": [{"add": {"body": action.comment}}]}
         # Not idempotent (it carries a comment, and a repeated transition may be refused): no retry.
-        self._transport.call("POST", f"issue/{key}/transitions", idempotent=False, body=body, kind="write")
+        self._transport.call(
+            "POST", f"issue/{key}/transitions", idempotent=False, body=body, kind=RequestKind.WRITE
+        )
 
     # -- the report -------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ from ecs_scan_operator.adapters.jira_wire import (
 )
 from ecs_scan_operator.core.destinations import Allowed, AllowList, Refused, decide
 from ecs_scan_operator.core.result import clip
-from ecs_scan_operator.errors import AuthError, PermanentError, ScanError, TransientError
+from ecs_scan_operator.errors import AuthError, NotFoundError, PermanentError, ScanError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +191,12 @@ class TransportLimits:
     stage_deadline: float = 900.0  # one sync; then the stage ends and the next run resumes
 
 
-class Outcome(StrEnum):
-    """How a request that failed may have ended on Jira's side."""
+class RequestKind(StrEnum):
+    """What a request is, for the stage's counters."""
 
-    NOT_DONE = "not-done"  # refused before any work (429, 4xx, no connection)
-    UNKNOWN = "unknown"  # may have been carried out (5xx, an answer lost or cut)
+    READ = "read"
+    SEARCH = "search"  # a page of a JQL search
+    WRITE = "write"  # changes Jira: create, edit, transition, property
 
 
 class OutcomeUnknown(TransientError):
@@ -220,10 +221,6 @@ class DestinationRefused(PermanentError):
 
 class Throttled(TransientError):
     """429: refused before any work, so even a create may repeat it."""
-
-
-class NotFound(PermanentError):
-    """404."""
 
 
 #: Failures after which the stage stops (each names a condition reason); others fail one action.
@@ -479,7 +476,7 @@ class JiraTransport:
         idempotent: bool,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
-        kind: str = "read",
+        kind: RequestKind = RequestKind.READ,
     ) -> Any:
         """One Jira REST v2 call with our retry policy; the parsed JSON body (or None).
 
@@ -512,7 +509,7 @@ class JiraTransport:
                     raise
                 self._sleep(delay)
 
-    def _spend(self, kind: str) -> None:
+    def _spend(self, kind: RequestKind) -> None:
         if self.counters.requests >= self.limits.request_budget:
             raise BudgetExhausted(
                 f"request budget of {self.limits.request_budget} spent; the next run completes the work"
@@ -520,9 +517,9 @@ class JiraTransport:
         if self._monotonic() >= self._stage_ends:
             raise TooSlow(self._stage_spent())
         self.counters.requests += 1
-        if kind == "search":
+        if kind is RequestKind.SEARCH:
             self.counters.searches += 1
-        elif kind == "write":
+        elif kind is RequestKind.WRITE:
             self.counters.writes += 1
 
     def _stage_spent(self) -> str:
@@ -638,7 +635,7 @@ class JiraTransport:
         if status == 403:
             raise PermanentError(f"{what}: forbidden (403): {reason}")
         if status == 404:
-            raise NotFound(f"{what}: not found (404): {reason}")
+            raise NotFoundError(f"{what}: not found (404): {reason}")
         if status == 410:
             raise PermanentError(f"{what}: gone (410): {reason}")
         raise PermanentError(f"{what}: Jira refused the request ({status}): {reason}")
