@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from ecs_scan_operator.adapters.jira import JiraCredentials, JiraSinkOptions, JiraTicketSink, TransportLimits
+from ecs_scan_operator.adapters.jira import (
+    JiraCredentials,
+    JiraSinkOptions,
+    JiraTicketSink,
+    TransportLimits,
+    build_ticket_sink,
+)
 from ecs_scan_operator.adapters.jira_transport import JiraTransport, ResponseTooLarge, Throttled, TooSlow
 from ecs_scan_operator.core.destinations import AllowList
 from ecs_scan_operator.core.model import ImageResult
@@ -265,6 +271,11 @@ def test_without_the_setting_the_local_test_server_itself_is_refused(
     sink = JiraTicketSink(jira_server.url, creds, sleep=lambda _: None)  # the setting decides
     report = _sync(sink, jira_server.url)
     assert report.reason == "JiraDestinationRefused" and "127.0.0.1 is a loopback" in report.errors[0]
+    # The composition root's sink (what the operator runs) decides the same way.
+    built = build_ticket_sink(fleet.spec({"url": jira_server.url}), creds)
+    assert built is not None
+    again = built.sync(fleet.request(fleet.spec({"url": jira_server.url}), _images(), NOW, "run-2"))
+    assert again.reason == "JiraDestinationRefused" and "127.0.0.1" in again.errors[0]
     assert not jira_server.log
 
 
