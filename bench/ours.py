@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = parse_spec(policy_document(args.jira_url))
     jira_credentials = None
     if args.jira_url:  # the Jira test server's credentials, passed by the driver in the environment
-        from ecs_scan_operator.adapters.jira_transport import JiraCredentials
+        from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
         jira_credentials = JiraCredentials.from_env()
     ports = build_ports(

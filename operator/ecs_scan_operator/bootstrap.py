@@ -18,7 +18,7 @@ from ecs_scan_operator.pipeline import Ports
 from ecs_scan_operator.ports import ReportSink, TicketSink
 
 if TYPE_CHECKING:
-    from ecs_scan_operator.adapters.jira_transport import JiraCredentials
+    from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
 
 def build_ports(

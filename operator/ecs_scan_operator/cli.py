@@ -120,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = spec.model_copy(update={"dry_run": True})
     jira_credentials = None
     if spec.jira is not None:
-        from ecs_scan_operator.adapters.jira_transport import JiraCredentials
+        from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
         try:
             jira_credentials = JiraCredentials.from_env()

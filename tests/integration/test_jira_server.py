@@ -8,7 +8,8 @@ import json
 import pytest
 import requests
 
-from ecs_scan_operator.adapters.jira_transport import JiraCredentials, JiraTransport
+from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
+from ecs_scan_operator.adapters.jira_transport import JiraTransport
 from ecs_scan_operator.adapters.jira_wire import Deployment
 from ecs_scan_operator.core.destinations import AllowList
 from ecs_scan_operator.errors import PermanentError

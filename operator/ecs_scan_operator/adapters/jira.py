@@ -34,8 +34,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 from ecs_scan_operator.adapters.jira_transport import (
-    JiraCredentials,
     JiraTransport,
     OutcomeUnknown,
     RequestKind,

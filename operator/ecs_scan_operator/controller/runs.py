@@ -24,7 +24,7 @@ from ecs_scan_operator.errors import AuthError, Cancelled, ScanError
 from ecs_scan_operator.ports import Clock
 
 if TYPE_CHECKING:
-    from ecs_scan_operator.adapters.jira_transport import JiraCredentials
+    from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class SystemClock:
 
 def read_jira_credentials(kube: KubeApi, namespace: str, secret: str) -> JiraCredentials:
     """The Jira credentials from the policy's Secret: email + apiToken, or token. Values stay secret."""
-    from ecs_scan_operator.adapters.jira_transport import JiraCredentials
+    from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
     data = kube.read_secret(namespace, secret)
     try:
