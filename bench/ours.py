@@ -189,12 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = parse_spec(policy_document(args.jira_url))
     jira_credentials = None
     if args.jira_url:  # the Jira test server's credentials, passed by the driver in the environment
-        from pydantic import SecretStr
+        from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
-        jira_credentials = {
-            "email": SecretStr(os.environ["JIRA_EMAIL"]),
-            "apiToken": SecretStr(os.environ["JIRA_API_TOKEN"]),
-        }
+        jira_credentials = JiraCredentials.from_env()
     ports = build_ports(
         policy, spec, clients=clients, concurrency=args.concurrency, jira_credentials=jira_credentials
     )

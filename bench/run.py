@@ -208,6 +208,8 @@ def run_fleet(
             jira_server.state.add_project("SEC", "Security")
             jira_server.state.add_project("OPS", "Operations")
             env.update(jira_server.credentials_env())
+            # The test server listens on loopback, which the operator refuses unless allowed.
+            env["ECS_SCAN_JIRA_ALLOWED_HOSTS"] = "127.0.0.1"
     runs: dict[str, Any] = {}
     try:
         common = ["--endpoint", server.endpoint, "--fleet", name, "--latency", str(latency)]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING
 
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrDigestResolver
@@ -15,8 +13,12 @@ from ecs_scan_operator.adapters.s3_report import S3ReportSink
 from ecs_scan_operator.adapters.scanning import RegistryFindingsSource
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
+from ecs_scan_operator.errors import ScanError
 from ecs_scan_operator.pipeline import Ports
 from ecs_scan_operator.ports import ReportSink, TicketSink
+
+if TYPE_CHECKING:
+    from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
 
 def build_ports(
@@ -24,11 +26,16 @@ def build_ports(
     spec: PolicySpec,
     *,
     output_dir: Path | None = None,
-    jira_credentials: Mapping[str, SecretStr] | None = None,
+    jira_credentials: JiraCredentials | None = None,
     clients: AwsClients | None = None,
     concurrency: int = 8,
+    enforce_jira_destination: bool = True,
 ) -> Ports:
-    """Real adapters: ECS, ECR, Inspector, S3 (or a local folder), Jira when configured."""
+    """Real adapters: ECS, ECR, Inspector, S3 (or a local folder), Jira when configured.
+
+    `enforce_jira_destination` False (the CLI) only warns when the Jira URL points at an
+    address credentials are not sent to by default; the operator refuses it.
+    """
     clients = clients or AwsClients(
         role_arn=spec.aws.role_arn,
         external_id=spec.aws.external_id,
@@ -44,7 +51,7 @@ def build_ports(
         )
     tickets: TicketSink | None = None
     if spec.jira is not None:
-        tickets = _jira_sink(spec, jira_credentials)
+        tickets = _jira_sink(spec, jira_credentials, enforce_jira_destination)
     counter = clients.counter
     return Ports(
         images=EcsImageSource(clients, concurrency=concurrency),
@@ -68,8 +75,8 @@ class UnavailableTicketSink:
         return TicketReport(errors=[self.reason], synced=False, reason="JiraUnavailable")
 
 
-def _jira_sink(spec: PolicySpec, credentials: Mapping[str, SecretStr] | None) -> TicketSink:
-    """The Jira adapter, imported lazily so an AWS-only run never loads the jira client."""
+def _jira_sink(spec: PolicySpec, credentials: JiraCredentials | None, enforce: bool) -> TicketSink:
+    """The Jira adapter, imported lazily so an AWS-only run never loads it."""
     if credentials is None:
         return UnavailableTicketSink(
             "no Jira credentials (Secret spec.jira.credentialsSecret, or JIRA_* env)"
@@ -77,7 +84,7 @@ def _jira_sink(spec: PolicySpec, credentials: Mapping[str, SecretStr] | None) ->
     from ecs_scan_operator.adapters.jira import build_ticket_sink
 
     try:
-        sink = build_ticket_sink(spec, credentials)
-    except ValueError as exc:  # the message names the missing key, never a value
-        return UnavailableTicketSink(f"invalid Jira credentials: {exc}")
+        sink = build_ticket_sink(spec, credentials, enforce_destination=enforce)
+    except (ValueError, ScanError) as exc:  # an invalid ECS_SCAN_JIRA_ALLOWED_HOSTS; names the entry
+        return UnavailableTicketSink(f"invalid Jira settings: {exc}")
     return sink if sink is not None else UnavailableTicketSink("jira is not configured")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -17,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import SecretStr
 
 from ecs_scan_operator import __version__
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, parse_document
 from ecs_scan_operator.core.result import Outcome, RunResult
-from ecs_scan_operator.errors import FieldError, InvalidPolicy, LeaseHeld, ScanError
+from ecs_scan_operator.errors import AuthError, FieldError, InvalidPolicy, LeaseHeld, ScanError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 log = logging.getLogger("ecs_scan_operator")
@@ -49,18 +47,6 @@ def load_policy(path: str) -> tuple[PolicyRef, PolicySpec]:
     if len(docs) != 1:
         raise InvalidPolicy([FieldError("(file)", f"expected exactly one document, found {len(docs)}")])
     return parse_document(docs[0])
-
-
-def jira_credentials_from_env() -> dict[str, SecretStr] | None:
-    """JIRA_EMAIL + JIRA_API_TOKEN (Cloud) or JIRA_PAT (Data Center); None when unset."""
-    if os.environ.get("JIRA_PAT"):
-        return {"token": SecretStr(os.environ["JIRA_PAT"])}
-    if os.environ.get("JIRA_EMAIL") and os.environ.get("JIRA_API_TOKEN"):
-        return {
-            "email": SecretStr(os.environ["JIRA_EMAIL"]),
-            "apiToken": SecretStr(os.environ["JIRA_API_TOKEN"]),
-        }
-    return None
 
 
 def _print_errors(errors: Sequence[FieldError]) -> None:
@@ -134,6 +120,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if args.dry_run:
         spec = spec.model_copy(update={"dry_run": True})
+    jira_credentials = None
+    if spec.jira is not None:
+        from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
+
+        try:
+            jira_credentials = JiraCredentials.from_env()
+        except AuthError as exc:  # names the variables' keys, never a value
+            print(f"{exc} (environment JIRA_EMAIL + JIRA_API_TOKEN, or JIRA_PAT)", file=sys.stderr)
+            return EXIT_BAD_INPUT
     output_dir = Path(args.output_dir) if args.output_dir else None
     if args.demo and output_dir is None:
         output_dir = Path("demo-report")
@@ -149,7 +144,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"demo fleet: {len(fleet.families)} families, {len(fleet.repositories)} ECR repositories, "
                 f"{len(fleet.images)} images, emulated by moto at {endpoint}"
             )
-        ports = build_ports(ref, spec, output_dir=output_dir, jira_credentials=jira_credentials_from_env())
+        # The CLI runs at a person's request: a Jira URL on a private or loopback address is
+        # warned about on stderr, not refused (the operator refuses it unless allowed).
+        ports = build_ports(
+            ref,
+            spec,
+            output_dir=output_dir,
+            jira_credentials=jira_credentials,
+            enforce_jira_destination=False,
+        )
         progress = _progress_callback(stack) if args.format == "table" and sys.stderr.isatty() else None
         try:
             result = run_policy(ref, spec, ports, SystemClock(), progress=progress)

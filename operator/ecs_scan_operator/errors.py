@@ -1,6 +1,6 @@
 """The one error hierarchy of the project.
 
-Adapters map foreign errors (botocore, jira, kubernetes) onto these classes at the boundary
+Adapters map foreign errors (botocore, requests, kubernetes) onto these classes at the boundary
 (`raise TransientError(...) from exc`), so the pipeline and the operator decide what to do by
 class alone: a transient error is retried later, a permanent one is recorded and not retried,
 an invalid policy is reported on the resource and no outside system is called for it.

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ecs_scan_operator.core.destinations import AllowList
 from ecs_scan_operator.errors import FieldError, InvalidPolicy
 
 ENV_PREFIX = "ECS_SCAN_"
@@ -65,8 +66,12 @@ class Settings(BaseSettings):
     # finds ScanPolicy through API discovery, which needs no RBAC, so the operator needs no
     # cluster-scoped grant at all; on, it also notices the CRD being deleted and re-created.
     kopf_scanning: bool = False
+    # Where Jira credentials may go besides public addresses: host names or CIDRs, comma-separated
+    # (a self-hosted Jira on a private address). Others on loopback, link-local (the instance
+    # metadata service), private ... addresses are refused before any request; see core.destinations.
+    jira_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("watch_namespaces", mode="before")
+    @field_validator("watch_namespaces", "jira_allowed_hosts", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -81,6 +86,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{ns!r} is not a namespace name")
         return sorted(set(value))
 
+    @field_validator("jira_allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str]) -> list[str]:
+        AllowList.parse(value)  # ValueError names the bad entry
+        return value
+
     @model_validator(mode="after")
     def _deadline(self) -> Settings:
         if (
@@ -89,6 +100,11 @@ class Settings(BaseSettings):
         ):
             raise ValueError("renew_deadline_seconds must be shorter than lease_duration_seconds")
         return self
+
+    @property
+    def jira_allow_list(self) -> AllowList:
+        """The Jira destinations allowed besides public addresses."""
+        return AllowList.parse(self.jira_allowed_hosts)
 
     @property
     def clusterwide(self) -> bool:

@@ -147,8 +147,18 @@ def _wait_for_rbac(kubectl: Kubectl, inst: Install, namespace: str | None) -> No
 
 @pytest.fixture(scope="module")
 def namespaced(kube_cluster: LocalCluster, kubectl: Kubectl) -> Install:
-    """watchNamespaces: [team0-x]; two replicas, so the leader-election Role is there too."""
-    inst = _install(kube_cluster, kubectl, "replicaCount=2", "metrics.enabled=false")
+    """watchNamespaces: [team0-x]; two replicas, so the leader-election Role is there too.
+
+    The Jira test server listens on 127.0.0.1, which the operator refuses by default: the chart's
+    operator.jiraAllowedHosts lets it through (what a self-hosted Jira on a private address needs).
+    """
+    inst = _install(
+        kube_cluster,
+        kubectl,
+        "replicaCount=2",
+        "metrics.enabled=false",
+        "operator.jiraAllowedHosts={127.0.0.1}",
+    )
     _wait_for_rbac(kubectl, inst, inst.watched[0])
     return inst
 

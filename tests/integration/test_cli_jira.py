@@ -115,3 +115,36 @@ def test_cli_reports_missing_jira_credentials(
     assert result["result"] == "PartialFailure"
     assert "tickets" in result["stageFailures"]
     assert "no Jira credentials" in result["stageFailures"]["tickets"]
+
+
+def test_the_cli_warns_about_a_loopback_jira_and_proceeds(
+    aws: str,
+    jira_server: JiraTestServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed_fleet(aws)
+    for key, value in jira_server.credentials_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ECS_SCAN_JIRA_ALLOWED_HOSTS")  # the operator would refuse 127.0.0.1 now
+    logging.getLogger().handlers.clear()  # let the CLI's basicConfig install its stderr handler
+    code = cli.main(
+        ["run", "-f", str(write_policy(tmp_path / "p.yaml", jira_server.url)), "--format", "json"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["tickets"].get("create", 0) > 0
+    assert "sending credentials to 127.0.0.1 although 127.0.0.1 is a loopback address" in captured.err
+
+
+def test_cli_refuses_ambiguous_jira_credentials_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JIRA_PAT", "pat-secret-value-1")
+    monkeypatch.setenv("JIRA_EMAIL", "bot@example.com")
+    monkeypatch.delenv("JIRA_API_TOKEN", raising=False)
+    code = cli.main(["run", "-f", str(write_policy(tmp_path / "p.yaml", "https://jira.invalid"))])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "not both" in err and "pat-secret-value-1" not in err

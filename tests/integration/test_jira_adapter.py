@@ -17,6 +17,7 @@ from ecs_scan_operator.adapters.jira import (
     JiraSinkOptions,
     JiraTicketSink,
     PlanOnlyTicketSink,
+    TransportLimits,
     build_ticket_sink,
 )
 from ecs_scan_operator.core.model import ImageResult
@@ -128,7 +129,10 @@ def test_429_retry_after_is_honoured(
 
 def test_too_long_retry_after_ends_the_runs_jira_work(jira_server: JiraTestServer, sleeps: Sleeps) -> None:
     sink = JiraTicketSink(
-        jira_server.url, _creds(jira_server), sleep=sleeps, options=JiraSinkOptions(max_retry_after=60)
+        jira_server.url,
+        _creds(jira_server),
+        sleep=sleeps,
+        options=JiraSinkOptions(limits=TransportLimits(max_retry_after=60)),
     )
     jira_server.faults.retry_after = 3600
     jira_server.fail_next("GET", r"/search/jql$", "429")
@@ -157,7 +161,10 @@ def test_5xx_on_reads_backs_off_and_retries(
 
 def test_request_budget(jira_server: JiraTestServer) -> None:
     small = JiraTicketSink(
-        jira_server.url, _creds(jira_server), sleep=lambda _: None, options=JiraSinkOptions(request_budget=4)
+        jira_server.url,
+        _creds(jira_server),
+        sleep=lambda _: None,
+        options=JiraSinkOptions(limits=TransportLimits(request_budget=4)),
     )
     report = _sync(small, jira_server, _images(5))
     small.close()
@@ -352,6 +359,6 @@ def test_an_answer_of_an_unexpected_shape_stops_cleanly(
     ]
     report = _sync(sink, jira_server, _images(1))
     assert not report.synced and report.reason == "JiraUnavailable"
-    assert report.errors == ["unexpected answer from Jira (AttributeError)"]
+    assert report.errors == ["unexpected answer from Jira: a search page is not a JSON object"]
     assert not jira_server.state.issues
     jira_server.violations.clear()  # the broken answers were the point of this test

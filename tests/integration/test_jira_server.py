@@ -1,15 +1,18 @@
-"""The Jira test server itself: the `jira` client's own calls work against it within the
-contract (with the documented tolerances), and what breaks the contract is caught."""
+"""The Jira test server itself: our transport's calls work against it within the contract (with
+the documented tolerances), and what breaks the contract is caught."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 import requests
-from jira import JIRA, JIRAError
 
+from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
+from ecs_scan_operator.adapters.jira_transport import JiraTransport
+from ecs_scan_operator.adapters.jira_wire import Deployment
+from ecs_scan_operator.core.destinations import AllowList
+from ecs_scan_operator.errors import PermanentError
 from tests.jira_server.contract import ContractChecker
 from tests.jira_server.server import JiraTestServer
 from tests.jira_server.state import STATUSES
@@ -17,51 +20,41 @@ from tests.jira_server.state import STATUSES
 pytestmark = pytest.mark.integration
 
 
-def _client(server: JiraTestServer) -> JIRA:
-    auth: dict[str, Any] = (
-        {"basic_auth": (server.EMAIL, server.API_TOKEN)} if server.cloud else {"token_auth": server.PAT}
-    )
-    return JIRA(server.url, max_retries=0, **auth)
+def _transport(server: JiraTestServer) -> JiraTransport:
+    creds = JiraCredentials.from_env(server.credentials_env())
+    assert creds is not None
+    return JiraTransport(server.url, creds, allow=AllowList.parse(["127.0.0.1"]), sleep=lambda _: None)
 
 
 @pytest.mark.parametrize("jira_server", ["cloud", "dc"], indirect=True)
-def test_the_jira_client_library_against_the_server(jira_server: JiraTestServer) -> None:
-    j = _client(jira_server)
-    assert j._is_cloud is jira_server.cloud
-    issue = j.create_issue(
-        fields={
-            "project": {"key": "SEC"},
-            "issuetype": {"name": "Bug"},
-            "summary": "s",
-            "description": "h3. wiki",
-            "labels": ["a"],
-        },
-        prefetch=False,
-    )
-    j.add_comment(issue.key, "a *wiki* comment")
-    j.add_issue_property(issue.key, "ecsscan", {"v": 1})
-    assert j.issue_property(issue.key, "ecsscan").raw["value"] == {"v": 1}
-    j.transition_issue(issue.key, "31")  # by id: the client sends the id as an int (TRANSITION_ID_INT)
-    assert STATUSES[jira_server.state.issues[issue.key].status].category == "done"
-    if jira_server.cloud:
-        found = j.enhanced_search_issues('labels = "a"', fields=["status"], json_result=True, use_post=True)
-        assert [i["key"] for i in found["issues"]] == [issue.key]  # NULL_SEARCH_BODY tolerated
-        assert j.search_issues('labels = "a"', fields=["status"])[0].key == issue.key
-    else:
-        assert j.enhanced_search_issues('labels = "a"') is None  # Cloud only, as the client says
-        assert j.search_issues('labels = "a"', fields=["status"])[0].key == issue.key
-    j.close()
+def test_the_transport_against_the_server(jira_server: JiraTestServer) -> None:
+    t = _transport(jira_server)
+    t.begin_stage()
+    assert t.deployment is (Deployment.CLOUD if jira_server.cloud else Deployment.DATA_CENTER)
+    fields = {"project": {"key": "SEC"}, "issuetype": {"name": "Bug"}, "summary": "s", "labels": ["a"]}
+    key = t.call("POST", "issue", idempotent=False, body={"fields": {**fields, "description": "h3. wiki"}})[
+        "key"
+    ]
+    t.call("POST", f"issue/{key}/comment", idempotent=False, body={"body": "a *wiki* comment"})
+    t.call("PUT", f"issue/{key}/properties/ecsscan", idempotent=True, body={"v": 1})
+    assert t.call("GET", f"issue/{key}/properties/ecsscan", idempotent=True)["value"] == {"v": 1}
+    t.call("POST", f"issue/{key}/transitions", idempotent=False, body={"transition": {"id": "31"}})
+    assert STATUSES[jira_server.state.issues[key].status].category == "done"
+    path = "search/jql" if jira_server.cloud else "search"
+    found = t.call("GET", path, idempotent=True, params={"jql": 'labels = "a"', "fields": "status"})
+    assert [i["key"] for i in found["issues"]] == [key]
+    assert t.counters.requests == len(jira_server.log) == 7  # serverInfo once, one request per call
+    t.close()
 
 
 def test_cloud_refuses_the_removed_search_and_unbounded_queries(jira_server: JiraTestServer) -> None:
-    j = _client(jira_server)
-    with pytest.raises(JIRAError) as gone:
-        j._get_json("search", params={"jql": "labels = a"})
-    assert gone.value.status_code == 410
-    with pytest.raises(JIRAError) as unbounded:
-        j._get_json("search/jql", params={"jql": "ORDER BY created"})
-    assert unbounded.value.status_code == 400
-    j.close()
+    t = _transport(jira_server)
+    t.begin_stage()
+    with pytest.raises(PermanentError, match=r"gone \(410\)"):
+        t.call("GET", "search", idempotent=True, params={"jql": "labels = a"})
+    with pytest.raises(PermanentError, match=r"\(400\)"):
+        t.call("GET", "search/jql", idempotent=True, params={"jql": "ORDER BY created"})
+    t.close()
 
 
 def test_v3_paths_take_adf_only(jira_server: JiraTestServer) -> None:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from ecs_scan_operator.adapters.jira import forget_deployments
 from tests.jira_server.contract import SPEC_FILE, ContractChecker
 from tests.jira_server.server import JiraTestServer
 
@@ -32,10 +31,17 @@ def jira_contract() -> ContractChecker:
 
 
 @pytest.fixture
-def jira_server(request: pytest.FixtureRequest, jira_contract: ContractChecker) -> Iterator[JiraTestServer]:
-    """A started Jira test server with project SEC (components team-a, team-b) and project OPS."""
+def jira_server(
+    request: pytest.FixtureRequest, jira_contract: ContractChecker, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[JiraTestServer]:
+    """A started Jira test server with project SEC (components team-a, team-b) and project OPS.
+
+    It listens on 127.0.0.1, where credentials are not sent by default: the operator setting
+    ECS_SCAN_JIRA_ALLOWED_HOSTS allows loopback for the test, as a person would for a Jira on a
+    private address.
+    """
+    monkeypatch.setenv("ECS_SCAN_JIRA_ALLOWED_HOSTS", "127.0.0.1")
     flavour = getattr(request, "param", "cloud")
-    forget_deployments()  # a port may come back as another flavour
     server = JiraTestServer(flavour, contract=jira_contract).start()
     server.state.add_project("SEC", "Security", components=["team-a", "team-b"])
     server.state.add_project("OPS", "Operations", components=["platform"])

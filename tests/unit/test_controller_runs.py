@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import requests
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ecs_scan_operator.controller import runs
@@ -30,21 +31,21 @@ def b64(text: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("data", "keys"),
+    ("data", "scheme"),
     [
-        ({"email": b64("bot@example.com"), "apiToken": b64("tok\n")}, {"email", "apiToken"}),
-        ({"token": b64("pat")}, {"token"}),
-        ({"email": b64("e"), "apiToken": b64("t"), "token": b64("pat")}, {"email", "apiToken"}),
+        ({"email": b64("bot@example.com"), "apiToken": b64("tok-value-1\n")}, "Basic"),
+        ({"token": b64("pat-value-1")}, "Bearer"),
     ],
 )
-def test_jira_credentials(data: dict[str, str], keys: set[str]) -> None:
+def test_jira_credentials(data: dict[str, str], scheme: str) -> None:
     kube = FakeKube()
     kube.secrets[("ns", "jira")] = data
     creds = read_jira_credentials(kube, "ns", "jira")
-    assert set(creds) == keys
-    assert all("tok" not in repr(v) and "pat" not in str(v) for v in creds.values())
-    if "apiToken" in creds:
-        assert creds["apiToken"].get_secret_value() in ("tok", "t")  # stripped of the newline
+    assert "-value-1" not in repr(creds) and "-value-1" not in str(creds)
+    header = creds.auth()(requests.Request("GET", "https://jira.example.com/").prepare()).headers
+    assert header["Authorization"].split()[0] == scheme
+    if scheme == "Basic":
+        assert creds.secrets()[0] == "tok-value-1"  # stripped of the newline
 
 
 def test_jira_credentials_problems_are_named_without_values() -> None:
@@ -52,10 +53,16 @@ def test_jira_credentials_problems_are_named_without_values() -> None:
     with pytest.raises(NotFoundError, match="ns/absent"):
         read_jira_credentials(kube, "ns", "absent")
     kube.secrets[("ns", "half")] = {"email": b64("e")}
-    with pytest.raises(PermanentError, match="neither the keys email and apiToken nor token"):
+    with pytest.raises(PermanentError, match="ns/half: invalid Jira credentials: Jira Cloud needs both"):
         read_jira_credentials(kube, "ns", "half")
+    kube.secrets[("ns", "both")] = {"email": b64("e"), "apiToken": b64("t"), "token": b64("pat")}
+    with pytest.raises(PermanentError, match=r"ns/both: .*not both"):
+        read_jira_credentials(kube, "ns", "both")
+    kube.secrets[("ns", "none")] = {"other": b64("x")}
+    with pytest.raises(PermanentError, match=r"ns/none: .*no Jira credentials"):
+        read_jira_credentials(kube, "ns", "none")
     kube.secrets[("ns", "bad")] = {"token": "!!not-base64!!"}
-    with pytest.raises(PermanentError, match="not base64") as info:
+    with pytest.raises(PermanentError, match="not valid base64") as info:
         read_jira_credentials(kube, "ns", "bad")
     assert "!!not-base64!!" not in str(info.value)
 

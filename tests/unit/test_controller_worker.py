@@ -594,7 +594,7 @@ async def test_jira_credentials_from_the_secret(h: Harness) -> None:
     h.start("p")
     await until(lambda: "lastRun" in h.kube.status("p"))
     creds = h.runner.calls[0][2]
-    assert creds is not None and creds["apiToken"].get_secret_value() == "s3cr3t"
+    assert creds is not None and creds.email == "bot@example.com" and "s3cr3t" in creds.secrets()
     assert "s3cr3t" not in repr(creds)
     cond = find_condition(h.kube.status("p"), "TicketsSynced")
     assert cond is not None

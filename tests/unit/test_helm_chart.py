@@ -152,6 +152,7 @@ def _merge(base: Any, over: Any) -> Any:
         ("podSecurityContext.runAsNonRoot=false", "runAsNonRoot"),
         ("operator.logFormat=xml", "logFormat"),
         ("operator.maxConcurrentRuns=0", "maxConcurrentRuns"),
+        ("operator.jiraAllowedHosts[0]=https://jira.example.com", "jiraAllowedHosts"),
         ("networkPolicy.awsCidrs[0]=everywhere", "awsCidrs"),
         ("rbac.readSecret=true", "readSecret"),
         ("leaderElection.enabled=maybe", "enabled"),
@@ -646,6 +647,7 @@ def test_rendered_env_is_what_the_operator_reads(
     values_file: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every ECS_SCAN_* variable the chart sets is a Settings field, and the settings load from them."""
+    from ecs_scan_operator.core.destinations import AllowList
     from ecs_scan_operator.settings import ENV_PREFIX, Settings, load_settings
 
     objs = render(values_file)
@@ -666,6 +668,7 @@ def test_rendered_env_is_what_the_operator_reads(
         yaml.safe_load((CHART / "ci" / values_file).read_text()) if values_file else {},
     )
     assert settings.watch_namespaces == sorted(values["watchNamespaces"])
+    assert settings.jira_allow_list == AllowList.parse(values["operator"]["jiraAllowedHosts"])
     assert settings.health_port == values["ports"]["health"]
     assert settings.metrics_port == values["ports"]["metrics"]
     assert settings.leader_election is (values["replicaCount"] > 1)

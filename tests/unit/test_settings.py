@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ecs_scan_operator.core.destinations import AllowList
 from ecs_scan_operator.settings import Settings, SettingsError, load_settings
 
 
@@ -59,6 +60,14 @@ def test_the_helm_charts_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.identity == "ecs-scan-operator-7d9f-abcde"
 
 
+def test_jira_allowed_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().jira_allow_list == AllowList()  # nothing beyond public addresses by default
+    monkeypatch.setenv("ECS_SCAN_JIRA_ALLOWED_HOSTS", "Jira.Internal, 10.20.0.0/16 ::1")
+    allow = load_settings().jira_allow_list
+    assert allow.hosts == {"jira.internal"}
+    assert [str(n) for n in allow.networks] == ["10.20.0.0/16", "::1/128"]
+
+
 def test_empty_namespace_list_means_all(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ECS_SCAN_WATCH_NAMESPACES", "")
     assert load_settings().clusterwide
@@ -77,6 +86,7 @@ def test_health_port_zero_turns_the_probe_off(monkeypatch: pytest.MonkeyPatch) -
         ("ECS_SCAN_WATCH_NAMESPACES", "Team_A", "ECS_SCAN_WATCH_NAMESPACES"),
         ("ECS_SCAN_METRICS_PORT", "70000", "ECS_SCAN_METRICS_PORT"),
         ("ECS_SCAN_RENEW_DEADLINE_SECONDS", "20", "(settings)"),  # not shorter than the 15 s lease
+        ("ECS_SCAN_JIRA_ALLOWED_HOSTS", "jira.internal, http://x/", "ECS_SCAN_JIRA_ALLOWED_HOSTS"),
     ],
 )
 def test_invalid_settings_name_the_variable(

@@ -8,28 +8,27 @@ asyncio side takes a slot before it submits, so a policy waiting for a slot neve
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING
 
 from ecs_scan_operator.controller.kube import KubeApi
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.result import RunResult
 from ecs_scan_operator.core.status import failed_result
-from ecs_scan_operator.errors import Cancelled, LeaseHeld, PermanentError, ScanError
+from ecs_scan_operator.errors import AuthError, Cancelled, LeaseHeld, ScanError
 from ecs_scan_operator.ports import Clock
+
+if TYPE_CHECKING:
+    from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
 log = logging.getLogger(__name__)
 
-Credentials = Mapping[str, SecretStr]
-RunFn = Callable[[PolicyRef, PolicySpec, str, threading.Event, "Credentials | None"], RunResult]
+RunFn = Callable[[PolicyRef, PolicySpec, str, threading.Event, "JiraCredentials | None"], RunResult]
 
 
 class SystemClock:
@@ -40,21 +39,15 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-def read_jira_credentials(kube: KubeApi, namespace: str, secret: str) -> dict[str, SecretStr]:
+def read_jira_credentials(kube: KubeApi, namespace: str, secret: str) -> JiraCredentials:
     """The Jira credentials from the policy's Secret: email + apiToken, or token. Values stay secret."""
+    from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
+
     data = kube.read_secret(namespace, secret)
-    decoded: dict[str, str] = {}
-    for key in ("email", "apiToken", "token"):
-        if data.get(key):
-            try:
-                decoded[key] = base64.b64decode(data[key], validate=True).decode().strip()
-            except (binascii.Error, UnicodeDecodeError):
-                raise PermanentError(f"Secret {namespace}/{secret}: key {key} is not base64 UTF-8") from None
-    if decoded.get("email") and decoded.get("apiToken"):
-        return {"email": SecretStr(decoded["email"]), "apiToken": SecretStr(decoded["apiToken"])}
-    if decoded.get("token"):
-        return {"token": SecretStr(decoded["token"])}
-    raise PermanentError(f"Secret {namespace}/{secret} has neither the keys email and apiToken nor token")
+    try:
+        return JiraCredentials.from_secret_data(data)
+    except AuthError as exc:  # names the keys, never a value
+        raise AuthError(f"Secret {namespace}/{secret}: {exc}") from None
 
 
 def execute_run(
@@ -62,7 +55,7 @@ def execute_run(
     spec: PolicySpec,
     run_id: str,
     cancel: threading.Event,
-    jira_credentials: Credentials | None,
+    jira_credentials: JiraCredentials | None,
     clock: Clock | None = None,
 ) -> RunResult:
     """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled."""
@@ -118,7 +111,7 @@ class RunPool:
         run_id: str,
         policy: PolicyRef,
         spec: PolicySpec,
-        credentials: Credentials | None,
+        credentials: JiraCredentials | None,
     ) -> RunHandle:
         """Start a run in a worker thread; it stays `active` until the thread is done."""
         cancel = threading.Event()
