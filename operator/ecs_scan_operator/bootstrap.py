@@ -27,6 +27,7 @@ def build_ports(
     jira_credentials: Mapping[str, SecretStr] | None = None,
     clients: AwsClients | None = None,
     concurrency: int = 8,
+    state_key: SecretStr | None = None,
 ) -> Ports:
     """Real adapters: ECS, ECR, Inspector, S3 (or a local folder), Jira when configured."""
     clients = clients or AwsClients(
@@ -54,6 +55,7 @@ def build_ports(
         tickets=tickets,
         aws_calls=counter.by_operation,
         aws_errors=counter.errors_by_operation,
+        state_key=state_key,
     )
 
 

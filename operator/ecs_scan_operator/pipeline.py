@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from pydantic import SecretStr
+
 from ecs_scan_operator.concurrency import batched, parallel_map
 from ecs_scan_operator.core.images import parse_image
 from ecs_scan_operator.core.keys import run_folder, state_key
@@ -61,6 +63,7 @@ class Ports:
     tickets: TicketSink | None = None
     aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service:Operation so far
     aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
+    state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged
 
 
 @dataclass
@@ -278,7 +281,10 @@ def run_policy(
     skey = state_key(prefix, policy.namespace, policy.name)
 
     try:
-        state = load_state(ports.reports.get(skey))
+        state = load_state(ports.reports.get(skey), key=ports.state_key, scope=policy.key)
+        if state.trust:  # the reason only; the key never reaches the log
+            event = "state_untrusted" if ports.state_key is not None else "state_unauthenticated"
+            rlog(event, "warning" if ports.state_key is not None else "info", reason=state.trust)
     except ScanError as exc:
         # Without the state the run is only slower (no revision cache) and "new since" is unknown.
         rlog("state_unreadable", "warning", error=str(exc))
@@ -393,7 +399,8 @@ def run_policy(
             result.fail_stage("report", f"{obj.key}: {exc}")
     try:
         findings_now = {img.ref.display: [f.vulnerability_id for f in img.findings] for img in images}
-        ports.reports.put(skey, dump_state(state, run_id, findings_now), "application/json")
+        state_body = dump_state(state, run_id, findings_now, key=ports.state_key, scope=policy.key)
+        ports.reports.put(skey, state_body, "application/json")
     except ScanError as exc:
         result.record_error(f"state: {exc}")
     if result.stage_failures or result.errors_total:

@@ -14,13 +14,15 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ecs_scan_operator.errors import FieldError, InvalidPolicy
 
 ENV_PREFIX = "ECS_SCAN_"
 SECRETS_DIR_ENV = "ECS_SCAN_SECRETS_DIR"
+STATE_KEY_ENV = "ECS_SCAN_STATE_KEY"
+MIN_STATE_KEY_LENGTH = 32  # characters; the chart generates 64 alphanumerics
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -65,6 +67,10 @@ class Settings(BaseSettings):
     # finds ScanPolicy through API discovery, which needs no RBAC, so the operator needs no
     # cluster-scoped grant at all; on, it also notices the CRD being deleted and re-created.
     kopf_scanning: bool = False
+    # The HMAC key of the state objects in the report bucket (core/state.py): a key the bucket does
+    # not hold, so a writer of the bucket cannot steer which images are scanned. Unset, the revision
+    # cache is not used. The chart creates it in a Secret; never logged.
+    state_key: SecretStr | None = None
 
     @field_validator("watch_namespaces", mode="before")
     @classmethod
@@ -80,6 +86,11 @@ class Settings(BaseSettings):
             if not _DNS_LABEL.match(ns):
                 raise ValueError(f"{ns!r} is not a namespace name")
         return sorted(set(value))
+
+    @field_validator("state_key")
+    @classmethod
+    def _state_key(cls, value: SecretStr | None) -> SecretStr | None:
+        return check_state_key(value)
 
     @model_validator(mode="after")
     def _deadline(self) -> Settings:
@@ -116,6 +127,23 @@ class Settings(BaseSettings):
     def liveness_endpoint(self) -> str | None:
         """kopf's --liveness URL, or None."""
         return f"http://0.0.0.0:{self.health_port}/healthz" if self.health_port else None
+
+
+def check_state_key(value: SecretStr | None) -> SecretStr | None:
+    """An empty key is no key; a short one is refused (the message never holds the value)."""
+    if value is None or not value.get_secret_value():
+        return None
+    if len(value.get_secret_value()) < MIN_STATE_KEY_LENGTH:
+        raise ValueError(f"must be at least {MIN_STATE_KEY_LENGTH} characters")
+    return value
+
+
+def state_key_from_env() -> SecretStr | None:
+    """`ECS_SCAN_STATE_KEY` for the CLI (the operator reads it with its settings); SettingsError if short."""
+    try:
+        return check_state_key(SecretStr(os.environ.get(STATE_KEY_ENV, "")))
+    except ValueError as exc:
+        raise SettingsError([FieldError(STATE_KEY_ENV, str(exc))]) from None
 
 
 def load_settings() -> Settings:

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from ecs_scan_operator.core.model import Finding, Severity
 from ecs_scan_operator.core.policy import PolicyRef, parse_spec
@@ -54,9 +55,21 @@ FLEET = {
 }
 
 
-def ports(sink: MemorySink, src: FakeImageSource | None = None, fs: FakeFindings | None = None) -> Ports:
+STATE_KEY = SecretStr("k" * 32)
+
+
+def ports(
+    sink: MemorySink,
+    src: FakeImageSource | None = None,
+    fs: FakeFindings | None = None,
+    key: SecretStr | None = STATE_KEY,
+) -> Ports:
     return Ports(
-        images=src or FakeImageSource(FLEET), digests=FakeDigests(), findings=fs or findings(), reports=sink
+        images=src or FakeImageSource(FLEET),
+        digests=FakeDigests(),
+        findings=fs or findings(),
+        reports=sink,
+        state_key=key,
     )
 
 

@@ -24,12 +24,18 @@ class LocalReportSink:
     def put(self, key: str, body: bytes, content_type: str) -> None:
         """Write to a temp file and rename, so a crash never leaves half an object."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except OSError as exc:  # the boundary: a full disk or a read-only folder is a ScanError
+            raise PermanentError(f"cannot write {path}: {exc.strerror or exc}") from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(body)
             Path(tmp).replace(path)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise PermanentError(f"cannot write {path}: {exc.strerror or exc}") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -37,7 +43,10 @@ class LocalReportSink:
     def get(self, key: str) -> bytes | None:
         """None when absent."""
         path = self._path(key)
-        return path.read_bytes() if path.is_file() else None
+        try:
+            return path.read_bytes() if path.is_file() else None
+        except OSError as exc:
+            raise PermanentError(f"cannot read {path}: {exc.strerror or exc}") from None
 
     def uri(self, key: str) -> str:
         """The file's path."""
