@@ -81,12 +81,16 @@ def read_policy_text(path: str) -> str:
     if len(raw) > MAX_POLICY_BYTES:
         raise _file_error(f"{shown} is over the 1 MiB limit ({MAX_POLICY_BYTES} bytes)")
     encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+    if (
+        encoding == "utf-8" and b"\x00" in raw
+    ):  # no text file holds NUL: an image, an archive, UTF-16 without BOM
+        raise _file_error(f"{shown} holds binary data (a NUL byte at offset {raw.index(0)}), not YAML text")
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
+        name = encoding.removesuffix("-sig").upper()
         raise _file_error(
-            f"{shown} is not {exc.encoding.upper()} text: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
-            "(save it as UTF-8)"
+            f"{shown} is not {name} text: byte 0x{raw[exc.start]:02x} at offset {exc.start} (save it as UTF-8)"
         ) from None
     text = text.removeprefix("\ufeff")
     if "\x00" in text:
@@ -137,6 +141,8 @@ def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:
     """PyYAML's message on one line: the problem and where (its multi-line snippet is left out)."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"unacceptable character #x{exc.character:04x} at offset {exc.position}"
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -147,8 +153,9 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
 def load_policy(path: str) -> tuple[PolicyRef, PolicySpec]:
     """Read a YAML file holding one ScanPolicy manifest or a bare spec; InvalidPolicy when wrong."""
     text = read_policy_text(path)
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # its reader already refuses non-printable characters
         docs = []
         while loader.check_data():  # type: ignore[no-untyped-call]
             doc = loader.get_data()
@@ -159,7 +166,8 @@ def load_policy(path: str) -> tuple[PolicyRef, PolicySpec]:
     except RecursionError:  # a belt to the depth limit's braces (e.g. deep flow collections)
         raise _file_error(f"not valid YAML: nested too deeply (more than {MAX_YAML_DEPTH} levels)") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if len(docs) != 1:
         raise _file_error(f"expected exactly one YAML document, found {len(docs)}")
     return parse_document(docs[0])

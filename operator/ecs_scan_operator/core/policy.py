@@ -358,7 +358,7 @@ class PolicySpec(_Model):
     def _tz(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
             raise ValueError(f"{v!r} is not an IANA time zone name such as Europe/Paris or UTC") from None
         return v
 
