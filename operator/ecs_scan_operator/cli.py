@@ -90,7 +90,8 @@ def read_policy_text(path: str) -> str:
     except UnicodeDecodeError as exc:
         name = encoding.removesuffix("-sig").upper()
         raise _file_error(
-            f"{shown} is not {name} text: byte 0x{raw[exc.start]:02x} at offset {exc.start} (save it as UTF-8)"
+            f"{shown} is not {name} text: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+            "(save it as UTF-8)"
         ) from None
     text = text.removeprefix("\ufeff")
     if "\x00" in text:

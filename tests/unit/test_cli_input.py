@@ -283,7 +283,7 @@ def test_every_echoed_value_is_clipped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str
 ) -> None:
     value = "Z" * 50_000
-    key = field.split(":")[0]
+    key = field.split(":", maxsplit=1)[0]
     text = "\n".join(line for line in BARE.splitlines() if not line.startswith(key)) + "\n" + field % value
     code, _, err = _run(capsys, "validate", "-f", str(_write(tmp_path, text.encode())))
     assert code == 2 and "Traceback" not in err
