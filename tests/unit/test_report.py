@@ -26,7 +26,13 @@ from ecs_scan_operator.core.model import (
     Severity,
 )
 from ecs_scan_operator.core.policy import PolicyRef, Suppression
-from ecs_scan_operator.core.report import csv_cell, render_csv, render_html, render_index
+from ecs_scan_operator.core.report import (
+    csv_cell,
+    image_report_key,
+    render_csv,
+    render_html,
+    render_index,
+)
 from ecs_scan_operator.core.result import RunResult
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -244,6 +250,13 @@ HOSTILE_URLS = [
     "//evil.example.com/x",
     "/etc/passwd",
     "images/../../x",
+    "images/%2e%2e/%2e%2e/x.json",
+    "images/..\\..\\x.json",
+    "images/.hidden.json",
+    "images/app/1.json?x=javascript:1",
+    "images/app/1.json#frag",
+    "images",
+    "Images/app/1.json",
     '"><script>alert(1)</script>',
 ]
 
@@ -295,7 +308,15 @@ def test_index_html_links_only_http_or_own_reports(url: str) -> None:
     assert page.tags.count("a") == 0 and page.tags.count("span") >= 1  # the name is shown as text
 
 
-@pytest.mark.parametrize("url", ["https://nvd.nist.gov/vuln/detail/CVE-1", "images/app/1.json"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://nvd.nist.gov/vuln/detail/CVE-1",
+        "images/app/1.json",
+        "images/team/app/v1.2.3-rc_1+build=7.json",
+        "images/app/sha256_abc~0123456789ab.json",
+    ],
+)
 def test_index_html_keeps_good_links(url: str) -> None:
     img = _hostile_image("x", where="reason")
     page = _assert_inert(render_html([img], _result(), {img.ref.raw: url}, []))
@@ -326,3 +347,17 @@ def test_render_index_writes_all_four_run_files_from_hostile_data() -> None:
     _assert_inert(objs[2].body.decode())
     rows = list(csv.reader(io.StringIO(objs[1].body.decode(), newline=None)))
     assert len(rows) == len(images) + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=150), st.text(min_size=1, max_size=150))
+def test_every_affected_image_links_to_its_own_report(repository: str, tag: str) -> None:
+    # Whatever the names, the key `image_key` builds is one the page accepts as a link (no report
+    # silently loses its link) and it points inside the run's images/ folder.
+    img = _hostile_image("x", where="reason")
+    img.ref = replace(img.ref, repository=repository, tag=tag, raw=f"{ECR}/{repository}:{tag}")
+    objs = list(render_index("runs/r1", PolicyRef(), [img], _result(), {}, [], []))
+    page = _assert_inert(objs[2].body.decode())
+    hrefs = [v for _, k, v in page.attrs if k == "href"]
+    assert len(hrefs) == 1 and hrefs[0] is not None
+    assert hrefs[0] == image_report_key("runs/r1", img).removeprefix("runs/r1/")

@@ -10,11 +10,11 @@ import csv
 import functools
 import io
 import json
+import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 
@@ -149,15 +149,16 @@ def _template() -> jinja2.Template:
     return env.get_template("index.html.j2")
 
 
+# A per-image report, relative to the run folder, as `image_key` builds it: segments of its safe
+# characters that never start with a dot (so no `..`, no `%2e%2e`, no backslash, no scheme).
+_OWN_REPORT = re.compile(r"images(?:/[A-Za-z0-9_=+~-][A-Za-z0-9._=+~-]*)+\.json")
+
+
 def _href(link: str | None) -> str | None:
-    """A link the page may hold: an http(s) URL (`safe_url`), or a relative `images/...` report path."""
+    """A link the page may hold: an http(s) URL (`safe_url`), or one of the run's own image reports."""
     if link is None:
         return None
-    if safe_url(link):
-        return link
-    # The per-image reports are ours: relative keys built by `image_key` from sanitised parts.
-    parts = urlsplit(link)
-    if link.startswith("images/") and not parts.scheme and not parts.netloc and ".." not in link.split("/"):
+    if safe_url(link) or _OWN_REPORT.fullmatch(link):
         return link
     return None
 
