@@ -81,9 +81,8 @@ def read_policy_text(path: str) -> str:
     if len(raw) > MAX_POLICY_BYTES:
         raise _file_error(f"{shown} is over the 1 MiB limit ({MAX_POLICY_BYTES} bytes)")
     encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
-    if (
-        encoding == "utf-8" and b"\x00" in raw
-    ):  # no text file holds NUL: an image, an archive, UTF-16 without BOM
+    # No text file holds a NUL byte: an image, an archive, UTF-16 or UTF-32 without a BOM.
+    if encoding == "utf-8" and b"\x00" in raw:
         raise _file_error(f"{shown} holds binary data (a NUL byte at offset {raw.index(0)}), not YAML text")
     try:
         text = raw.decode(encoding)

@@ -194,8 +194,10 @@ BILLION_LAUGHS = "\n".join(
             f"{chr(98 + i)}: &{chr(98 + i)} {{{', '.join(f'k{j}: *{chr(97 + i)}' for j in range(10))}}}\n"
             for i in range(6)
         ),
+        "a: &a [1, *a]\n",  # an alias inside its own anchor: infinite once expanded
+        "a: &a {k: *a}\n",
     ],
-    ids=["billion-laughs", "wide", "mappings"],
+    ids=["billion-laughs", "wide", "mappings", "recursive", "recursive-mapping"],
 )
 def test_alias_bombs_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
     _refused(capsys, _write(tmp_path, text.encode()), "not valid YAML", "aliases expand")
