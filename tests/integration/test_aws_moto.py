@@ -348,6 +348,25 @@ def test_cli_demo_end_to_end(tmp_path: Path) -> None:
     assert str(index).startswith(str(tmp_path))
 
 
+def test_cli_demo_output_dir_failing_during_the_run(tmp_path: Path) -> None:
+    """The folder is writable at the start, but the report's own folder is a file: exit 1, the
+    path and the reason on stderr, no traceback."""
+    (tmp_path / "ecs-scan").write_text("in the way")  # the policy's report prefix
+    out = subprocess.run(
+        [sys.executable, "-m", "ecs_scan_operator.cli", "run", "--demo", "-f",
+         str(REPO_ROOT / "examples" / "scanpolicy.yaml"), "--output-dir", str(tmp_path), "--format", "json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    result = json.loads(out.stdout)
+    assert result["result"] != "Succeeded"  # which failure outcome is the commit protocol's business
+    failure = json.dumps(result)
+    assert (
+        "cannot write" in failure and str(tmp_path / "ecs-scan") in failure and "Not a directory" in failure
+    )
+
+
 def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     good = subprocess.run(
         [
