@@ -54,9 +54,19 @@ def _stored(key: SecretStr | None = KEY, scope: str = SCOPE) -> bytes:
 
 
 def _edit(fn: Callable[[dict[str, Any]], None]) -> bytes:
+    """The stored state edited by `fn`, written back in the same canonical form (the MAC first)."""
     data = json.loads(_stored())
     fn(data)
-    return json.dumps(data).encode()
+    has_mac, mac = "_mac" in data, data.pop("_mac", None)
+    payload = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    if not has_mac:
+        return payload.encode()
+    return ('{"_mac":' + json.dumps(mac) + "," + payload[1:]).encode()
+
+
+def test_the_edit_helper_reproduces_the_stored_bytes() -> None:
+    # So every tampering below changes content, not formatting.
+    assert _edit(lambda data: None) == _stored()
 
 
 def test_untouched_state_is_trusted_and_complete() -> None:
@@ -69,10 +79,11 @@ def test_untouched_state_is_trusted_and_complete() -> None:
     assert state.last_run_id == "r1"
 
 
-def test_reformatting_the_json_keeps_it_trusted() -> None:
-    # The MAC is over the content, not the bytes: a pretty-printed copy is the same state.
+def test_the_mac_covers_the_exact_bytes() -> None:
+    # Checked without serialising again: even a pretty-printed copy of the same content is an edit.
     pretty = json.dumps(json.loads(_stored()), indent=4).encode()
-    assert load_state(pretty, key=KEY, scope=SCOPE).trust == ""
+    assert load_state(pretty, key=KEY, scope=SCOPE).trust
+    assert _stored().startswith(b'{"_mac":"hmac-sha256:')
 
 
 def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
@@ -122,12 +133,14 @@ TAMPERING = {
     "last run id": _set(["lastRunId"], "r0"),
     "version": _set(["version"], 2),
     "an unknown field added": _set(["extra"], True),
-    "mac removed": _drop(["mac"]),
-    "mac empty": _set(["mac"], ""),
-    "mac of another algorithm": _set(["mac"], "sha256:" + "0" * 64),
-    "mac truncated": lambda d: d.__setitem__("mac", d["mac"][:-2]),
-    "mac flipped": lambda d: d.__setitem__("mac", d["mac"][:-1] + ("0" if d["mac"][-1] != "0" else "1")),
-    "mac not a string": _set(["mac"], 1),
+    "mac removed": _drop(["_mac"]),
+    "mac empty": _set(["_mac"], ""),
+    "mac of another algorithm": _set(["_mac"], "sha256:" + "0" * 64),
+    "mac truncated": lambda d: d.__setitem__("_mac", d["_mac"][:-2]),
+    "mac extended": lambda d: d.__setitem__("_mac", d["_mac"] + "00"),
+    "mac flipped": lambda d: d.__setitem__("_mac", d["_mac"][:-1] + ("0" if d["_mac"][-1] != "0" else "1")),
+    "mac upper-cased": lambda d: d.__setitem__("_mac", d["_mac"].upper()),
+    "mac not a string": _set(["_mac"], 1),
 }
 
 
@@ -181,7 +194,7 @@ def test_state_written_without_a_key_is_untrusted_once_a_key_is_set() -> None:
 def test_without_a_key_the_revision_cache_is_neither_written_nor_read() -> None:
     raw = _stored(key=None)
     data = json.loads(raw)
-    assert data["revisions"] == {} and "mac" not in data
+    assert data["revisions"] == {} and "_mac" not in data
     # Even a state holding revisions (written with a key, or by hand) gives no cache without a key.
     state = load_state(_stored(), key=None, scope=SCOPE)
     assert state.trust == UNAUTHENTICATED

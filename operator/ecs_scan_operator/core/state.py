@@ -6,8 +6,10 @@ operator keeps it. It is bounded by the fleet (entries not seen in a run are dro
 
 Trust. The revision cache decides which images are scanned (a cached revision is not described
 again), and whoever can write the report bucket can edit the state object. So the state carries an
-HMAC-SHA256 over its whole content and the policy it belongs to, with a key the bucket does not hold
-(`ECS_SCAN_STATE_KEY`: a Secret the chart creates, an environment variable for the CLI):
+HMAC-SHA256 over its exact bytes and the policy it belongs to, with a key the bucket does not hold
+(`ECS_SCAN_STATE_KEY`: a Secret the chart creates, an environment variable for the CLI). The MAC
+leads the object, `{"_mac":"hmac-sha256:<hex>",<the payload's members>}`, so it is checked over the
+stored bytes without serialising anything again (a large fleet's state is megabytes):
 - key set, MAC valid: the state is used;
 - key set, MAC missing, wrong or of another policy: the whole state is ignored (a cold listing, every
   finding "new"), `trust` says why, and the run goes on;
@@ -35,6 +37,9 @@ from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages
 
 STATE_VERSION = 1
 MAC_PREFIX = "hmac-sha256:"
+# `_mac` sorts before every payload member, so a MACed state is still canonical, sorted JSON.
+_MAC_HEAD = b'{"_mac":"' + MAC_PREFIX.encode()
+_MAC_HEX = 64
 UNAUTHENTICATED = "no state key configured: the revision cache is not used"
 
 
@@ -80,14 +85,10 @@ def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
     }
 
 
-def _mac(key: SecretStr, scope: str, payload: bytes) -> str:
-    """The MAC of a state payload, bound to the policy it belongs to (`namespace/name`)."""
+def _mac(key: SecretStr, scope: str, payload: bytes) -> bytes:
+    """The MAC (hex) of a state payload, bound to the policy it belongs to (`namespace/name`)."""
     digest = hmac.new(key.get_secret_value().encode(), scope.encode() + b"\n" + payload, hashlib.sha256)
-    return MAC_PREFIX + digest.hexdigest()
-
-
-def _canonical(data: Mapping[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    return digest.hexdigest().encode()
 
 
 def dump_state(
@@ -113,23 +114,18 @@ def dump_state(
         },
         "findings": {k: sorted(set(v)) for k, v in sorted(findings.items())},
     }
-    if key is not None:
-        data["mac"] = _mac(key, scope, _canonical(data))
-    return _canonical(data)
+    payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    if key is None:
+        return payload
+    return _MAC_HEAD + _mac(key, scope, payload) + b'",' + payload[1:]
 
 
 def verify_state(raw: bytes, *, key: SecretStr, scope: str) -> str:
     """Why a stored state may not be trusted under `key` for policy `scope`; "" when it may."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return "the state is not JSON"
-    if not isinstance(data, dict):
-        return "the state is not a JSON object"
-    mac = data.pop("mac", None)
-    if not isinstance(mac, str) or not mac.startswith(MAC_PREFIX):
+    end = len(_MAC_HEAD) + _MAC_HEX
+    if not raw.startswith(_MAC_HEAD) or raw[end : end + 2] != b'",':
         return "the state carries no MAC"
-    if not hmac.compare_digest(mac, _mac(key, scope, _canonical(data))):
+    if not hmac.compare_digest(raw[len(_MAC_HEAD) : end], _mac(key, scope, b"{" + raw[end + 2 :])):
         return "the state's MAC does not match (edited, another policy's, or another key)"
     return ""
 
