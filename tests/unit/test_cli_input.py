@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ecs_scan_operator import cli
+from ecs_scan_operator.errors import InvalidPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -324,3 +327,24 @@ def test_a_short_state_key_is_refused_without_echoing_it(
     code, out, err = _run(capsys, "run", "-f", str(_write(tmp_path, BARE.encode())), "--format", "json")
     assert code == 2 and out == "" and "short-secret" not in err
     assert err.strip() == "error: ECS_SCAN_STATE_KEY: must be at least 32 characters"
+
+
+# --------------------------------------------------------------------------------- any bytes
+
+
+YAMLISH = st.text(
+    alphabet=st.sampled_from([*list("ab:-[]{}&*!|>'\"#,?\n\t "), "\x00", "é", "\ufeff"]), max_size=300
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=600), YAMLISH.map(lambda t: t.encode("utf-8"))))
+def test_any_bytes_load_or_fail_with_one_line(tmp_path: Path, data: bytes) -> None:
+    # Whatever the file holds, load_policy returns a policy or raises InvalidPolicy (exit 2), each
+    # problem on one line; nothing else escapes.
+    path = _write(tmp_path, data)
+    try:
+        cli.load_policy(str(path))
+    except InvalidPolicy as exc:
+        assert exc.errors
+        assert all("\n" not in str(e) and len(str(e)) < 700 for e in exc.errors)
