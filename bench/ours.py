@@ -23,6 +23,7 @@ from bench.model import DEFAULT_BUCKETS, DEFAULT_LATENCY, Model, install_executo
 
 POLICY_NAME = "bench"
 NAMESPACE = "bench"
+BENCH_STATE_KEY = "bench-state-key-not-a-secret-0123456789"  # the HMAC key of the bench state object
 
 
 def policy_document(jira_url: str | None = None) -> dict[str, Any]:
@@ -187,13 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     clients = AwsClients(session_name="bench", hooks=[model.attach, fake.attach])
     policy = PolicyRef(namespace=NAMESPACE, name=POLICY_NAME)
     spec = parse_spec(policy_document(args.jira_url))
+    from pydantic import SecretStr
+
     jira_credentials = None
     if args.jira_url:  # the Jira test server's credentials, passed by the driver in the environment
         from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
         jira_credentials = JiraCredentials.from_env()
     ports = build_ports(
-        policy, spec, clients=clients, concurrency=args.concurrency, jira_credentials=jira_credentials
+        policy,
+        spec,
+        clients=clients,
+        concurrency=args.concurrency,
+        jira_credentials=jira_credentials,
+        # As the chart deploys it: a state key, so the warm run trusts the cached revisions.
+        state_key=SecretStr(BENCH_STATE_KEY),
     )
     probe = RssProbe()
     probe.wrap(ports)

@@ -18,6 +18,8 @@ from ecs_scan_operator.pipeline import Ports
 from ecs_scan_operator.ports import ReportSink, TicketSink
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
 
@@ -30,6 +32,7 @@ def build_ports(
     clients: AwsClients | None = None,
     concurrency: int = 8,
     enforce_jira_destination: bool = True,
+    state_key: SecretStr | None = None,
 ) -> Ports:
     """Real adapters: ECS, ECR, Inspector, S3 (or a local folder), Jira when configured.
 
@@ -61,6 +64,7 @@ def build_ports(
         tickets=tickets,
         aws_calls=counter.by_operation,
         aws_errors=counter.errors_by_operation,
+        state_key=state_key,
     )
 
 

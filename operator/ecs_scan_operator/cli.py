@@ -6,9 +6,12 @@ Exit codes: 0 success, 1 the run failed or was partial, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -18,9 +21,10 @@ from typing import Any
 import yaml
 
 from ecs_scan_operator import __version__
-from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, parse_document
+from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, clip_reason, clip_value, parse_document
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.errors import AuthError, FieldError, InvalidPolicy, LeaseHeld, ScanError
+from ecs_scan_operator.settings import SettingsError, state_key_from_env
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 log = logging.getLogger("ecs_scan_operator")
@@ -34,24 +38,174 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+MAX_POLICY_BYTES = 1024 * 1024  # a Kubernetes object is at most about 1 MiB (etcd's request limit)
+MAX_YAML_DEPTH = 64  # nesting of mappings and sequences; a policy needs about 6
+MAX_YAML_NODES = 100_000  # nodes after aliases are expanded ("billion laughs" stops here)
+# Byte-order marks, longest first (the UTF-32 LE mark begins with the UTF-16 LE one).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _file_error(reason: str) -> InvalidPolicy:
+    return InvalidPolicy([FieldError("(file)", reason)])
+
+
+def read_policy_text(path: str) -> str:
+    """The text of a policy file (or stdin for `-`), at most 1 MiB; InvalidPolicy with a one-line reason.
+
+    UTF-8, or UTF-16/UTF-32 when the file starts with their byte-order mark (as YAML allows and as
+    Windows editors save it); anything else, and binary data, is refused.
+    """
+    shown = clip_value(path)
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read(MAX_POLICY_BYTES + 1)
+        else:
+            with Path(path).open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > MAX_POLICY_BYTES:
+                    raise _file_error(
+                        f"{shown} is {size} bytes, over the 1 MiB limit ({MAX_POLICY_BYTES} bytes)"
+                    )
+                raw = f.read(MAX_POLICY_BYTES + 1)  # a device or /proc file reports no size
+    except IsADirectoryError:
+        raise _file_error(f"cannot read {shown}: it is a directory") from None
+    except OSError as exc:
+        raise _file_error(f"cannot read {shown}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_POLICY_BYTES:
+        raise _file_error(f"{shown} is over the 1 MiB limit ({MAX_POLICY_BYTES} bytes)")
+    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+    # No text file holds a NUL byte: an image, an archive, UTF-16 or UTF-32 without a BOM.
+    if encoding == "utf-8" and b"\x00" in raw:
+        raise _file_error(f"{shown} holds binary data (a NUL byte at offset {raw.index(0)}), not YAML text")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        name = encoding.removesuffix("-sig").upper()
+        raise _file_error(
+            f"{shown} is not {name} text: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+            "(save it as UTF-8)"
+        ) from None
+    text = text.removeprefix("\ufeff")
+    if "\x00" in text:
+        raise _file_error(f"{shown} holds binary data (a NUL character at offset {text.index(chr(0))})")
+    if not text.strip():
+        raise _file_error(f"{shown} is empty")
+    return text
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a nesting limit and a limit on what aliases expand to."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """A node, refused beyond MAX_YAML_DEPTH levels (deep nesting would exhaust the stack)."""
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        """A document, refused when its aliases expand to more than MAX_YAML_NODES nodes."""
+        node = super().compose_document()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise yaml.YAMLError(f"aliases expand to more than {MAX_YAML_NODES} nodes")
+        return node
+
+
+def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
+    """Nodes in `node` with every alias expanded; shared nodes are counted once per use, computed once."""
+    if id(node) in seen:
+        return seen[id(node)]
+    seen[id(node)] = MAX_YAML_NODES + 1  # a node reached again while being counted: a cycle
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, seen) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, seen) + _expanded_size(v, seen) for k, v in node.value)
+    seen[id(node)] = min(size, MAX_YAML_NODES + 1)
+    return seen[id(node)]
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: the problem and where (its multi-line snippet is left out)."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"unacceptable character #x{exc.character:04x} at offset {exc.position}"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return clip_reason(f"{exc.problem}{where}")
+    return clip_reason(" ".join(str(exc).split()))
+
+
 def load_policy(path: str) -> tuple[PolicyRef, PolicySpec]:
     """Read a YAML file holding one ScanPolicy manifest or a bare spec; InvalidPolicy when wrong."""
+    text = read_policy_text(path)
+    loader = None
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidPolicy([FieldError("(file)", f"cannot read {path}: {exc.strerror}")]) from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        loader = _BoundedLoader(text)  # its reader already refuses non-printable characters
+        docs = []
+        while loader.check_data():  # type: ignore[no-untyped-call]
+            doc = loader.get_data()
+            if doc is not None:
+                docs.append(doc)
     except yaml.YAMLError as exc:
-        raise InvalidPolicy([FieldError("(file)", f"not valid YAML: {exc}")]) from None
+        raise _file_error(f"not valid YAML: {_yaml_reason(exc)}") from None
+    except RecursionError:  # a belt to the depth limit's braces (e.g. deep flow collections)
+        raise _file_error(f"not valid YAML: nested too deeply (more than {MAX_YAML_DEPTH} levels)") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if len(docs) != 1:
-        raise InvalidPolicy([FieldError("(file)", f"expected exactly one document, found {len(docs)}")])
+        raise _file_error(f"expected exactly one YAML document, found {len(docs)}")
     return parse_document(docs[0])
 
 
-def _print_errors(errors: Sequence[FieldError]) -> None:
+def prepare_output_dir(path: str | None) -> Path | None:
+    """`--output-dir`, created and proven writable before the run; InvalidPolicy naming path and reason."""
+    if path is None:
+        return None
+    shown = clip_value(path)
+
+    def refuse(reason: str) -> InvalidPolicy:
+        return InvalidPolicy([FieldError("(--output-dir)", f"{shown}: {reason}")])
+
+    try:
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        # mkdir says nothing about writing inside (a read-only mount, /proc): write a probe.
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except FileExistsError:
+        raise refuse("exists and is not a directory") from None
+    except NotADirectoryError:
+        raise refuse("a part of the path is a file, not a directory") from None
+    except OSError as exc:
+        raise refuse(f"cannot write there: {exc.strerror or exc}") from None
+    except ValueError as exc:  # an embedded NUL character
+        raise refuse(f"not a valid path ({exc})") from None
+    return root
+
+
+def _print_errors(exc: InvalidPolicy) -> None:
+    """One line per problem; a problem with the file or a setting is not called an invalid policy."""
+    if len(exc.errors) == 1 and (isinstance(exc, SettingsError) or exc.errors[0].path.startswith("(")):
+        err = exc.errors[0]
+        print(f"error: {err.path}: {err.reason}", file=sys.stderr)
+        return
     print("policy is invalid:", file=sys.stderr)
-    for err in errors:
+    for err in exc.errors:
         print(f"  {err.path}: {err.reason}", file=sys.stderr)
 
 
@@ -60,7 +214,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         ref, spec = load_policy(args.file)
     except InvalidPolicy as exc:
-        _print_errors(exc.errors)
+        _print_errors(exc)
         return EXIT_BAD_INPUT
     print(f"{ref.key}: valid (schedule {spec.schedule!r} {spec.time_zone}, threshold {spec.threshold.value})")
     return EXIT_OK
@@ -115,8 +269,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         ref, spec = load_policy(args.file)
+        output_dir = prepare_output_dir(args.output_dir or ("demo-report" if args.demo else None))
+        state_key = state_key_from_env()
     except InvalidPolicy as exc:
-        _print_errors(exc.errors)
+        _print_errors(exc)
         return EXIT_BAD_INPUT
     if args.dry_run:
         spec = spec.model_copy(update={"dry_run": True})
@@ -129,9 +285,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         except AuthError as exc:  # names the variables' keys, never a value
             print(f"{exc} (environment JIRA_EMAIL + JIRA_API_TOKEN, or JIRA_PAT)", file=sys.stderr)
             return EXIT_BAD_INPUT
-    output_dir = Path(args.output_dir) if args.output_dir else None
-    if args.demo and output_dir is None:
-        output_dir = Path("demo-report")
     with ExitStack() as stack:
         fleet_note = None
         if args.demo:
@@ -152,6 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             output_dir=output_dir,
             jira_credentials=jira_credentials,
             enforce_jira_destination=False,
+            state_key=state_key,
         )
         progress = _progress_callback(stack) if args.format == "table" and sys.stderr.isatty() else None
         try:
@@ -197,7 +351,7 @@ def cmd_lease(args: argparse.Namespace) -> int:
     try:
         ref, spec = load_policy(args.file)
     except InvalidPolicy as exc:
-        _print_errors(exc.errors)
+        _print_errors(exc)
         return EXIT_BAD_INPUT
     reports = build_ports(ref, spec, output_dir=Path(args.output_dir) if args.output_dir else None).reports
     key = lease_key(spec.report.s3.prefix, ref.namespace, ref.name)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from pydantic import SecretStr
+
 from ecs_scan_operator.concurrency import batched, parallel_map
 from ecs_scan_operator.core.images import parse_image
 from ecs_scan_operator.core.keys import lease_key, run_folder, state_key
@@ -74,6 +76,7 @@ class Ports:
     tickets: TicketSink | None = None
     aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service:Operation so far
     aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
+    state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged
 
 
 @dataclass
@@ -464,8 +467,16 @@ class _Run:
             self.result.record_error(f"state: {exc}")
             self.state_readable = False
             return
+        key, scope = self.ports.state_key, self.policy.key
         if found is not None:
-            self.state, self.state_etag = load_state(found.body), found.etag
+            self.state, self.state_etag = load_state(found.body, key=key, scope=scope), found.etag
+        else:
+            self.state = load_state(None, key=key, scope=scope)
+        if self.state.trust:  # the reason only; the key never reaches the log
+            event, level = (
+                ("state_untrusted", "warning") if key is not None else ("state_unauthenticated", "info")
+            )
+            self.rlog(event, level, reason=self.state.trust)
 
     def apply_rules(self, expired_used: set[str]) -> None:
         """Fold the images into the result; which findings are new since the last run."""
@@ -603,7 +614,9 @@ class _Run:
             self.result.record_error("state: not written, it could not be read at the start")
             return
         findings_now = {img.ref.display: [f.vulnerability_id for f in img.findings] for img in self.images}
-        body = dump_state(self.state, self.run_id, findings_now)
+        body = dump_state(
+            self.state, self.run_id, findings_now, key=self.ports.state_key, scope=self.policy.key
+        )
         try:
             self.ports.reports.put_if(self.state_key, body, "application/json", etag=self.state_etag)
         except ConflictError as exc:

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ecs_scan_operator.core.destinations import AllowList
@@ -22,6 +22,8 @@ from ecs_scan_operator.errors import FieldError, InvalidPolicy
 
 ENV_PREFIX = "ECS_SCAN_"
 SECRETS_DIR_ENV = "ECS_SCAN_SECRETS_DIR"
+STATE_KEY_ENV = "ECS_SCAN_STATE_KEY"
+MIN_STATE_KEY_LENGTH = 32  # characters; the chart generates 64 alphanumerics
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -70,6 +72,10 @@ class Settings(BaseSettings):
     # (a self-hosted Jira on a private address). Others on loopback, link-local (the instance
     # metadata service), private ... addresses are refused before any request; see core.destinations.
     jira_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The HMAC key of the state objects in the report bucket (core/state.py): a key the bucket does
+    # not hold, so a writer of the bucket cannot steer which images are scanned. Unset, the revision
+    # cache is not used. The chart creates it in a Secret; never logged.
+    state_key: SecretStr | None = None
 
     @field_validator("watch_namespaces", "jira_allowed_hosts", mode="before")
     @classmethod
@@ -91,6 +97,11 @@ class Settings(BaseSettings):
     def _allowed_hosts(cls, value: list[str]) -> list[str]:
         AllowList.parse(value)  # ValueError names the bad entry
         return value
+
+    @field_validator("state_key")
+    @classmethod
+    def _state_key(cls, value: SecretStr | None) -> SecretStr | None:
+        return check_state_key(value)
 
     @model_validator(mode="after")
     def _deadline(self) -> Settings:
@@ -174,6 +185,23 @@ def load_aws_settings() -> AwsSettings:
             for err in exc.errors(include_url=False)
         ]
         raise SettingsError(problems) from None
+
+
+def check_state_key(value: SecretStr | None) -> SecretStr | None:
+    """An empty key is no key; a short one is refused (the message never holds the value)."""
+    if value is None or not value.get_secret_value():
+        return None
+    if len(value.get_secret_value()) < MIN_STATE_KEY_LENGTH:
+        raise ValueError(f"must be at least {MIN_STATE_KEY_LENGTH} characters")
+    return value
+
+
+def state_key_from_env() -> SecretStr | None:
+    """`ECS_SCAN_STATE_KEY` for the CLI (the operator reads it with its settings); SettingsError if short."""
+    try:
+        return check_state_key(SecretStr(os.environ.get(STATE_KEY_ENV, "")))
+    except ValueError as exc:
+        raise SettingsError([FieldError(STATE_KEY_ENV, str(exc))]) from None
 
 
 def load_settings() -> Settings:

@@ -146,6 +146,22 @@ def policy(
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ScanPolicy", "metadata": metadata, "spec": body}
 
 
+E2E_STATE_KEY = "e2e-state-key-not-a-secret-0123456789"
+
+
+def s3_object(moto_url: str, key: str) -> bytes:
+    """One object of the e2e report bucket."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    body: bytes = s3.get_object(Bucket="ecs-scan-reports", Key=key)["Body"].read()
+    return body
+
+
 def report_runs(moto_url: str, namespace: str, name: str) -> dict[str, list[str]]:
     """Run id -> object keys written under the policy's report folders in S3."""
     s3 = boto3.client(
@@ -257,6 +273,7 @@ def start_operator(
             "ECS_SCAN_RETRY_PERIOD_SECONDS": "1",
             "ECS_SCAN_RESYNC_SECONDS": "5",
             "ECS_SCAN_CANCEL_GRACE_SECONDS": "15",
+            "ECS_SCAN_STATE_KEY": E2E_STATE_KEY,  # as the chart's Secret provides it
             **env,
         }
         log_path = tmp_path / f"{identity}-{len(started)}.log"

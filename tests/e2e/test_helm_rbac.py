@@ -611,9 +611,15 @@ def test_helm_install_upgrade_uninstall(kube_cluster: LocalCluster, kubectl: Kub
     assert kubectl.json("get", "role", f"{release}-ecs-scan-operator", "-n", team)["rules"]
     assert kubectl.json("get", "crd", CRD_NAME)["spec"]["group"] == "ecsscan.io"
 
+    state_key_secret = f"{release}-ecs-scan-operator-state-key"
+    key = kubectl.json("get", "secret", state_key_secret, "-n", ns)["data"]["stateKey"]
+    assert len(base64.b64decode(key)) == 64
+
     _helm(kube_cluster, "upgrade", release, str(CHART), "-n", ns, "--reuse-values", "--set", "replicaCount=2")
     deploy = kubectl.json("get", "deployment", f"{release}-ecs-scan-operator", "-n", ns)
     assert deploy["spec"]["replicas"] == 2
+    # The state key survives the upgrade (lookup): the cached revisions stay trusted.
+    assert kubectl.json("get", "secret", state_key_secret, "-n", ns)["data"]["stateKey"] == key
     assert deploy["spec"]["strategy"]["type"] == "RollingUpdate"
     assert kubectl.json("get", "role", f"{release}-ecs-scan-operator-leader-election", "-n", ns)
 
@@ -622,6 +628,8 @@ def test_helm_install_upgrade_uninstall(kube_cluster: LocalCluster, kubectl: Kub
         "get", "deployment,serviceaccount,role,rolebinding,networkpolicy", "-n", ns, "-o", "name"
     ).stdout.split()
     assert [x for x in leftovers if release in x] == []
+    # ... and the uninstall (helm.sh/resource-policy: keep): a reinstall trusts the same state.
+    assert kubectl.json("get", "secret", state_key_secret, "-n", ns)["data"]["stateKey"] == key
     assert (
         kubectl("get", "clusterrole", f"{release}-ecs-scan-operator-kopf-scanning", check=False).returncode
         != 0

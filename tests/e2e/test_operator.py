@@ -16,7 +16,7 @@ import pytest
 
 from ecs_scan_operator.demo.fleet import FleetInfo
 from tests.cluster.fixtures import Kubectl
-from tests.e2e.conftest import Api, StartOperator, policy, report_runs, wait_for
+from tests.e2e.conftest import E2E_STATE_KEY, Api, StartOperator, policy, report_runs, s3_object, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +87,15 @@ def test_run_now_writes_status_report_events_and_metrics(
     api.run_now("nightly", "2")
     st2 = wait_for("the second run", lambda: finished(api, "nightly", "2"), timeout=120)
     assert st2["lastRun"]["id"] != last["id"]
-    assert len(report_runs(moto_server, api.namespace, "nightly")) == 2
+    runs = report_runs(moto_server, api.namespace, "nightly")
+    assert len(runs) == 2
+    # The operator's state key (from the environment, as the chart mounts it): the second run
+    # trusted the first run's state object, and the key is in nothing written.
+    log_key = next(k for k in runs[st2["lastRun"]["id"]] if k.endswith("/run.log.jsonl"))
+    events = [json.loads(line)["event"] for line in s3_object(moto_server, log_key).splitlines()]
+    assert "run_finished" in events and not [e for e in events if e.startswith("state_")], events
+    for key in (k for keys in runs.values() for k in keys):
+        assert E2E_STATE_KEY.encode() not in s3_object(moto_server, key), key
     assert op.terminate() == 0
 
 

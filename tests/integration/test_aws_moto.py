@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+from pydantic import SecretStr
 
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrBasicScanner, EcrDigestResolver
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.integration
 REGION = "us-east-1"
 ECR = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+STATE_KEY = SecretStr("integration-state-key-0123456789abcdef")
 
 
 def client(service: str) -> Any:
@@ -234,7 +236,7 @@ def test_pipeline_on_demo_fleet_to_s3_and_rerun(aws: str) -> None:
     fleet = seed_fleet(aws, region=REGION)
     ref = PolicyRef(namespace="sec", name="daily")
     spec = policy()
-    ports = build_ports(ref, spec)
+    ports = build_ports(ref, spec, state_key=STATE_KEY)
     clock = FixedClock()
     first = run_policy(ref, spec, ports, clock, run_id="run-1")
     assert first.outcome is Outcome.SUCCEEDED, first.errors
@@ -261,7 +263,7 @@ def test_pipeline_on_demo_fleet_to_s3_and_rerun(aws: str) -> None:
         s3.head_object(Bucket=REPORT_BUCKET, Key=f"{folder}/index.json")["ServerSideEncryption"] == "AES256"
     )
     # A rerun with nothing changed describes no task definition (revisions are immutable, cached in S3).
-    ports2 = build_ports(ref, spec)
+    ports2 = build_ports(ref, spec, state_key=STATE_KEY)
     clock.advance(days=1)
     second = run_policy(ref, spec, ports2, clock, run_id="run-2")
     assert second.findings_by_severity == first.findings_by_severity
@@ -269,6 +271,52 @@ def test_pipeline_on_demo_fleet_to_s3_and_rerun(aws: str) -> None:
     assert "ecs:DescribeTaskDefinition" not in second.aws_calls
     ecs_calls = sum(n for op, n in second.aws_calls.items() if op.startswith("ecs:"))
     assert ecs_calls < sum(n for op, n in first.aws_calls.items() if op.startswith("ecs:"))
+
+
+def test_an_edited_state_object_cannot_steer_the_scan(aws: str) -> None:
+    """A writer of the report bucket points a cached revision at a clean image: the rerun notices."""
+    fleet = seed_fleet(aws, region=REGION)
+    ref = PolicyRef(namespace="sec", name="daily")
+    spec = policy()
+    clock = FixedClock()
+    first = run_policy(ref, spec, build_ports(ref, spec, state_key=STATE_KEY), clock, run_id="run-1")
+    assert first.outcome is Outcome.SUCCEEDED and first.findings_total > 0
+    s3 = client("s3")
+    skey = "scans/state/sec/daily.json"
+    state = json.loads(s3.get_object(Bucket=REPORT_BUCKET, Key=skey)["Body"].read())
+    clean = next(img for img in fleet.images if not fleet.findings.get(img))
+    clean_ref = f"{ECR}/{clean}"
+    edited = 0
+    for rev in state["revisions"].values():
+        for container in rev["containers"]:
+            repo_tag = container[1].removeprefix(f"{ECR}/")
+            if fleet.findings.get(repo_tag):  # every vulnerable image now "is" the clean one
+                container[1] = clean_ref
+                edited += 1
+    assert edited > 0
+    # Written back in the same compact form, the MAC kept: only the images differ.
+    s3.put_object(Bucket=REPORT_BUCKET, Key=skey, Body=json.dumps(state, separators=(",", ":")).encode())
+
+    clock.advance(days=1)
+    second = run_policy(ref, spec, build_ports(ref, spec, state_key=STATE_KEY), clock, run_id="run-2")
+    assert second.outcome is Outcome.SUCCEEDED
+    assert second.findings_by_severity == first.findings_by_severity  # the right images were scanned
+    assert second.affected_images == first.affected_images
+    assert second.aws_calls["ecs:DescribeTaskDefinition"] >= 15  # a cold listing, not the edited cache
+    log = s3.get_object(Bucket=REPORT_BUCKET, Key="scans/2026-11-29/sec/daily/run-2/run.log.jsonl")
+    lines = [json.loads(line) for line in log["Body"].read().splitlines()]
+    untrusted = [line for line in lines if line["event"] == "state_untrusted"]
+    assert len(untrusted) == 1 and "MAC does not match" in untrusted[0]["reason"]
+    # The key is in nothing the run wrote.
+    for obj in s3.list_objects_v2(Bucket=REPORT_BUCKET, Prefix="scans/")["Contents"]:
+        body = s3.get_object(Bucket=REPORT_BUCKET, Key=obj["Key"])["Body"].read()
+        assert STATE_KEY.get_secret_value().encode() not in body, obj["Key"]
+
+    # run-2 rewrote a state with a valid MAC: run-3 trusts it again and describes nothing.
+    clock.advance(days=1)
+    third = run_policy(ref, spec, build_ports(ref, spec, state_key=STATE_KEY), clock, run_id="run-3")
+    assert "ecs:DescribeTaskDefinition" not in third.aws_calls
+    assert third.findings_by_severity == first.findings_by_severity
 
 
 def test_cli_demo_end_to_end(tmp_path: Path) -> None:
@@ -299,6 +347,25 @@ def test_cli_demo_end_to_end(tmp_path: Path) -> None:
     index = Path(result["reportUri"])
     assert index.is_file() and (index.parent / "index.html").is_file()
     assert str(index).startswith(str(tmp_path))
+
+
+def test_cli_demo_output_dir_failing_during_the_run(tmp_path: Path) -> None:
+    """The folder is writable at the start, but the report's own folder is a file: exit 1, the
+    path and the reason on stderr, no traceback."""
+    (tmp_path / "ecs-scan").write_text("in the way")  # the policy's report prefix
+    out = subprocess.run(
+        [sys.executable, "-m", "ecs_scan_operator.cli", "run", "--demo", "-f",
+         str(REPO_ROOT / "examples" / "scanpolicy.yaml"), "--output-dir", str(tmp_path), "--format", "json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    result = json.loads(out.stdout)
+    assert result["result"] != "Succeeded"  # which failure outcome is the commit protocol's business
+    failure = json.dumps(result)
+    assert (
+        "cannot write" in failure and str(tmp_path / "ecs-scan") in failure and "Not a directory" in failure
+    )
 
 
 def test_cli_validate_exit_codes(tmp_path: Path) -> None:

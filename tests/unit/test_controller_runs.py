@@ -18,6 +18,7 @@ from ecs_scan_operator.controller.runs import RunPool, execute_run, read_jira_cr
 from ecs_scan_operator.core.policy import PolicyRef, parse_spec
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.errors import AuthError, Cancelled, NotFoundError, PermanentError
+from ecs_scan_operator.settings import get_settings
 from tests.unit.test_controller_worker import FakeKube
 
 SPEC = parse_spec(
@@ -106,8 +107,9 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
 
     seen: dict[str, Any] = {}
 
-    def ports(policy: PolicyRef, spec: Any, *, jira_credentials: Any) -> str:
+    def ports(policy: PolicyRef, spec: Any, *, jira_credentials: Any, state_key: Any) -> str:
         seen["creds"] = jira_credentials
+        seen["state_key"] = state_key.get_secret_value()
         return "ports"
 
     def run(
@@ -118,9 +120,20 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
 
     monkeypatch.setattr(bootstrap, "build_ports", ports)
     monkeypatch.setattr(pipeline, "run_policy", run)
+    monkeypatch.setenv("ECS_SCAN_STATE_KEY", "s" * 40)  # the chart's Secret, as the pod sees it
+    get_settings.cache_clear()
     cancel = threading.Event()
-    execute_run(REF, SPEC, "r9", cancel, {"token": "x"}, Clock())  # type: ignore[dict-item]
-    assert seen == {"creds": {"token": "x"}, "run_id": "r9", "cancel": cancel, "ports": "ports"}
+    try:
+        execute_run(REF, SPEC, "r9", cancel, {"token": "x"}, Clock())  # type: ignore[dict-item]
+    finally:
+        get_settings.cache_clear()
+    assert seen == {
+        "creds": {"token": "x"},
+        "state_key": "s" * 40,
+        "run_id": "r9",
+        "cancel": cancel,
+        "ports": "ports",
+    }
 
 
 async def test_pool_tracks_active_runs_until_their_thread_ends() -> None:

@@ -16,6 +16,7 @@ run helm or hadolint are marked `tools`: `make unit` leaves them out, `make test
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib.util
 import json
@@ -695,3 +696,46 @@ def test_spec_protection_needs_kubernetes_1_30() -> None:
         if d
     ]
     assert by_kind(objs, "Deployment")
+
+
+# --------------------------------------------------------------------------- state key
+
+
+def _state_key_env(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (container,) = by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    return [e for e in container["env"] if e["name"] == "ECS_SCAN_STATE_KEY"]
+
+
+def test_state_key_secret_is_created_and_mounted_as_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default the chart makes a random key, kept on upgrade and uninstall, read by the settings."""
+    from pydantic import SecretStr
+
+    from ecs_scan_operator.settings import Settings, check_state_key
+
+    objs = render()
+    (secret,) = [s for s in by_kind(objs, "Secret") if s["metadata"]["name"].endswith("-state-key")]
+    assert secret["metadata"]["namespace"] == NAMESPACE
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    key = base64.b64decode(secret["data"]["stateKey"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{64}", key)
+    assert check_state_key(SecretStr(key)) is not None  # long enough for the operator
+    (env,) = _state_key_env(objs)
+    assert env == {
+        "name": "ECS_SCAN_STATE_KEY",
+        "valueFrom": {"secretKeyRef": {"name": secret["metadata"]["name"], "key": "stateKey"}},
+    }
+    assert "ECS_SCAN_STATE_KEY".removeprefix("ECS_SCAN_").lower() in Settings.model_fields
+    # Random per install: two renderings (no live Secret to look up) differ.
+    again = [s for s in by_kind(render(), "Secret") if s["metadata"]["name"].endswith("-state-key")]
+    assert again[0]["data"]["stateKey"] != secret["data"]["stateKey"]
+
+
+def test_state_key_existing_secret_or_none() -> None:
+    objs = render(None, "--set", "stateKey.existingSecret=my-state-key")
+    assert not [s for s in by_kind(objs, "Secret") if s["metadata"]["name"].endswith("-state-key")]
+    (env,) = _state_key_env(objs)
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "my-state-key", "key": "stateKey"}
+    objs = render(None, "--set", "stateKey.create=false")
+    assert not by_kind(objs, "Secret") and _state_key_env(objs) == []  # the cache then stays off
+    res = helm("template", RELEASE, str(CHART), "--set", "stateKey.existingSecret=Bad_Name", check=False)
+    assert res.returncode != 0 and "existingSecret" in res.stderr

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from ecs_scan_operator.core.model import Finding, Severity
 from ecs_scan_operator.core.policy import PolicyRef, parse_spec
@@ -55,9 +56,21 @@ FLEET = {
 }
 
 
-def ports(sink: MemorySink, src: FakeImageSource | None = None, fs: FakeFindings | None = None) -> Ports:
+STATE_KEY = SecretStr("k" * 32)
+
+
+def ports(
+    sink: MemorySink,
+    src: FakeImageSource | None = None,
+    fs: FakeFindings | None = None,
+    key: SecretStr | None = STATE_KEY,
+) -> Ports:
     return Ports(
-        images=src or FakeImageSource(FLEET), digests=FakeDigests(), findings=fs or findings(), reports=sink
+        images=src or FakeImageSource(FLEET),
+        digests=FakeDigests(),
+        findings=fs or findings(),
+        reports=sink,
+        state_key=key,
     )
 
 
@@ -224,3 +237,55 @@ def test_unreadable_state_does_not_mark_the_inventory_partial() -> None:
     result = run_policy(POLICY, spec(jira=JIRA), p, FixedClock())
     assert any(e.startswith("state:") for e in result.errors)
     assert p.tickets.requests[0].inventory_complete is True  # every region was listed
+
+
+def _log(sink: MemorySink, folder: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in sink.objects[f"{folder}/run.log.jsonl"].splitlines()]
+
+
+def test_an_edited_state_is_not_trusted_the_fleet_is_listed_again() -> None:
+    sink, clock = MemorySink(), FixedClock()
+    src = FakeImageSource(dict(FLEET))
+    run_policy(POLICY, spec(), ports(sink, src), clock, run_id="r1")
+    skey = "scans/state/team-a/nightly.json"
+    # A writer of the bucket points svc-a's cached app container at a clean image.
+    data = json.loads(sink.objects[skey])
+    arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/svc-a:1"
+    data["revisions"][arn]["containers"][0][1] = f"{ECR}/clean:1"
+    sink.objects[skey] = json.dumps(data).encode()
+    clock.advance(days=1)
+    second = run_policy(POLICY, spec(), ports(sink, src), clock, run_id="r2")
+    assert src.described == 8  # every revision described again: a cold listing
+    assert second.outcome is Outcome.PARTIAL and second.findings_by_severity["CRITICAL"] == 1  # as r1
+    index = json.loads(sink.objects["scans/2026-11-29/team-a/nightly/r2/index.json"])
+    assert "svc-a" in {f for i in index["images"] if i["image"] == f"{ECR}/app:1" for f in i["families"]}
+    lines = _log(sink, "scans/2026-11-29/team-a/nightly/r2")
+    untrusted = [line for line in lines if line["event"] == "state_untrusted"]
+    assert len(untrusted) == 1 and "MAC" in untrusted[0]["reason"] and untrusted[0]["level"] == "warning"
+    # The state written by r2 is trusted again by r3 (the cache is back).
+    clock.advance(days=1)
+    run_policy(POLICY, spec(), ports(sink, src), clock, run_id="r3")
+    assert src.described == 8
+    assert not any(
+        line["event"].startswith("state_") for line in _log(sink, "scans/2026-11-30/team-a/nightly/r3")
+    )
+
+
+def test_without_a_state_key_the_cache_is_not_used_and_the_log_says_so_once() -> None:
+    sink, clock = MemorySink(), FixedClock()
+    src = FakeImageSource(dict(FLEET))
+    first = run_policy(POLICY, spec(), ports(sink, src, key=None), clock, run_id="r1")
+    clock.advance(days=1)
+    second = run_policy(POLICY, spec(), ports(sink, src, key=None), clock, run_id="r2")
+    assert src.described == 8  # described in both runs
+    assert second.findings_by_severity == first.findings_by_severity
+    events = [line["event"] for line in _log(sink, "scans/2026-11-29/team-a/nightly/r2")]
+    assert events.count("state_unauthenticated") == 1 and "state_untrusted" not in events
+    assert json.loads(sink.objects["scans/state/team-a/nightly.json"])["revisions"] == {}
+
+
+def test_the_state_key_is_in_no_object_written() -> None:
+    sink = MemorySink()
+    run_policy(POLICY, spec(), ports(sink), FixedClock(), run_id="r1")
+    secret = STATE_KEY.get_secret_value().encode()
+    assert sink.objects and not any(secret in body for body in sink.objects.values())

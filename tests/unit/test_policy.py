@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from ecs_scan_operator.core.policy import PolicySpec, normalize_cron, parse_document, parse_spec
+from ecs_scan_operator.core.policy import (
+    MAX_ECHO,
+    MAX_REASON,
+    PolicySpec,
+    clip_reason,
+    normalize_cron,
+    parse_document,
+    parse_spec,
+)
 from ecs_scan_operator.errors import InvalidPolicy
 
 BASE: dict[str, Any] = {
@@ -217,3 +225,52 @@ def test_wire_round_trip() -> None:
     assert wire["jira"]["credentialsSecret"] == "jira"
     assert wire["jira"]["url"] == "https://acme.atlassian.net"
     assert parse_spec(wire) == spec
+
+
+HUGE = "Q" * 4_000_000  # a 4 MB value: never echoed whole into a status, an Event or stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "schedule",
+        "timeZone",
+        "aws.roleArn",
+        "aws.region",
+        "report.s3.bucket",
+        "report.s3.kmsKeyId",
+        "severityThreshold",
+        "taskDefinitions.include",
+    ],
+)
+def test_errors_quote_at_most_a_clipped_input(path: str) -> None:
+    value: Any = [HUGE] if path == "taskDefinitions.include" else HUGE
+    with pytest.raises(InvalidPolicy) as err:
+        parse_spec(spec_with(path, value))
+    for problem in err.value.errors:
+        assert len(problem.reason) <= MAX_REASON + 30 and "Q" * (MAX_ECHO + 1) not in problem.reason
+        assert len(problem.path) < 200
+
+
+def test_a_clipped_value_says_how_long_it_was() -> None:
+    with pytest.raises(InvalidPolicy) as err:
+        parse_spec(spec_with("schedule", HUGE))
+    (problem,) = err.value.errors
+    assert problem.path == "spec.schedule"
+    assert f"'{'Q' * MAX_ECHO}…' ({len(HUGE)} characters)" in problem.reason
+
+
+def test_a_huge_unknown_key_is_clipped_in_the_path() -> None:
+    with pytest.raises(InvalidPolicy) as err:
+        parse_spec({**BASE, HUGE: 1})
+    (problem,) = err.value.errors
+    assert problem.path == f"spec.{'Q' * MAX_ECHO}… ({len(HUGE)} characters)"
+    assert problem.reason == "unknown field"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "short 'quoted' and \"double\"", "don't 'x' it's", "'" + "a" * 100 + "'", '"' + "b" * 100 + '"'],
+)
+def test_clip_reason_keeps_short_messages(text: str) -> None:
+    assert clip_reason(text) == text

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ecs_scan_operator.core.destinations import AllowList
-from ecs_scan_operator.settings import Settings, SettingsError, load_settings
+from ecs_scan_operator.settings import Settings, SettingsError, load_settings, state_key_from_env
 
 
 @pytest.fixture(autouse=True)
@@ -117,3 +117,33 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(Exception, match="frozen"):
         s.max_concurrent_runs = 5  # type: ignore[misc]
+
+
+def test_state_key_from_the_environment_or_a_secret_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings().state_key is None and state_key_from_env() is None
+    monkeypatch.setenv("ECS_SCAN_STATE_KEY", "")
+    assert load_settings().state_key is None and state_key_from_env() is None  # empty is no key
+    key = "A1b2" * 16
+    monkeypatch.setenv("ECS_SCAN_STATE_KEY", key)
+    settings = load_settings()
+    assert settings.state_key is not None and settings.state_key.get_secret_value() == key
+    assert key not in repr(settings) and key not in str(settings.model_dump())
+    assert state_key_from_env() is not None
+    monkeypatch.delenv("ECS_SCAN_STATE_KEY")
+    (tmp_path / "ecs_scan_state_key").write_text(key)
+    monkeypatch.setenv("ECS_SCAN_SECRETS_DIR", str(tmp_path))
+    mounted = load_settings().state_key
+    assert mounted is not None and mounted.get_secret_value() == key
+
+
+@pytest.mark.parametrize("short", ["x", "s3cr3t-but-short", "y" * 31])
+def test_a_short_state_key_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch, short: str) -> None:
+    monkeypatch.setenv("ECS_SCAN_STATE_KEY", short)
+    for load in (load_settings, state_key_from_env):
+        with pytest.raises(SettingsError) as err:
+            load()
+        (problem,) = err.value.errors
+        assert problem.path == "ECS_SCAN_STATE_KEY" and "at least 32 characters" in problem.reason
+        assert short not in str(err.value) and short not in problem.reason

@@ -80,3 +80,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- toJson .Values.rbac.secretNamespaces }}
 {{- end }}
 {{- end }}
+
+{{/*
+The Secret holding the state key (ECS_SCAN_STATE_KEY): the user's, else the chart's; empty for none.
+*/}}
+{{- define "ecs-scan-operator.stateKeySecret" -}}
+{{- if .Values.stateKey.existingSecret }}
+{{- .Values.stateKey.existingSecret }}
+{{- else if .Values.stateKey.create }}
+{{- printf "%s-state-key" (include "ecs-scan-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}

@@ -38,6 +38,15 @@ class LocalReportSink:
             raise PermanentError(f"report key {key!r} escapes the output directory")
         return path
 
+    @staticmethod
+    @contextmanager
+    def _mapped(path: Path, verb: str) -> Iterator[None]:
+        """The boundary: a full disk, a read-only folder or a path under a file is a ScanError."""
+        try:
+            yield
+        except OSError as exc:
+            raise PermanentError(f"cannot {verb} {path}: {exc.strerror or exc}") from None
+
     def _temp(self, path: Path, body: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -54,12 +63,13 @@ class LocalReportSink:
     def put(self, key: str, body: bytes, content_type: str) -> None:
         """Write to a temp file and rename, so a crash never leaves half an object."""
         path = self._path(key)
-        tmp = self._temp(path, body)
-        try:
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with self._mapped(path, "write"):
+            tmp = self._temp(path, body)
+            try:
+                tmp.replace(path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
 
     @contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
@@ -82,9 +92,10 @@ class LocalReportSink:
     def put_if(self, key: str, body: bytes, content_type: str, *, etag: str | None) -> str:
         """Create (etag None) or replace (etag matches) atomically; ConflictError otherwise."""
         path = self._path(key)
-        tmp = self._temp(path, body)
+        with self._mapped(path, "write"):
+            tmp = self._temp(path, body)
         try:
-            with self._locked(path):
+            with self._mapped(path, "write"), self._locked(path):
                 if etag is None:
                     try:
                         os.link(tmp, path)  # fails when the name exists: an atomic create
@@ -102,7 +113,7 @@ class LocalReportSink:
     def delete_if(self, key: str, *, etag: str) -> None:
         """Delete when unchanged; absent is fine; ConflictError when it changed."""
         path = self._path(key)
-        with self._locked(path):
+        with self._mapped(path, "delete"), self._locked(path):
             current = self.read(key)
             if current is None:
                 return

@@ -61,11 +61,14 @@ def execute_run(
     """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled."""
     from ecs_scan_operator.bootstrap import build_ports
     from ecs_scan_operator.pipeline import run_policy
+    from ecs_scan_operator.settings import get_settings
 
     clock = clock or SystemClock()
     started = clock.now()
     try:
-        ports = build_ports(policy, spec, jira_credentials=jira_credentials)
+        ports = build_ports(
+            policy, spec, jira_credentials=jira_credentials, state_key=get_settings().state_key
+        )
         return run_policy(policy, spec, ports, clock, run_id=run_id, cancel=cancel)
     except Cancelled:
         raise

@@ -627,7 +627,7 @@ class PolicySpec(_Model):
     def _tz(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
             raise ValueError(f"{v!r} is not an IANA time zone name such as Europe/Paris or UTC") from None
         return v
 
@@ -641,6 +641,30 @@ class PolicySpec(_Model):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+MAX_ECHO = 100  # characters of an input value quoted back in an error message
+MAX_REASON = 500  # characters of one error message, whatever it quotes
+# A Python string literal as repr() writes it, long enough to need clipping.
+_LONG_LITERAL = re.compile(
+    rf"'(?:[^'\\\n]|\\.){{{MAX_ECHO + 1},}}'" + "|" + rf'"(?:[^"\\\n]|\\.){{{MAX_ECHO + 1},}}"'
+)
+
+
+def clip_value(text: str, limit: int = MAX_ECHO) -> str:
+    """An input value as errors may quote it: at most `limit` characters, then `…` and the length."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def clip_reason(reason: str) -> str:
+    """An error message with every long quoted value clipped (an invalid 4 MB schedule is not echoed)."""
+
+    def literal(m: re.Match[str]) -> str:
+        quote, body = m.group(0)[0], m.group(0)[1:-1]
+        return f"{quote}{body[:MAX_ECHO]}…{quote} ({len(body)} characters)"
+
+    reason = _LONG_LITERAL.sub(literal, reason)
+    return clip_value(reason, MAX_REASON)
+
+
 def _path(loc: tuple[int | str, ...], root: str) -> str:
     out = root
     for part in loc:
@@ -649,12 +673,12 @@ def _path(loc: tuple[int | str, ...], root: str) -> str:
         elif part.startswith(("function-", "Annotated")) or part in ("str", "int"):
             continue  # pydantic's internal validator names are not field names
         else:
-            out += f".{part}"
+            out += f".{clip_value(part)}"  # an unknown key is input too
     return out
 
 
 def errors_from(exc: ValidationError, root: str = "spec") -> list[FieldError]:
-    """Turn pydantic's errors into field-path + reason pairs."""
+    """Turn pydantic's errors into field-path + reason pairs; quoted input values are clipped."""
     out = []
     for err in exc.errors(include_url=False):
         msg = str(err["msg"])
@@ -663,7 +687,7 @@ def errors_from(exc: ValidationError, root: str = "spec") -> list[FieldError]:
             msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
-        out.append(FieldError(_path(tuple(err["loc"]), root), msg))
+        out.append(FieldError(_path(tuple(err["loc"]), root), clip_reason(msg)))
     return out
 
 

@@ -7,14 +7,19 @@ image, and `index.json`, `summary.csv`, `index.html`, `run.log.jsonl` in the run
 from __future__ import annotations
 
 import csv
-import html
+import functools
 import io
 import json
+import re
+import unicodedata
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
+
 from ecs_scan_operator.core.keys import image_key
+from ecs_scan_operator.core.links import safe_url
 from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageResult, RefKind
 from ecs_scan_operator.core.policy import PolicyRef, Suppression
 from ecs_scan_operator.core.result import RunResult
@@ -76,9 +81,11 @@ def image_document(
 
 
 def render_csv(images: Sequence[ImageResult]) -> str:
-    """summary.csv: one row per image."""
+    """summary.csv: one row per image; every cell quoted and neutralised (see `csv_cell`)."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    # QUOTE_ALL: a cell holding CR, LF or any other line break (VT, FF, U+2028...) is always inside
+    # quotes, so no reader - csv, universal newlines, str.splitlines - can start a row inside it.
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     w.writerow(
         [
             "image",
@@ -94,117 +101,116 @@ def render_csv(images: Sequence[ImageResult]) -> str:
         counts = img.counts()
         w.writerow(
             [
-                _csv_safe(img.ref.raw),
-                img.status.value,
-                _csv_safe(img.reason),
-                img.digest or "",
+                csv_cell(img.ref.raw),
+                csv_cell(img.status.value),
+                csv_cell(img.reason),
+                csv_cell(img.digest or ""),
                 *[counts[s.value] for s in SEVERITY_ORDER],
                 len(img.suppressed),
-                _csv_safe(" ".join(img.families)),
+                csv_cell(" ".join(img.families)),
             ]
         )
     return buf.getvalue()
 
 
-def _csv_safe(text: str) -> str:
-    # A cell starting with = + - @ is a formula in spreadsheets; these strings come from task definitions.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+# What a spreadsheet evaluates when it leads a cell (OWASP CSV injection), with the full-width forms
+# some spreadsheets normalise to them.
+_FORMULA_TRIGGERS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
 
 
-_HTML_HEAD = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body{{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1b1f24}}
-h1{{font-size:1.3rem}} .muted{{color:#57606a}}
-table{{border-collapse:collapse;width:100%;margin-top:1rem}}
-th,td{{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;vertical-align:top}}
-th{{cursor:pointer;background:#f6f8fa;position:sticky;top:0;user-select:none}}
-th[aria-sort=ascending]::after{{content:" \\25B2"}} th[aria-sort=descending]::after{{content:" \\25BC"}}
-td.n{{text-align:right;font-variant-numeric:tabular-nums}}
-.s-scanned{{color:#1a7f37}} .s-failed{{color:#cf222e}} .s-not_found,.s-not_scanned{{color:#9a6700}}
-.s-unscannable{{color:#57606a}} .crit{{color:#cf222e;font-weight:600}} .high{{color:#bc4c00;font-weight:600}}
-.cards span{{display:inline-block;margin-right:1.2rem}}
-</style></head><body>
-"""
+def _ignorable(ch: str) -> bool:
+    """Whitespace and control/format characters: spreadsheets skip them before a formula."""
+    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp")
 
-_HTML_SCRIPT = """<script>
-// Sort by clicking a header; numbers sort numerically. No external resources: opens offline.
-document.querySelectorAll("th").forEach(function (th, col) {
-  th.addEventListener("click", function () {
-    var table = th.closest("table"), body = table.tBodies[0];
-    var asc = th.getAttribute("aria-sort") !== "ascending";
-    table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
-    th.setAttribute("aria-sort", asc ? "ascending" : "descending");
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = a.cells[col].textContent, y = b.cells[col].textContent;
-      var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-      return asc ? c : -c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  });
-});
-</script></body></html>
-"""
+
+def csv_cell(text: str) -> str:
+    """A cell of outside data made inert for spreadsheets: a leading `'` before a formula trigger.
+
+    OWASP: a cell whose first character after leading whitespace and control characters is one of
+    `= + - @` (or which starts with TAB or CR) is prefixed with a single quote; the text is kept.
+    """
+    if text[:1] in ("\t", "\r"):
+        return "'" + text
+    for ch in text:
+        if not _ignorable(ch):
+            return "'" + text if ch in _FORMULA_TRIGGERS else text
+    return text
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    """The packaged index.html template, loaded once (autoescaping on: the data is outside data)."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("ecs_scan_operator", "report"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default=True),
+        undefined=jinja2.StrictUndefined,  # a misspelt name fails the render instead of printing ""
+        keep_trailing_newline=True,
+    )
+    return env.get_template("index.html.j2")
+
+
+# A per-image report, relative to the run folder, as `image_key` builds it: segments of its safe
+# characters that never start with a dot (so no `..`, no `%2e%2e`, no backslash, no scheme).
+_OWN_REPORT = re.compile(r"images(?:/[A-Za-z0-9_=+~-][A-Za-z0-9._=+~-]*)+\.json")
+
+
+def _href(link: str | None) -> str | None:
+    """A link the page may hold: an http(s) URL (`safe_url`), or one of the run's own image reports."""
+    if link is None:
+        return None
+    if safe_url(link) or _OWN_REPORT.fullmatch(link):
+        return link
+    return None
 
 
 def render_html(
     images: Sequence[ImageResult], result: RunResult, links: dict[str, str], expired: Sequence[Suppression]
 ) -> str:
-    """index.html: a self-contained sortable table (no external resources)."""
-    e = html.escape
-    out = [_HTML_HEAD.format(title=e(f"ecs-scan report {result.policy} {result.run_id}"))]
-    out.append(f"<h1>Image scan report: {e(result.policy)}</h1>")
-    out.append(
-        f'<p class="muted">Run {e(result.run_id)} &middot; started {e(result.started.isoformat())} &middot; '
-        f"result {e(result.outcome.value)}{' &middot; dry run' if result.dry_run else ''}</p>"
-    )
-    cards = " ".join(f"<span>{e(k)}: <b>{v}</b></span>" for k, v in result.images_by_status.items())
-    sev = " ".join(f"<span>{e(k)}: <b>{v}</b></span>" for k, v in result.findings_by_severity.items())
-    out.append(
-        f'<div class="cards"><p>Images ({result.images_total}): {cards}</p><p>Findings: {sev}</p></div>'
-    )
-    if expired:
-        items = "".join(
-            f"<li>{e(s.vulnerability_id)} (expired {e(s.expires.isoformat())}): {e(s.reason)}</li>"
-            for s in expired
-        )
-        out.append(f"<p>Expired suppressions, no longer applied:</p><ul>{items}</ul>")
-    heads = [
-        "Image",
-        "Status",
-        *[s.value.title() for s in SEVERITY_ORDER],
-        "Suppressed",
-        "Families",
-        "Reason",
-    ]
-    out.append("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>")
+    """index.html: a self-contained sortable table (no external resources), from the packaged template."""
+    rows = []
     for img in images:
         counts = img.counts()
-        link = links.get(img.ref.raw)
-        label = e(img.ref.display if img.ref.kind is RefKind.ECR else img.ref.raw)
-        name = (
-            f'<a href="{e(link)}" title="{e(img.ref.raw)}">{label}</a>'
-            if link
-            else f'<span title="{e(img.ref.raw)}">{label}</span>'
+        rows.append(
+            {
+                "href": _href(links.get(img.ref.raw)),
+                "raw": img.ref.raw,
+                "label": img.ref.display if img.ref.kind is RefKind.ECR else img.ref.raw,
+                "digest": img.digest[:19] if img.digest else "",
+                "status": img.status.value,
+                "counts": [
+                    (_SEVERITY_CLASS.get(s.value, "n") if counts[s.value] else "n", counts[s.value])
+                    for s in SEVERITY_ORDER
+                ],
+                "suppressed": len(img.suppressed),
+                "families": ", ".join(img.families),
+                "reason": img.reason,
+            }
         )
-        if img.digest:
-            name += f'<br><small class="muted">{e(img.digest[:19])}…</small>'
-        cells = [f"<td>{name}</td>", f'<td class="s-{img.status.value}">{e(img.status.value)}</td>']
-        for s in SEVERITY_ORDER:
-            cls = {"CRITICAL": "n crit", "HIGH": "n high"}.get(s.value, "n")
-            n = counts[s.value]
-            cells.append(f'<td class="{cls if n else "n"}">{n}</td>')
-        cells.append(f'<td class="n">{len(img.suppressed)}</td>')
-        cells.append(f"<td>{e(', '.join(img.families))}</td>")
-        cells.append(f"<td>{e(img.reason)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
-    out.append(_HTML_SCRIPT)
-    return "".join(out)
+    return _template().render(
+        policy=result.policy,
+        run_id=result.run_id,
+        started=result.started.isoformat(),
+        outcome=result.outcome.value,
+        dry_run=result.dry_run,
+        images_total=result.images_total,
+        images_by_status=list(result.images_by_status.items()),
+        findings_by_severity=list(result.findings_by_severity.items()),
+        expired=[
+            {"id": s.vulnerability_id, "expires": s.expires.isoformat(), "reason": s.reason} for s in expired
+        ],
+        heads=[
+            "Image",
+            "Status",
+            *[s.value.title() for s in SEVERITY_ORDER],
+            "Suppressed",
+            "Families",
+            "Reason",
+        ],
+        rows=rows,
+    )
+
+
+_SEVERITY_CLASS = {"CRITICAL": "n crit", "HIGH": "n high"}
 
 
 def render_images(

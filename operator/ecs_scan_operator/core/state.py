@@ -3,19 +3,44 @@
 Task-definition revisions are immutable, so their containers are cached by revision ARN; the
 state object lives beside the reports (`<prefix>/state/<ns>/<policy>.json`) so a restarted
 operator keeps it. It is bounded by the fleet (entries not seen in a run are dropped).
+
+Trust. The revision cache decides which images are scanned (a cached revision is not described
+again), and whoever can write the report bucket can edit the state object. So the state carries an
+HMAC-SHA256 over its exact bytes and the policy it belongs to, with a key the bucket does not hold
+(`ECS_SCAN_STATE_KEY`: a Secret the chart creates, an environment variable for the CLI). The MAC
+leads the object, `{"_mac":"hmac-sha256:<hex>",<the payload's members>}`, so it is checked over the
+stored bytes without serialising anything again (a large fleet's state is megabytes):
+- key set, MAC valid: the state is used;
+- key set, MAC missing, wrong or of another policy: the whole state is ignored (a cold listing, every
+  finding "new"), `trust` says why, and the run goes on;
+- no key: the revision cache is neither read nor written (every run describes its revisions), the
+  listing sizes and last findings, which decide no scan, are used; `trust` says the state is
+  unauthenticated.
+A MAC does not stop a writer of the bucket from putting back an older state of the same policy;
+revisions are immutable, so an old cache entry is still true, and old findings only change which
+findings are marked new.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import SecretStr
+
 from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages
 
 STATE_VERSION = 1
+MAC_PREFIX = "hmac-sha256:"
+# `_mac` sorts before every payload member, so a MACed state is still canonical, sorted JSON.
+_MAC_HEAD = b'{"_mac":"' + MAC_PREFIX.encode()
+_MAC_HEX = 64
+UNAUTHENTICATED = "no state key configured: the revision cache is not used"
 
 
 @dataclass
@@ -46,6 +71,8 @@ class RunState:
     cache: RevisionCache = field(default_factory=RevisionCache)
     findings: dict[str, list[str]] = field(default_factory=dict)  # image display -> finding ids last run
     last_run_id: str = ""
+    # Why the stored state was not (fully) trusted, for the run log; empty when it was, or absent.
+    trust: str = ""
 
 
 def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
@@ -58,24 +85,70 @@ def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
     }
 
 
-def dump_state(state: RunState, run_id: str, findings: Mapping[str, Iterable[str]]) -> bytes:
-    """Serialize the state to keep: revisions used in this run, this run's findings."""
-    data = {
+def _mac(key: SecretStr, scope: str, payload: bytes) -> bytes:
+    """The MAC (hex) of a state payload, bound to the policy it belongs to (`namespace/name`)."""
+    digest = hmac.new(key.get_secret_value().encode(), scope.encode() + b"\n" + payload, hashlib.sha256)
+    return digest.hexdigest().encode()
+
+
+def dump_state(
+    state: RunState,
+    run_id: str,
+    findings: Mapping[str, Iterable[str]],
+    *,
+    key: SecretStr | None = None,
+    scope: str = "",
+) -> bytes:
+    """Serialize the state to keep (revisions used in this run, this run's findings), MACed with `key`.
+
+    Without a key the revision cache is left out: it would not be read back (see the module doc).
+    """
+    data: dict[str, Any] = {
         "version": STATE_VERSION,
         "lastRunId": run_id,
         "listing": state.cache.listing,
         "revisions": {
-            arn: _td_to_json(td) for arn, td in sorted(state.cache.by_arn.items()) if arn in state.cache.used
+            arn: _td_to_json(td)
+            for arn, td in sorted(state.cache.by_arn.items())
+            if arn in state.cache.used and key is not None
         },
         "findings": {k: sorted(set(v)) for k, v in sorted(findings.items())},
     }
-    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    if key is None:
+        return payload
+    return _MAC_HEAD + _mac(key, scope, payload) + b'",' + payload[1:]
 
 
-def load_state(raw: bytes | None) -> RunState:
-    """Parse a stored state; an absent, unreadable or other-version state starts empty (never fatal)."""
+def verify_state(raw: bytes, *, key: SecretStr, scope: str) -> str:
+    """Why a stored state may not be trusted under `key` for policy `scope`; "" when it may."""
+    end = len(_MAC_HEAD) + _MAC_HEX
+    if not raw.startswith(_MAC_HEAD) or raw[end : end + 2] != b'",':
+        return "the state carries no MAC"
+    if not hmac.compare_digest(raw[len(_MAC_HEAD) : end], _mac(key, scope, b"{" + raw[end + 2 :])):
+        return "the state's MAC does not match (edited, another policy's, or another key)"
+    return ""
+
+
+def load_state(raw: bytes | None, *, key: SecretStr | None = None, scope: str = "") -> RunState:
+    """Parse a stored state; an absent, unreadable, other-version or untrusted state starts empty.
+
+    Never fatal: `trust` on the result says why a state was ignored or used only in part.
+    """
     if not raw:
-        return RunState()
+        return RunState(trust="" if key is not None else UNAUTHENTICATED)
+    if key is not None:
+        why = verify_state(raw, key=key, scope=scope)
+        if why:
+            return RunState(trust=why)
+    state = _parse(raw)
+    if key is None:
+        state.cache.by_arn.clear()
+        state.trust = UNAUTHENTICATED
+    return state
+
+
+def _parse(raw: bytes) -> RunState:
     try:
         data = json.loads(raw)
         if data.get("version") != STATE_VERSION:
