@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -349,23 +350,40 @@ def test_cli_demo_end_to_end(tmp_path: Path) -> None:
     assert str(index).startswith(str(tmp_path))
 
 
-def test_cli_demo_output_dir_failing_during_the_run(tmp_path: Path) -> None:
-    """The folder is writable at the start, but the report's own folder is a file: exit 1, the
-    path and the reason on stderr, no traceback."""
-    (tmp_path / "ecs-scan").write_text("in the way")  # the policy's report prefix
-    out = subprocess.run(
+def _cli_demo(out_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "ecs_scan_operator.cli", "run", "--demo", "-f",
-         str(REPO_ROOT / "examples" / "scanpolicy.yaml"), "--output-dir", str(tmp_path), "--format", "json"],
+         str(REPO_ROOT / "examples" / "scanpolicy.yaml"), "--output-dir", str(out_dir), "--format", "json"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
+
+
+def test_cli_demo_output_dir_failing_during_the_run(tmp_path: Path) -> None:
+    """The lease and the state can be written, but the run's dated folder is a file: every report
+    object fails, the run is Failed (no index.json), exit 1, the path and the reason in the
+    result, no traceback."""
+    (tmp_path / "ecs-scan").mkdir()
+    dated = tmp_path / "ecs-scan" / datetime.now(UTC).strftime("%Y-%m-%d")  # the CLI's clock
+    dated.write_text("in the way")
+    out = _cli_demo(tmp_path)
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr
     result = json.loads(out.stdout)
-    assert result["result"] != "Succeeded"  # which failure outcome is the commit protocol's business
+    assert result["result"] == "Failed"
+    assert "index.json" in result["stageFailures"]["report"]
     failure = json.dumps(result)
-    assert (
-        "cannot write" in failure and str(tmp_path / "ecs-scan") in failure and "Not a directory" in failure
-    )
+    assert "cannot write" in failure and str(dated) in failure and "Not a directory" in failure
+    assert not list((tmp_path / "ecs-scan" / "state").rglob("*.lease"))  # the lease was released
+
+
+def test_cli_demo_refused_before_the_run_when_the_lease_cannot_be_taken(tmp_path: Path) -> None:
+    """The report prefix itself is a file: not even the lease can be read, so nothing runs."""
+    (tmp_path / "ecs-scan").write_text("in the way")  # the policy's report prefix
+    out = _cli_demo(tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert "run not started" in out.stderr
+    assert str(tmp_path / "ecs-scan" / "state") in out.stderr and "Not a directory" in out.stderr
 
 
 def test_cli_validate_exit_codes(tmp_path: Path) -> None:
