@@ -199,7 +199,9 @@ def _map(description: str, values: Schema) -> Schema:
 
 
 _COUNT: Schema = {"type": "integer", "format": "int64"}
-_READY_REASONS = "Scheduled, Running, RunSucceeded, PartialFailure, RunFailed, InvalidSpec, Suspended"
+_READY_REASONS = (
+    "Scheduled, Running, RunSucceeded, PartialFailure, RunFailed, InvalidSpec, AccessNotGranted, Suspended"
+)
 _TRIGGER = "Schedule, RunNow or ScheduleAndRunNow."
 _RUN_ID = "The run id (also the report folder)."
 

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # finds ScanPolicy through API discovery, which needs no RBAC, so the operator needs no
     # cluster-scoped grant at all; on, it also notices the CRD being deleted and re-created.
     kopf_scanning: bool = False
+    # Tenancy: `grants` runs a policy only when a ScanAccessGrant allows what it names (roles,
+    # regions, buckets, Jira sites); `open` lets any policy use the operator's identity for
+    # anything it can reach (one team per cluster). The chart chooses (grants for cluster-wide
+    # installs); a process started by hand keeps the behaviour it had before grants existed.
+    tenancy_mode: Literal["grants", "open"] = "open"
 
     @field_validator("watch_namespaces", mode="before")
     @classmethod

@@ -480,3 +480,15 @@ def check(
         candidates = remaining
     winner = candidates[0]
     return Allowed(grant=winner.name, external_id_secret=winner.spec.aws.external_id_secret_ref)
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    """What `check()` needs besides the policy: the grants and the namespace's labels, read just before."""
+
+    grants: tuple[Grant, ...]
+    namespace_labels: Mapping[str, str]
+
+    def check(self, policy: PolicyRef, spec: PolicySpec) -> Decision:
+        """check() on this snapshot."""
+        return check(policy, self.namespace_labels, spec, self.grants)
