@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     # anything it can reach (one team per cluster). The chart chooses (grants for cluster-wide
     # installs); a process started by hand keeps the behaviour it had before grants existed.
     tenancy_mode: Literal["grants", "open"] = "open"
+    # AssumeRole with session tags (ecsscan-namespace, ecsscan-policy) and SourceIdentity, so a
+    # role's trust policy can pin the namespace; false for roles whose trust policy does not yet
+    # allow sts:TagSession and sts:SetSourceIdentity (the session name is set either way).
+    aws_session_tags: bool = True
 
     @field_validator("watch_namespaces", mode="before")
     @classmethod

@@ -99,8 +99,8 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
 
     seen: dict[str, Any] = {}
 
-    def ports(policy: PolicyRef, spec: Any, *, jira_credentials: Any) -> str:
-        seen["creds"] = jira_credentials
+    def ports(policy: PolicyRef, spec: Any, *, jira_credentials: Any, session_identity: bool) -> str:
+        seen["creds"], seen["session_identity"] = jira_credentials, session_identity
         return "ports"
 
     def run(
@@ -113,7 +113,13 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
     monkeypatch.setattr(pipeline, "run_policy", run)
     cancel = threading.Event()
     execute_run(REF, SPEC, "r9", cancel, {"token": "x"}, Clock())  # type: ignore[dict-item]
-    assert seen == {"creds": {"token": "x"}, "run_id": "r9", "cancel": cancel, "ports": "ports"}
+    assert seen == {
+        "creds": {"token": "x"},
+        "session_identity": True,
+        "run_id": "r9",
+        "cancel": cancel,
+        "ports": "ports",
+    }
 
 
 async def test_pool_tracks_active_runs_until_their_thread_ends() -> None:

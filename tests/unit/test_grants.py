@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ecs_scan_operator.core.grants import (
     matches,
     parse_grant,
     pattern_regex,
+    role_session,
 )
 from ecs_scan_operator.core.policy import PolicyRef, parse_spec
 from ecs_scan_operator.errors import InvalidPolicy
@@ -340,3 +342,35 @@ def test_make_crds_picks_the_crd_by_file_name(tmp_path: Path) -> None:
     assert generator.main([str(grants), str(policies)]) == 0
     assert grants.read_text(encoding="utf-8") == generator.render_grants()
     assert policies.read_text(encoding="utf-8") == generator.render()
+
+
+# --------------------------------------------------------------------------- identity at STS
+
+STS_NAME = re.compile(r"^[A-Za-z0-9_+=,.@-]{2,64}$")
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [
+        ("team-a", "nightly"),
+        ("a" * 63, "p"),
+        ("ns", "x" * 253),
+        ("a" * 63, "b.c" * 80),
+    ],
+)
+def test_role_session_names_fit_sts(namespace: str, name: str) -> None:
+    session = role_session(PolicyRef(namespace=namespace, name=name))
+    assert STS_NAME.match(session.name) and STS_NAME.match(session.source_identity)
+    full = f"ecsscan-{namespace}-{name}"
+    if len(full) <= 64:
+        assert session.name == full
+    else:
+        assert len(session.name) == 64 and session.name.startswith(full[:55])
+    assert session.tags == {"ecsscan-namespace": namespace, "ecsscan-policy": name}
+    assert all(len(v) <= 256 for v in session.tags.values())  # STS's limit on a tag value
+
+
+def test_long_names_sharing_a_prefix_get_different_session_names() -> None:
+    one = role_session(PolicyRef(namespace="team-a", name="x" * 70 + "1"))
+    two = role_session(PolicyRef(namespace="team-a", name="x" * 70 + "2"))
+    assert one.name != two.name and one.name[:55] == two.name[:55]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -169,6 +170,8 @@ class AwsClients:
         external_id: str | None = None,
         registry_role_arn: str | None = None,
         session_name: str = "ecs-scan-operator",
+        session_tags: Mapping[str, str] | None = None,
+        source_identity: str | None = None,
         config: Config | None = None,
         base_session: boto3.Session | None = None,
         counter: CallCounter | None = None,
@@ -179,6 +182,10 @@ class AwsClients:
         self._external_id = external_id
         self._registry_role_arn = registry_role_arn
         self._session_name = session_name
+        # Tags and SourceIdentity let a role's trust policy pin the namespace (sts:TagSession and
+        # sts:SetSourceIdentity must be allowed there; docs/iam.md).
+        self._session_tags = dict(session_tags or {})
+        self._source_identity = source_identity
         self._config = config or default_config()
         self.counter = counter or CallCounter()
         self._hooks = hooks or []
@@ -194,6 +201,10 @@ class AwsClients:
             extra: dict[str, Any] = {"RoleSessionName": self._session_name}
             if external_id:
                 extra["ExternalId"] = external_id
+            if self._session_tags:
+                extra["Tags"] = [{"Key": k, "Value": v} for k, v in sorted(self._session_tags.items())]
+            if self._source_identity:
+                extra["SourceIdentity"] = self._source_identity
             fetcher = AssumeRoleCredentialFetcher(
                 client_creator=self._base._session.create_client,
                 source_credentials=self._base.get_credentials(),

@@ -64,6 +64,8 @@ def execute_run(
     cancel: threading.Event,
     jira_credentials: Credentials | None,
     clock: Clock | None = None,
+    *,
+    session_identity: bool = True,
 ) -> RunResult:
     """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled."""
     from ecs_scan_operator.bootstrap import build_ports
@@ -72,7 +74,9 @@ def execute_run(
     clock = clock or SystemClock()
     started = clock.now()
     try:
-        ports = build_ports(policy, spec, jira_credentials=jira_credentials)
+        ports = build_ports(
+            policy, spec, jira_credentials=jira_credentials, session_identity=session_identity
+        )
         return run_policy(policy, spec, ports, clock, run_id=run_id, cancel=cancel)
     except Cancelled:
         raise

@@ -27,6 +27,7 @@ Rules of `check()` (pure; the operator, the CLI and the docs agree on them):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -492,3 +493,37 @@ class Tenancy:
     def check(self, policy: PolicyRef, spec: PolicySpec) -> Decision:
         """check() on this snapshot."""
         return check(policy, self.namespace_labels, spec, self.grants)
+
+
+# --------------------------------------------------------------------------- identity at STS
+
+SESSION_NAME_MAX = 64  # AssumeRole's RoleSessionName and SourceIdentity: 2 to 64 of [\w+=,.@-]
+_SESSION_CHARS = re.compile(r"[^A-Za-z0-9_+=,.@-]", re.ASCII)
+TAG_NAMESPACE = "ecsscan-namespace"
+TAG_POLICY = "ecsscan-policy"
+
+
+@dataclass(frozen=True)
+class RoleSession:
+    """How a policy's runs appear to STS: the session name, session tags and SourceIdentity."""
+
+    name: str
+    tags: Mapping[str, str]
+
+    @property
+    def source_identity(self) -> str:
+        """SourceIdentity (same rules as the session name); it sticks through role chaining."""
+        return self.name
+
+
+def role_session(policy: PolicyRef) -> RoleSession:
+    """`ecsscan-<namespace>-<policy>`, cut to 64 characters with a hash of the whole when longer.
+
+    Namespaces and policy names are DNS names, which STS allows as they are; anything else is
+    replaced by '-'. The hash keeps two long names that share their first 55 characters apart.
+    """
+    full = _SESSION_CHARS.sub("-", f"ecsscan-{policy.namespace}-{policy.name}")
+    if len(full) > SESSION_NAME_MAX:
+        digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+        full = f"{full[: SESSION_NAME_MAX - 9]}-{digest}"
+    return RoleSession(name=full, tags={TAG_NAMESPACE: policy.namespace, TAG_POLICY: policy.name})
