@@ -432,7 +432,7 @@ GRANT_COLUMNS = (
     ),
     PrinterColumn("Roles", "string", ".spec.aws.roleArns", "The role ARNs (or patterns) granted."),
     PrinterColumn("Regions", "string", ".spec.aws.regions", "The regions (or patterns) granted."),
-    PrinterColumn("Buckets", "string", ".spec.reports[*].bucket", "The report buckets granted."),
+    PrinterColumn("Buckets", "string", ".spec.reports[*].bucket", "The report buckets (kubectl shows one)."),
     PrinterColumn("Age", "date", ".metadata.creationTimestamp"),
     PrinterColumn("Jira", "string", ".spec.jira.urls", "The Jira sites granted.", 1),
     PrinterColumn(

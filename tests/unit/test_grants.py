@@ -52,7 +52,7 @@ TEAM_B = grant(
     namespaces={"selector": {"matchLabels": {"team": "b"}}},
     aws={"roleArns": [ROLE_B], "regions": ["us-west-2"], "allowOperatorIdentity": True},
     reports=[{"bucket": "reports-team-b"}],
-    jira={"urls": ["https://b.atlassian.net/"]},
+    jira={"urls": ["https://b.atlassian.net"]},
 )
 GRANTS = [TEAM_A, TEAM_B]
 
@@ -285,6 +285,8 @@ def test_patterns_are_literal_but_for_star(pattern: str, value: str, matched: bo
         ({"namespaces": {}, "aws": {"regions": ["eu-?"]}}, "spec.aws.regions[0]"),
         ({"namespaces": {}, "jira": {"urls": ["https://*.atlassian.net"]}}, "spec.jira.urls[0]"),
         ({"namespaces": {}, "jira": {"urls": ["https://u:p@x.net"]}}, "spec.jira.urls[0]"),
+        ({"namespaces": {}, "jira": {"urls": ["https://x.net/"]}}, "spec.jira.urls[0]"),
+        ({"namespaces": {}, "reports": [{"bucket": "b", "prefix": "/x"}]}, "spec.reports[0].prefix"),
         ({"namespaces": {}, "reports": [{"prefix": "x"}]}, "spec.reports[0].bucket"),
         ({"namespaces": {}, "bogus": 1}, "spec.bogus"),
         ({}, "spec.namespaces"),

@@ -38,7 +38,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from ecs_scan_operator.core.policy import API_GROUP, API_VERSION, PolicyRef, PolicySpec, errors_from
+from ecs_scan_operator.core.policy import API_GROUP, API_VERSION, PolicyRef, PolicySpec, cel, errors_from
 from ecs_scan_operator.errors import FieldError, InvalidPolicy
 
 GRANT_KIND = "ScanAccessGrant"
@@ -49,7 +49,9 @@ REASON = "AccessNotGranted"
 # KMS ids, and `*`. None is a regex metacharacter except . + ( ) and *, which pattern_regex
 # escapes or translates, so the CEL twin can build the same regex with a few replace() calls.
 _PATTERN_RE = re.compile(r"^[A-Za-z0-9_+=,.@:/!'()*-]{1,512}$", re.ASCII)
-_URL_RE = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~%/-]*)?$", re.ASCII)
+# No trailing '/': the admission policy compares the policy's URL (trailing '/' ignored) with
+# this one as written.
+_URL_RE = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~%/-]*[A-Za-z0-9._~%-])?$", re.ASCII)
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", re.ASCII)
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", re.ASCII)
 _HOST_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}$", re.ASCII)
@@ -78,8 +80,10 @@ def _check_pattern(value: str) -> str:
 
 def _check_url(value: str) -> str:
     if not _URL_RE.match(value):
-        raise ValueError(f"{value!r} is not an http(s) base URL (no credentials, query, fragment or *)")
-    return value.rstrip("/")
+        raise ValueError(
+            f"{value!r} is not an http(s) base URL (no credentials, query, fragment, * or trailing /)"
+        )
+    return value
 
 
 Pattern = Annotated[
@@ -94,7 +98,7 @@ BaseUrl = Annotated[
     str,
     AfterValidator(_check_url),
     Field(
-        description="A Jira base URL, exact (a trailing / is ignored).",
+        description="A Jira base URL, exact, without a trailing / (a policy's trailing / is ignored).",
         json_schema_extra={"maxLength": 2048, "pattern": _URL_RE.pattern},
     ),
 ]
@@ -212,17 +216,38 @@ class ReportDestination(_Model):
 
     bucket: Pattern
     """The bucket (or a pattern)."""
-    prefix: Pattern = "*"
-    """The key prefix (or a pattern, leading and trailing / ignored). Default *, any prefix."""
+    prefix: Pattern = Field(
+        default="*",
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": 512,
+            "pattern": _PATTERN_RE.pattern,
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.startsWith('/') && !self.endsWith('/')",
+                    "reports[].prefix: write the prefix without a leading or trailing '/'",
+                )
+            ],
+        },
+    )
+    """The key prefix (or a pattern), without a leading or trailing /. Default *, any prefix."""
     kms_key: Pattern | None = None
     """The KMS key (or pattern) spec.report.s3.kmsKeyId must name. Unset: kmsKeyId must be unset."""
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        # The policy's prefix is compared without its leading and trailing '/': so is this one.
+        if v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"{v!r}: write the prefix without a leading or trailing '/'")
+        return v
 
 
 class JiraGrant(_Model):
     """The Jira sites the namespaces' credentials may be sent to."""
 
     urls: list[BaseUrl] = Field(default_factory=list, max_length=50)
-    """Jira base URLs, exact (a trailing / is ignored), e.g. https://example.atlassian.net."""
+    """Jira base URLs, exact, without a trailing /, e.g. https://example.atlassian.net."""
     allow_private_hosts: list[Annotated[str, Field(pattern=_HOST_RE.pattern)]] = Field(
         default_factory=list, max_length=50
     )
@@ -404,7 +429,7 @@ def _fields(spec: PolicySpec) -> list[_Field]:
     )
 
     def dest_prefix(g: GrantSpec) -> bool:
-        return any(matches(d.bucket, bucket) and matches(d.prefix.strip("/"), prefix) for d in g.reports)
+        return any(matches(d.bucket, bucket) and matches(d.prefix, prefix) for d in g.reports)
 
     out.append(
         _Field(
@@ -418,7 +443,7 @@ def _fields(spec: PolicySpec) -> list[_Field]:
     def dest_kms(g: GrantSpec) -> bool:
         return any(
             matches(d.bucket, bucket)
-            and matches(d.prefix.strip("/"), prefix)
+            and matches(d.prefix, prefix)
             and (d.kms_key is None if kms is None else d.kms_key is not None and matches(d.kms_key, kms))
             for d in g.reports
         )
