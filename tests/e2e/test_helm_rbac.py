@@ -118,7 +118,9 @@ def _install(kube_cluster: LocalCluster, kubectl: Kubectl, *sets: str, watched: 
     crds = [o for o in inst.objects if o["kind"] == "CustomResourceDefinition"]
     assert sorted(c["metadata"]["name"] for c in crds) == [GRANT_CRD_NAME, CRD_NAME]
     _apply(kubectl, crds)
-    kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", f"crd/{GRANT_CRD_NAME}", "--timeout=120s")
+    kubectl(
+        "wait", "--for=condition=Established", f"crd/{CRD_NAME}", f"crd/{GRANT_CRD_NAME}", "--timeout=120s"
+    )
     rest = [o for o in inst.objects if o["kind"] != "CustomResourceDefinition"]
     _apply(kubectl, rest)
     (sa,) = [o for o in inst.objects if o["kind"] == "ServiceAccount"]
