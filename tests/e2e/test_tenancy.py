@@ -295,6 +295,10 @@ def test_admission_refuses_what_the_namespaces_grant_does_not_allow(
         _remove(kubectl, objs)
 
 
+def tenancy_name(grant: dict[str, Any]) -> str:
+    return str(grant["metadata"]["name"])
+
+
 def _assumed_sessions(moto_url: str) -> dict[str, str | None]:
     """Session name -> external ID of every AssumeRole moto has answered."""
     with urllib.request.urlopen(f"{moto_url}/moto-api/data.json", timeout=10) as resp:
@@ -377,6 +381,17 @@ def test_the_operator_refuses_without_calling_aws_and_follows_grant_changes(
         lambda: (c := _ready(a, "own")).get("reason") == "AccessNotGranted" and c,
     )
     assert "spec.aws.region: region us-east-1 is not granted" in cond["message"] and "eu-*" in cond["message"]
+
+    # the operator only read the grants: no finalizer, annotation or field manager of its own
+    for grant in (tenancy_name(tenants.grant_a), tenancy_name(tenants.grant_b)):
+        status, body = kube_cluster.request("GET", f"{GRANTS_PATH}/{grant}")
+        assert status == 200, body
+        meta = body["metadata"]
+        assert not meta.get("finalizers") and not meta.get("annotations"), meta
+        assert {m["manager"] for m in meta.get("managedFields") or []} <= {
+            "python-requests",
+            "Python-urllib",
+        }, meta
 
 
 def test_tenants_can_neither_read_nor_change_grants_and_the_operator_only_reads(
