@@ -45,9 +45,10 @@ test: venv lint typecheck importlint test-deps ## everything CI runs
 
 # The CRD is generated from PolicySpec (ecs_scan_operator/crd.py); writes only files that changed.
 CRD_GEN = $(PY) -m ecs_scan_operator.crd
-CRD_FILES = crds/scanpolicies.ecsscan.io.yaml helm/ecs-scan-operator/crds/scanpolicies.ecsscan.io.yaml
+CRD_FILES = crds/scanpolicies.ecsscan.io.yaml helm/ecs-scan-operator/crds/scanpolicies.ecsscan.io.yaml \
+	crds/scanaccessgrants.ecsscan.io.yaml helm/ecs-scan-operator/crds/scanaccessgrants.ecsscan.io.yaml
 
-crds: venv ## generate crds/ and the chart's copy from PolicySpec
+crds: venv ## generate crds/ and the chart's copies from PolicySpec and GrantSpec
 	$(CRD_GEN) $(CRD_FILES)
 
 clean: ## remove build outputs (keeps the venv)

@@ -11,6 +11,7 @@ from ecs_scan_operator.adapters.ecs import EcsImageSource
 from ecs_scan_operator.adapters.local_report import LocalReportSink
 from ecs_scan_operator.adapters.s3_report import S3ReportSink
 from ecs_scan_operator.adapters.scanning import RegistryFindingsSource
+from ecs_scan_operator.core.grants import role_session
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
 from ecs_scan_operator.errors import ScanError
@@ -23,6 +24,23 @@ if TYPE_CHECKING:
     from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
 
+def aws_clients(policy: PolicyRef, spec: PolicySpec, *, session_identity: bool = True) -> AwsClients:
+    """The run's AWS clients: the policy's roles, assumed as `ecsscan-<namespace>-<policy>`.
+
+    `session_identity`: with session tags and SourceIdentity (the role's trust policy must allow
+    sts:TagSession and sts:SetSourceIdentity); the session name is always set.
+    """
+    session = role_session(policy)
+    return AwsClients(
+        role_arn=spec.aws.role_arn,
+        external_id=spec.aws.external_id,
+        registry_role_arn=spec.aws.registry_role_arn,
+        session_name=session.name,
+        session_tags=session.tags if session_identity else None,
+        source_identity=session.source_identity if session_identity else None,
+    )
+
+
 def build_ports(
     policy: PolicyRef,
     spec: PolicySpec,
@@ -33,18 +51,14 @@ def build_ports(
     concurrency: int = 8,
     enforce_jira_destination: bool = True,
     state_key: SecretStr | None = None,
+    session_identity: bool = True,
 ) -> Ports:
     """Real adapters: ECS, ECR, Inspector, S3 (or a local folder), Jira when configured.
 
     `enforce_jira_destination` False (the CLI) only warns when the Jira URL points at an
     address credentials are not sent to by default; the operator refuses it.
     """
-    clients = clients or AwsClients(
-        role_arn=spec.aws.role_arn,
-        external_id=spec.aws.external_id,
-        registry_role_arn=spec.aws.registry_role_arn,
-        session_name=f"ecs-scan-{policy.namespace}-{policy.name}"[:64],
-    )
+    clients = clients or aws_clients(policy, spec, session_identity=session_identity)
     reports: ReportSink
     if output_dir is not None:
         reports = LocalReportSink(output_dir)

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from ecs_scan_operator import __version__
+from ecs_scan_operator.core.grants import Grant, Refused, check, parse_grant
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, clip_reason, clip_value, parse_document
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.errors import AuthError, FieldError, InvalidPolicy, LeaseHeld, ScanError
@@ -209,14 +210,60 @@ def _print_errors(exc: InvalidPolicy) -> None:
         print(f"  {err.path}: {err.reason}", file=sys.stderr)
 
 
+def load_grants(path: str) -> list[Grant]:
+    """ScanAccessGrants from a YAML file (documents, or a List); InvalidPolicy naming each bad field."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except OSError as exc:
+        raise InvalidPolicy([FieldError("(grants file)", f"cannot read {path}: {exc.strerror}")]) from None
+    except yaml.YAMLError as exc:
+        raise InvalidPolicy([FieldError("(grants file)", f"not valid YAML: {exc}")]) from None
+    items: list[Any] = []
+    for doc in docs:
+        is_list = isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List")
+        items.extend((doc.get("items") or []) if is_list else [doc])
+    grants: list[Grant] = []
+    problems: list[FieldError] = []
+    for i, item in enumerate(items):
+        try:
+            grants.append(parse_grant(item))
+        except InvalidPolicy as exc:
+            problems.extend(FieldError(f"grants[{i}].{e.path}", e.reason) for e in exc.errors)
+    if problems:
+        raise InvalidPolicy(problems)
+    return grants
+
+
+def _labels(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        for part in filter(None, pair.split(",")):
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise InvalidPolicy([FieldError("--namespace-labels", f"{part!r} is not key=value")])
+            out[key.strip()] = value.strip()
+    return out
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    """`validate -f FILE`."""
+    """`validate -f FILE [--grants FILE --namespace-labels k=v,...]`."""
     try:
         ref, spec = load_policy(args.file)
+        grants = load_grants(args.grants) if args.grants else None
+        labels = _labels(args.namespace_labels or [])
     except InvalidPolicy as exc:
         _print_errors(exc)
         return EXIT_BAD_INPUT
-    print(f"{ref.key}: valid (schedule {spec.schedule!r} {spec.time_zone}, threshold {spec.threshold.value})")
+    summary = f"schedule {spec.schedule!r} {spec.time_zone}, threshold {spec.threshold.value}"
+    if grants is None:
+        print(f"{ref.key}: valid ({summary})")
+        return EXIT_OK
+    decision = check(ref, labels, spec, grants)
+    if isinstance(decision, Refused):
+        print(f"{ref.key}: access not granted: {decision.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{ref.key}: valid and granted by ScanAccessGrant {decision.grant} ({summary})")
     return EXIT_OK
 
 
@@ -402,6 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="validate a ScanPolicy manifest or bare spec (exit 2 when invalid)")
     p.add_argument("-f", "--file", required=True, help="YAML file, or - for stdin")
+    p.add_argument(
+        "--grants", help="also check the policy against these ScanAccessGrants (YAML, several documents)"
+    )
+    p.add_argument(
+        "--namespace-labels",
+        action="append",
+        metavar="K=V[,K=V]",
+        help="the labels of the policy's namespace, for grants that select by label (repeatable)",
+    )
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("run", help="run a policy once")
     p.add_argument("-f", "--file", required=True, help="YAML file, or - for stdin")

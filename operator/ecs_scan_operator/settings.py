@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     # not hold, so a writer of the bucket cannot steer which images are scanned. Unset, the revision
     # cache is not used. The chart creates it in a Secret; never logged.
     state_key: SecretStr | None = None
+    # Tenancy: `grants` runs a policy only when a ScanAccessGrant allows what it names (roles,
+    # regions, buckets, Jira sites); `open` lets any policy use the operator's identity for
+    # anything it can reach (one team per cluster). The chart chooses (grants for cluster-wide
+    # installs); a process started by hand keeps the behaviour it had before grants existed.
+    tenancy_mode: Literal["grants", "open"] = "open"
+    # AssumeRole with session tags (ecsscan-namespace, ecsscan-policy) and SourceIdentity, so a
+    # role's trust policy can pin the namespace; false for roles whose trust policy does not yet
+    # allow sts:TagSession and sts:SetSourceIdentity (the session name is set either way).
+    aws_session_tags: bool = True
 
     @field_validator("watch_namespaces", "jira_allowed_hosts", mode="before")
     @classmethod

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "ecs-scan-operator"
 HELM = ROOT / ".tools" / "bin" / "helm"
 CRD_NAME = "scanpolicies.ecsscan.io"
+GRANT_CRD_NAME = "scanaccessgrants.ecsscan.io"
 SP = "scanpolicies.ecsscan.io"
 
 
@@ -115,9 +116,11 @@ def _install(kube_cluster: LocalCluster, kubectl: Kubectl, *sets: str, watched: 
     settings = [f"watchNamespaces={{{watch}}}"] if watch else []
     inst.objects = helm_template(inst.release, inst.namespace, *settings, *sets)
     crds = [o for o in inst.objects if o["kind"] == "CustomResourceDefinition"]
-    assert [c["metadata"]["name"] for c in crds] == [CRD_NAME]
+    assert sorted(c["metadata"]["name"] for c in crds) == [GRANT_CRD_NAME, CRD_NAME]
     _apply(kubectl, crds)
-    kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=120s")
+    kubectl(
+        "wait", "--for=condition=Established", f"crd/{CRD_NAME}", f"crd/{GRANT_CRD_NAME}", "--timeout=120s"
+    )
     rest = [o for o in inst.objects if o["kind"] != "CustomResourceDefinition"]
     _apply(kubectl, rest)
     (sa,) = [o for o in inst.objects if o["kind"] == "ServiceAccount"]

@@ -107,8 +107,10 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
 
     seen: dict[str, Any] = {}
 
-    def ports(policy: PolicyRef, spec: Any, *, jira_credentials: Any, state_key: Any) -> str:
-        seen["creds"] = jira_credentials
+    def ports(
+        policy: PolicyRef, spec: Any, *, jira_credentials: Any, state_key: Any, session_identity: bool
+    ) -> str:
+        seen["creds"], seen["session_identity"] = jira_credentials, session_identity
         seen["state_key"] = state_key.get_secret_value()
         return "ports"
 
@@ -130,6 +132,7 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
     assert seen == {
         "creds": {"token": "x"},
         "state_key": "s" * 40,
+        "session_identity": True,
         "run_id": "r9",
         "cancel": cancel,
         "ports": "ports",

@@ -334,6 +334,13 @@ NAMESPACE_SCAN_RULE = {"apiGroups": [""], "resources": ["namespaces"], "verbs": 
 SCANNING = ("ClusterRole", "", f"{RELEASE}-ecs-scan-operator-kopf-scanning")
 
 
+GRANTS = ("ClusterRole", "", "scan-ecs-scan-operator-grants")
+GRANT_RULES = [
+    {"apiGroups": ["ecsscan.io"], "resources": ["scanaccessgrants"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+]
+
+
 def _roles(objs: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
     return {
         (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o["rules"]
@@ -357,13 +364,14 @@ def test_rbac_cluster_wide_default() -> None:
     _assert_no_wildcards(objs)
     assert _roles(objs) == {
         ("ClusterRole", "", "scan-ecs-scan-operator"): [*POLICY_RULES, SECRET_RULE],
+        GRANTS: GRANT_RULES,  # tenancy mode grants, the cluster-wide default
     }  # kopf's scanning is off by default: no CRD or Namespace listing
     scanning = render(None, "--set", "rbac.kopfScanning=true")
     assert _roles(scanning)[SCANNING] == [CRD_SCAN_RULE]  # cluster-wide kopf never lists namespaces
-    (binding,) = by_kind(objs, "ClusterRoleBinding")
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "scan-ecs-scan-operator", "namespace": NAMESPACE}
-    ]
+    for binding in by_kind(objs, "ClusterRoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "scan-ecs-scan-operator", "namespace": NAMESPACE}
+        ]
     assert not by_kind(objs, "RoleBinding")
 
 
@@ -392,6 +400,7 @@ def test_rbac_cluster_wide_with_secret_namespaces() -> None:
     assert _roles(objs) == {
         ("ClusterRole", "", "scan-ecs-scan-operator"): POLICY_RULES,
         ("Role", "security", "scan-ecs-scan-operator-secrets"): [SECRET_RULE],
+        GRANTS: GRANT_RULES,
     }
     assert not by_kind(objs, "ServiceAccount")
     subjects = [
@@ -433,7 +442,7 @@ def test_rbac_leader_election_is_one_lease() -> None:
 @pytest.mark.tools
 def test_spec_protection_policy() -> None:
     """The ValidatingAdmissionPolicy matches the operator's own ServiceAccount and compares specs."""
-    objs = render()
+    objs = [o for o in render() if o["metadata"]["name"].endswith("-protect-spec.ecsscan.io")]
     (vap,) = by_kind(objs, "ValidatingAdmissionPolicy")
     (binding,) = by_kind(objs, "ValidatingAdmissionPolicyBinding")
     assert binding["spec"]["policyName"] == vap["metadata"]["name"]
@@ -443,7 +452,8 @@ def test_spec_protection_policy() -> None:
         in vap["spec"]["matchConditions"][0]["expression"]
     )
     assert "object.spec == oldObject.spec" in vap["spec"]["validations"][0]["expression"]
-    assert not by_kind(render(None, "--set", "rbac.protectSpec=false"), "ValidatingAdmissionPolicy")
+    unprotected = render(None, "--set", "rbac.protectSpec=false", "--set", "tenancy.admissionPolicy=false")
+    assert not by_kind(unprotected, "ValidatingAdmissionPolicy")
 
 
 # --------------------------------------------------------------------------- CRDs and examples
@@ -683,14 +693,22 @@ def test_rendered_env_is_what_the_operator_reads(
 @pytest.mark.tools
 def test_spec_protection_needs_kubernetes_1_30() -> None:
     """On 1.29 (no admissionregistration.k8s.io/v1 policies) the chart says so instead of failing at apply."""
-    res = helm("template", RELEASE, str(CHART), "--kube-version", "1.29.3", check=False)
+    no_grant_vap = ("--set", "tenancy.admissionPolicy=false")
+    res = helm("template", RELEASE, str(CHART), "--kube-version", "1.29.3", *no_grant_vap, check=False)
     assert res.returncode != 0
     assert "rbac.protectSpec=false" in res.stderr
     objs = [
         d
         for d in yaml.safe_load_all(
             helm(
-                "template", RELEASE, str(CHART), "--kube-version", "1.29.3", "--set", "rbac.protectSpec=false"
+                "template",
+                RELEASE,
+                str(CHART),
+                "--kube-version",
+                "1.29.3",
+                "--set",
+                "rbac.protectSpec=false",
+                *no_grant_vap,
             ).stdout
         )
         if d

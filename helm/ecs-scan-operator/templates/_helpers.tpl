@@ -59,6 +59,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/* "true" when the pods elect a leader (auto: more than one replica). */}}
+{{- /* The tenancy mode: tenancy.mode, else grants when cluster-wide and open when namespaced. */ -}}
+{{- define "ecs-scan-operator.tenancyMode" -}}
+{{- if .Values.tenancy.mode -}}
+{{- .Values.tenancy.mode -}}
+{{- else if .Values.watchNamespaces -}}
+open
+{{- else -}}
+grants
+{{- end -}}
+{{- end }}
+
 {{- define "ecs-scan-operator.leaderElection" -}}
 {{- $le := .Values.leaderElection.enabled }}
 {{- if eq (toString $le) "auto" }}

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import boto3
@@ -281,6 +281,8 @@ class AwsClients:
         external_id: str | None = None,
         registry_role_arn: str | None = None,
         session_name: str = "ecs-scan-operator",
+        session_tags: Mapping[str, str] | None = None,
+        source_identity: str | None = None,
         config: Config | None = None,
         aws: AwsSettings | None = None,
         base_session: boto3.Session | None = None,
@@ -292,6 +294,10 @@ class AwsClients:
         self._external_id = external_id
         self._registry_role_arn = registry_role_arn
         self._session_name = session_name
+        # Tags and SourceIdentity let a role's trust policy pin the namespace (sts:TagSession and
+        # sts:SetSourceIdentity must be allowed there; docs/iam.md).
+        self._session_tags = dict(session_tags or {})
+        self._source_identity = source_identity
         aws = aws or load_aws_settings()
         self._config = config or default_config(aws)
         self.breaker = EndpointBreaker(aws.endpoint_cooldown_seconds)
@@ -309,6 +315,10 @@ class AwsClients:
             extra: dict[str, Any] = {"RoleSessionName": self._session_name}
             if external_id:
                 extra["ExternalId"] = external_id
+            if self._session_tags:
+                extra["Tags"] = [{"Key": k, "Value": v} for k, v in sorted(self._session_tags.items())]
+            if self._source_identity:
+                extra["SourceIdentity"] = self._source_identity
             fetcher = AssumeRoleCredentialFetcher(
                 # The STS client gets the same time limits as every other client.
                 client_creator=functools.partial(self._base._session.create_client, config=self._config),

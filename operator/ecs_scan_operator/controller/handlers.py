@@ -11,17 +11,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from typing import Any
 
 import kopf
 
+from ecs_scan_operator.controller.grants import GrantAccess
 from ecs_scan_operator.controller.kube import PLURAL, ClientKubeApi
 from ecs_scan_operator.controller.leader import AlwaysLeader, LeaderElector, Leadership
 from ecs_scan_operator.controller.metrics import Metrics
 from ecs_scan_operator.controller.reconcile import Deps, PolicyWorker, format_run_id
-from ecs_scan_operator.controller.runs import RunPool, SystemClock
+from ecs_scan_operator.controller.runs import RunPool, SystemClock, execute_run
+from ecs_scan_operator.core.grants import GRANT_PLURAL
 from ecs_scan_operator.core.policy import API_GROUP, API_VERSION
 from ecs_scan_operator.core.status import clip_bytes
 from ecs_scan_operator.settings import Settings, get_settings
@@ -88,8 +91,16 @@ def _step_down(pool: RunPool) -> None:
 def build_deps(settings: Settings, loop: asyncio.AbstractEventLoop) -> Deps:
     """The dependencies every policy worker shares."""
     kube = ClientKubeApi()
+    grants: GrantAccess | None = None
+    if settings.tenancy_mode == "grants":
+        # First, so a failure (no CRD, no RBAC) is retried before anything binds a port.
+        grants = GrantAccess(kube)
+        grants.prime()
     metrics = Metrics(process_metrics=True)
-    pool = RunPool(settings.max_concurrent_runs)
+    pool = RunPool(
+        settings.max_concurrent_runs,
+        run_fn=functools.partial(execute_run, session_identity=settings.aws_session_tags),
+    )
     metrics.run_slots.set(settings.max_concurrent_runs)
     metrics.runs_in_progress.set_function(pool.running)
     leadership: Leadership
@@ -122,6 +133,7 @@ def build_deps(settings: Settings, loop: asyncio.AbstractEventLoop) -> Deps:
         new_run_id=format_run_id,
         cancel_grace=settings.cancel_grace_seconds,
         resync=settings.resync_seconds,
+        grants=grants,
     )
 
 
@@ -142,12 +154,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 660
     memo.deps = build_deps(SETTINGS, asyncio.get_running_loop())
     log.info(
-        "ecs-scan-operator %s: namespaces=%s, max concurrent runs=%d, leader election=%s",
+        "ecs-scan-operator %s: namespaces=%s, max concurrent runs=%d, leader election=%s, tenancy=%s",
         SETTINGS.identity,
         ",".join(SETTINGS.watch_namespaces) or "all",
         SETTINGS.max_concurrent_runs,
         SETTINGS.leader_election,
+        SETTINGS.tenancy_mode,
     )
+    if SETTINGS.tenancy_mode == "open":
+        log.warning(
+            "tenancy mode open: any ScanPolicy may use every AWS role, bucket and Jira site this "
+            "operator can reach; use tenancy mode grants when several teams share the cluster"
+        )
 
 
 @kopf.on.cleanup()
@@ -170,6 +188,18 @@ def _wake(memo: kopf.Memo) -> asyncio.Event:
 async def wake(memo: kopf.Memo, **_: Any) -> None:
     """Any change of a policy (annotation, spec, status) makes its loop look again now."""
     _wake(memo).set()
+
+
+if SETTINGS.tenancy_mode == "grants":
+
+    @kopf.on.event(API_GROUP, API_VERSION, GRANT_PLURAL)
+    async def grant_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """A ScanAccessGrant changed: update the index and make every policy look again now."""
+        deps: Deps | None = getattr(memo, "deps", None)
+        if deps is None or deps.grants is None:
+            return
+        deps.grants.index.apply(type, body)
+        _wake(memo).set()
 
 
 @kopf.daemon(

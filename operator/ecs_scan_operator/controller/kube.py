@@ -195,3 +195,32 @@ class ClientKubeApi:
             ),
             f"replace lease {namespace}/{name}",
         )
+
+    # ---- tenancy (ScanAccessGrant, cluster-scoped; namespace labels for the grants' selectors)
+
+    def list_grants(self) -> list[dict[str, Any]]:
+        """Every ScanAccessGrant."""
+        raw = map_errors(
+            lambda: _json(
+                self._custom.list_cluster_custom_object(
+                    API_GROUP,
+                    API_VERSION,
+                    "scanaccessgrants",
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            ),
+            "list scanaccessgrants",
+        )
+        return [dict(item) for item in raw.get("items") or []]
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        """The namespace's labels (NotFoundError when it is gone)."""
+        raw = map_errors(
+            lambda: _json(
+                self._core.read_namespace(namespace, _preload_content=False, _request_timeout=self._timeout)
+            ),
+            f"get namespace {namespace}",
+        )
+        labels = (raw.get("metadata") or {}).get("labels") or {}
+        return {str(k): str(v) for k, v in labels.items()}

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ecs_scan_operator.controller.grants import GrantAccess
 from ecs_scan_operator.controller.kube import Conflict, KubeApi
 from ecs_scan_operator.controller.leader import Leadership
 from ecs_scan_operator.controller.metrics import Metrics
 from ecs_scan_operator.controller.runs import RunHandle, RunPool, read_jira_credentials
+from ecs_scan_operator.core.grants import Refused, SecretKeyRef, Tenancy
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, parse_spec
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.core.schedule import (
@@ -45,6 +47,7 @@ from ecs_scan_operator.core.status import (
     finished_status,
     idle_status,
     invalid_status,
+    not_granted_status,
     running_status,
     skipped_note,
     status_patch,
@@ -123,6 +126,14 @@ class Invalid:
 
 
 @dataclass(frozen=True)
+class NotGranted:
+    """The spec names something no grant allows: Ready=False AccessNotGranted, no AWS or Jira call."""
+
+    status: dict[str, Any]
+    refusal: Refused
+
+
+@dataclass(frozen=True)
 class Recover:
     """status.activeRun names a run nobody is running (the operator died): record it interrupted."""
 
@@ -137,9 +148,10 @@ class Start:
     status: dict[str, Any]
     run: ActiveRun
     spec: PolicySpec
+    external_id_secret: SecretKeyRef | None = None  # the allowing grant supplies the external ID
 
 
-Plan = Idle | Invalid | Recover | Start
+Plan = Idle | Invalid | NotGranted | Recover | Start
 
 
 def _context(obj: PolicyObject, spec: PolicySpec | None, now: datetime, decision: Decision | None) -> Context:
@@ -167,8 +179,18 @@ def _decide(obj: PolicyObject, spec: PolicySpec, now: datetime, status: Mapping[
     )
 
 
-def plan(obj: PolicyObject, *, now: datetime, identity: str, new_run_id: Callable[[datetime], str]) -> Plan:
-    """What to do for this policy now (call it only when this process runs nothing for it)."""
+def plan(
+    obj: PolicyObject,
+    *,
+    now: datetime,
+    identity: str,
+    new_run_id: Callable[[datetime], str],
+    tenancy: Tenancy | None = None,
+) -> Plan:
+    """What to do for this policy now (call it only when this process runs nothing for it).
+
+    `tenancy` (grants mode) is the grants and namespace labels read just before; None is open mode.
+    """
     try:
         spec = parse_spec(obj.spec)
     except InvalidPolicy as exc:
@@ -191,6 +213,14 @@ def plan(obj: PolicyObject, *, now: datetime, identity: str, new_run_id: Callabl
             finished_status(obj.status, _context(obj, spec, now, decision), result, active.trigger), active
         )
 
+    external_id_secret = None
+    if tenancy is not None:
+        verdict = tenancy.check(obj.ref, spec)
+        if isinstance(verdict, Refused):
+            ctx = _context(obj, spec, now, None)
+            return NotGranted(not_granted_status(obj.status, ctx, verdict.message), verdict)
+        external_id_secret = verdict.external_id_secret
+
     decision = _decide(obj, spec, now, obj.status)
     run_now = (
         obj.run_now.strip()
@@ -205,7 +235,8 @@ def plan(obj: PolicyObject, *, now: datetime, identity: str, new_run_id: Callabl
             scheduled_time=decision.due,
             run_now=run_now,
         )
-        return Start(running_status(obj.status, _context(obj, spec, now, decision), run), run, spec)
+        status = running_status(obj.status, _context(obj, spec, now, decision), run)
+        return Start(status, run, spec, external_id_secret)
     ctx = _context(obj, spec, now, decision)
     return Idle(idle_status(obj.status, ctx), decision.wake_at, decision, ctx.note)
 
@@ -261,6 +292,7 @@ class Deps:
     new_run_id: Callable[[datetime], str]
     cancel_grace: float = 60.0
     resync: float = 300.0
+    grants: GrantAccess | None = None  # tenancy mode grants; None: open
 
 
 @dataclass
@@ -278,6 +310,7 @@ class PolicyWorker:
         default_factory=lambda: logging.getLogger(__name__)
     )
     _invalid_reported: int = -1
+    _refusal_reported: str = ""
     _skips_reported: set[datetime] = field(default_factory=set)
 
     async def run(self) -> None:
@@ -308,8 +341,21 @@ class PolicyWorker:
             await self._sleep(self.deps.resync)  # kopf stops this daemon; nothing new starts
             return True
         step = plan(
-            obj, now=self.deps.clock.now(), identity=self.deps.identity, new_run_id=self.deps.new_run_id
+            obj,
+            now=self.deps.clock.now(),
+            identity=self.deps.identity,
+            new_run_id=self.deps.new_run_id,
+            tenancy=await self._tenancy(),
         )
+        if isinstance(step, NotGranted):
+            await self._write(obj, step.status)
+            if self._refusal_reported != step.refusal.message:
+                self._refusal_reported = step.refusal.message
+                self.events.post("Warning", "AccessNotGranted", step.status["message"])
+                self.logger.warning("%s", step.status["message"])
+            await self._sleep(self.deps.resync)
+            return True
+        self._refusal_reported = ""
         if isinstance(step, Invalid):
             await self._write(obj, step.status)
             if self._invalid_reported != obj.generation:
@@ -358,6 +404,7 @@ class PolicyWorker:
                 now=self.deps.clock.now(),
                 identity=self.deps.identity,
                 new_run_id=lambda _: first.run.run_id,
+                tenancy=await self._tenancy(),
             )
             if not isinstance(step, Start) or not await self._write(obj, step.status):
                 return
@@ -371,6 +418,15 @@ class PolicyWorker:
     async def _execute(self, obj: PolicyObject, step: Start) -> None:
         run, spec = step.run, step.spec
         began = time.monotonic()
+        if self.deps.grants is not None and step.external_id_secret is not None:
+            try:
+                spec = await self.deps.grants.with_external_id(spec, step.external_id_secret)
+            except ScanError as exc:
+                result = failed_result(
+                    run.run_id, obj.ref.key, run.started, self.deps.clock.now(), f"external ID: {exc}"
+                )
+                await self._finish(run, result, time.monotonic() - began)
+                return
         credentials = None
         if spec.jira is not None:
             try:
@@ -451,6 +507,12 @@ class PolicyWorker:
         self.logger.info("%s (%.1f s)", summary, seconds)
 
     # ---- API calls, off the loop
+
+    async def _tenancy(self) -> Tenancy | None:
+        """The grants and namespace labels now (grants mode), else None."""
+        if self.deps.grants is None:
+            return None
+        return await self.deps.grants.tenancy(self.namespace)
 
     async def _get(self) -> PolicyObject | None:
         """The policy as it is now; None when gone. Retries API errors until stopped (once when stopping)."""

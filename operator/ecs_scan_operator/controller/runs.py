@@ -57,6 +57,8 @@ def execute_run(
     cancel: threading.Event,
     jira_credentials: JiraCredentials | None,
     clock: Clock | None = None,
+    *,
+    session_identity: bool = True,
 ) -> RunResult:
     """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled."""
     from ecs_scan_operator.bootstrap import build_ports
@@ -67,7 +69,11 @@ def execute_run(
     started = clock.now()
     try:
         ports = build_ports(
-            policy, spec, jira_credentials=jira_credentials, state_key=get_settings().state_key
+            policy,
+            spec,
+            jira_credentials=jira_credentials,
+            state_key=get_settings().state_key,
+            session_identity=session_identity,
         )
         return run_policy(policy, spec, ports, clock, run_id=run_id, cancel=cancel)
     except Cancelled:

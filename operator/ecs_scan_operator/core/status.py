@@ -64,6 +64,7 @@ class Reason(StrEnum):
     RUN_FAILED = "RunFailed"
     PARTIAL_FAILURE = "PartialFailure"
     INVALID_SPEC = "InvalidSpec"
+    ACCESS_NOT_GRANTED = "AccessNotGranted"
     SUSPENDED = "Suspended"
     TICKETS_SYNCED = "TicketsSynced"
     TICKETS_PLANNED = "TicketsPlanned"
@@ -408,6 +409,12 @@ def invalid_status(current: Mapping[str, Any], ctx: Context, errors: Sequence[Fi
     message = "invalid spec: " + "; ".join(shown or ["(no details)"])
     # A policy that was running keeps its activeRun: that run finishes with the spec it started with.
     return _finish(out, ctx, "False", Reason.INVALID_SPEC, message)
+
+
+def not_granted_status(current: Mapping[str, Any], ctx: Context, message: str) -> dict[str, Any]:
+    """The spec names something no ScanAccessGrant allows: Ready=False AccessNotGranted; nothing runs."""
+    out = _base(current, ctx)
+    return _finish(out, ctx, "False", Reason.ACCESS_NOT_GRANTED, "access not granted: " + message)
 
 
 def running_status(current: Mapping[str, Any], ctx: Context, run: ActiveRun) -> dict[str, Any]:
