@@ -178,6 +178,50 @@ def test_metric_labels_are_bounded() -> None:
     assert 'policy="p"' not in generate_latest(m.registry).decode()
 
 
+def test_last_outcome_is_one_result_at_a_time() -> None:
+    """ecsscan_last_run_outcome: 1 for the last run's result only (the RunFailed alerts read it)."""
+    m = Metrics(CollectorRegistry())
+    now = Clock().now()
+
+    def outcome(result: str) -> float | None:
+        labels = {"namespace": "ns", "policy": "p", "result": result}
+        return m.registry.get_sample_value("ecsscan_last_run_outcome", labels)
+
+    failed = RunResult(run_id="r1", policy="ns/p", started=now)
+    failed.finish(now, fatal=True)
+    m.run_finished("ns", "p", failed, 1.0)
+    assert (outcome("Failed"), outcome("PartialFailure"), outcome("Succeeded")) == (1, 0, 0)
+    ok = RunResult(run_id="r2", policy="ns/p", started=now)
+    ok.finish(now)
+    m.run_finished("ns", "p", ok, 1.0)
+    assert (outcome("Failed"), outcome("PartialFailure"), outcome("Succeeded")) == (0, 0, 1)
+    m.forget("ns", "p")
+    assert outcome("Succeeded") is None
+
+
+def test_schedule_interval_and_last_success_from_the_status() -> None:
+    """The interval follows the schedule (gone while suspended); the last success never moves back."""
+    m = Metrics(CollectorRegistry())
+    labels = {"namespace": "ns", "policy": "p"}
+
+    def sample(name: str) -> float | None:
+        return m.registry.get_sample_value(name, labels)
+
+    early, late = datetime(2025, 3, 1, 9, tzinfo=UTC), datetime(2025, 3, 1, 10, tzinfo=UTC)
+    m.policy_scheduled("ns", "p", 3600.0, early)  # after a restart: seeded from the status
+    assert sample("ecsscan_schedule_interval_seconds") == 3600
+    assert sample("ecsscan_last_success_timestamp_seconds") == early.timestamp()
+    ok = RunResult(run_id="r", policy="ns/p", started=late)
+    ok.finish(late)
+    m.run_finished("ns", "p", ok, 1.0)
+    m.policy_scheduled("ns", "p", 3600.0, early)  # a status read before the run ended
+    assert sample("ecsscan_last_success_timestamp_seconds") == late.timestamp()
+    m.policy_scheduled("ns", "p", None, None)  # suspended
+    assert sample("ecsscan_schedule_interval_seconds") is None
+    m.forget("ns", "p")
+    assert sample("ecsscan_last_success_timestamp_seconds") is None
+
+
 def test_stage_label() -> None:
     assert stage_label("taskDefinitions[eu-west-1]") == "taskDefinitions"
     assert stage_label("tickets") == "tickets"
