@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -27,6 +27,8 @@ def build_ports(
     jira_credentials: Mapping[str, SecretStr] | None = None,
     clients: AwsClients | None = None,
     concurrency: int = 8,
+    notify_secrets: Callable[[str], Mapping[str, SecretStr]] | None = None,
+    notify_allow_private: bool = False,
 ) -> Ports:
     """Real adapters: ECS, ECR, Inspector, S3 (or a local folder), Jira when configured."""
     clients = clients or AwsClients(
@@ -45,6 +47,11 @@ def build_ports(
     tickets: TicketSink | None = None
     if spec.jira is not None:
         tickets = _jira_sink(spec, jira_credentials)
+    notifier = None
+    if spec.notify and notify_secrets is not None:
+        from ecs_scan_operator.adapters.notify_http import HttpNotifier
+
+        notifier = HttpNotifier(notify_secrets, allow_private=notify_allow_private)
     counter = clients.counter
     return Ports(
         images=EcsImageSource(clients, concurrency=concurrency),
@@ -54,6 +61,7 @@ def build_ports(
         tickets=tickets,
         aws_calls=counter.by_operation,
         aws_errors=counter.errors_by_operation,
+        notifier=notifier,
     )
 
 

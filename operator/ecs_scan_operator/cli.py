@@ -147,7 +147,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"demo fleet: {len(fleet.families)} families, {len(fleet.repositories)} ECR repositories, "
                 f"{len(fleet.images)} images, emulated by moto at {endpoint}"
             )
-        ports = build_ports(ref, spec, output_dir=output_dir, jira_credentials=jira_credentials_from_env())
+        from ecs_scan_operator.adapters.notify_http import secrets_from_env
+
+        ports = build_ports(
+            ref,
+            spec,
+            output_dir=output_dir,
+            jira_credentials=jira_credentials_from_env(),
+            notify_secrets=secrets_from_env(os.environ),
+            notify_allow_private=os.environ.get("ECS_SCAN_NOTIFY_ALLOW_PRIVATE_DESTINATIONS", "").lower()
+            in ("1", "true", "yes"),
+        )
         progress = _progress_callback(stack) if args.format == "table" and sys.stderr.isatty() else None
         result = run_policy(ref, spec, ports, SystemClock(), progress=progress)
     if args.format == "json":

@@ -27,6 +27,7 @@ from ecs_scan_operator.core.model import (
     RefKind,
     ScanState,
 )
+from ecs_scan_operator.core.notify import RunContext, jira_keys, plan_notifications
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.report import ReportObject, image_report_key, render_images, render_index
 from ecs_scan_operator.core.result import RunResult, clip
@@ -39,6 +40,7 @@ from ecs_scan_operator.ports import (
     DigestResolver,
     FindingsSource,
     ImageSource,
+    Notifier,
     ReportSink,
     TicketSink,
 )
@@ -61,6 +63,7 @@ class Ports:
     tickets: TicketSink | None = None
     aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service:Operation so far
     aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
+    notifier: Notifier | None = None
 
 
 @dataclass
@@ -257,6 +260,50 @@ def read_findings(
     return expired_used
 
 
+def notify(
+    policy: PolicyRef,
+    spec: PolicySpec,
+    images: list[ImageResult],
+    ports: Ports,
+    state: RunState,
+    result: RunResult,
+    rlog: _RunLog,
+    *,
+    report_link: str,
+    jira_keys: tuple[str, ...] = (),
+) -> None:
+    """Stage: tell each spec.notify destination what changed; its memory is kept only once sent.
+
+    A failed destination is the stage failure `notify`: the report, the tickets and the state of
+    the run stay as they are, and the next run tries that destination's events again.
+    """
+    if not spec.notify:
+        state.notified = {}
+        return
+    context = RunContext(policy, result.run_id, report_link, jira_keys)
+    plans = plan_notifications(spec, images, result, state.notified, context, first_run=not state.last_run_id)
+    kept = {d.name for d in spec.notify}
+    memories = {name: m for name, m in state.notified.items() if name in kept}
+    failures = []
+    for out in plans:
+        name = out.destination.name
+        if out.payload is not None:
+            if ports.notifier is None:
+                failures.append(f"{name}: no notifier configured")
+                continue
+            try:
+                ports.notifier.send(out.destination, out.payload)
+            except ScanError as exc:
+                failures.append(str(exc))
+                rlog("notify_failed", "warning", destination=name, error=clip(str(exc)))
+                continue
+            rlog("notified", destination=name, events=out.events)
+        memories[name] = out.memory
+    state.notified = memories
+    if failures:
+        result.fail_stage("notify", "; ".join(failures))
+
+
 def run_policy(
     policy: PolicyRef,
     spec: PolicySpec,
@@ -338,6 +385,7 @@ def run_policy(
     if progress:
         progress("report", 1, 2)
 
+    ticket_keys: tuple[str, ...] = ()
     if ports.tickets is not None and spec.jira is not None:
         links = {}
         for img in images:
@@ -365,6 +413,7 @@ def run_policy(
         else:
             result.tickets = dict(report.actions)
             result.jira_requests = report.requests
+            ticket_keys = jira_keys(report.planned)
             if report.planned:
                 rlog("tickets_planned", plan=report.planned[:500])
             for err in report.errors:
@@ -391,6 +440,17 @@ def run_policy(
             ports.reports.put(obj.key, obj.body, obj.content_type)
         except ScanError as exc:
             result.fail_stage("report", f"{obj.key}: {exc}")
+    notify(
+        policy,
+        spec,
+        images,
+        ports,
+        state,
+        result,
+        rlog,
+        report_link=ports.reports.link(f"{folder}/index.html"),
+        jira_keys=ticket_keys,
+    )
     try:
         findings_now = {img.ref.display: [f.vulnerability_id for f in img.findings] for img in images}
         ports.reports.put(skey, dump_state(state, run_id, findings_now), "application/json")

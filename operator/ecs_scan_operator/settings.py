@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # finds ScanPolicy through API discovery, which needs no RBAC, so the operator needs no
     # cluster-scoped grant at all; on, it also notices the CRD being deleted and re-created.
     kopf_scanning: bool = False
+    # Notification URLs (spec.notify Secrets) that resolve to loopback, link-local or private
+    # addresses are refused unless this is on (a receiver inside the cluster or the VPC).
+    notify_allow_private_destinations: bool = False
 
     @field_validator("watch_namespaces", mode="before")
     @classmethod

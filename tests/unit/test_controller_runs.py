@@ -116,6 +116,46 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
     assert seen == {"creds": {"token": "x"}, "run_id": "r9", "cancel": cancel, "ports": "ports"}
 
 
+def test_notify_secrets_are_read_in_the_run_only_for_policies_that_notify(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A policy with spec.notify gets a reader of its namespace's Secrets; values stay SecretStr."""
+    import ecs_scan_operator.bootstrap as bootstrap
+    import ecs_scan_operator.pipeline as pipeline
+
+    class Kube:
+        def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+            assert (namespace, name) == ("ns", "hook")
+            url = base64.b64encode(b"https://hooks.example.com/x\n").decode()
+            return {"url": url} if self.good else {"url": url, "bad": "%%"}
+
+        good = False
+
+    seen: dict[str, Any] = {}
+
+    def ports(policy: PolicyRef, spec: Any, **kw: Any) -> str:
+        seen.update(kw)
+        return "ports"
+
+    def run(policy: PolicyRef, spec: Any, ports: Any, clock: Any, **kw: Any) -> RunResult:
+        return RunResult(run_id="r", policy=policy.key, started=clock.now())
+
+    monkeypatch.setattr(bootstrap, "build_ports", ports)
+    monkeypatch.setattr(pipeline, "run_policy", run)
+    notifying = parse_spec({**SPEC.to_wire(), "notify": [{"name": "c", "type": "slack", "secret": "hook"}]})
+    execute_run(REF, notifying, "r", threading.Event(), None, Clock(), kube=Kube(), notify_allow_private=True)  # type: ignore[arg-type]
+    assert seen["notify_allow_private"] is True
+    with pytest.raises(PermanentError, match="key bad is not base64"):
+        seen["notify_secrets"]("hook")
+    Kube.good = True
+    values = seen["notify_secrets"]("hook")
+    assert values["url"].get_secret_value() == "https://hooks.example.com/x"
+    assert "hooks.example.com" not in repr(values)
+    seen.clear()
+    execute_run(REF, SPEC, "r", threading.Event(), None, Clock(), kube=Kube())  # type: ignore[arg-type]
+    assert "notify_secrets" not in seen
+
+
 async def test_pool_tracks_active_runs_until_their_thread_ends() -> None:
     release = threading.Event()
 

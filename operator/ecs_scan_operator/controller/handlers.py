@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from typing import Any
@@ -21,7 +22,7 @@ from ecs_scan_operator.controller.kube import PLURAL, ClientKubeApi
 from ecs_scan_operator.controller.leader import AlwaysLeader, LeaderElector, Leadership
 from ecs_scan_operator.controller.metrics import Metrics
 from ecs_scan_operator.controller.reconcile import Deps, PolicyWorker, format_run_id
-from ecs_scan_operator.controller.runs import RunPool, SystemClock
+from ecs_scan_operator.controller.runs import RunPool, SystemClock, execute_run
 from ecs_scan_operator.core.policy import API_GROUP, API_VERSION
 from ecs_scan_operator.core.status import clip_bytes
 from ecs_scan_operator.settings import Settings, get_settings
@@ -89,7 +90,10 @@ def build_deps(settings: Settings, loop: asyncio.AbstractEventLoop) -> Deps:
     """The dependencies every policy worker shares."""
     kube = ClientKubeApi()
     metrics = Metrics(process_metrics=True)
-    pool = RunPool(settings.max_concurrent_runs)
+    run_fn = functools.partial(
+        execute_run, kube=kube, notify_allow_private=settings.notify_allow_private_destinations
+    )
+    pool = RunPool(settings.max_concurrent_runs, run_fn)
     metrics.run_slots.set(settings.max_concurrent_runs)
     metrics.runs_in_progress.set_function(pool.running)
     leadership: Leadership

@@ -57,6 +57,17 @@ def read_jira_credentials(kube: KubeApi, namespace: str, secret: str) -> dict[st
     raise PermanentError(f"Secret {namespace}/{secret} has neither the keys email and apiToken nor token")
 
 
+def read_secret_values(kube: KubeApi, namespace: str, secret: str) -> dict[str, SecretStr]:
+    """Every key of a Secret, decoded (a notification destination's url and signingKey)."""
+    out = {}
+    for key, value in kube.read_secret(namespace, secret).items():
+        try:
+            out[key] = SecretStr(base64.b64decode(value, validate=True).decode().strip())
+        except (binascii.Error, UnicodeDecodeError):
+            raise PermanentError(f"Secret {namespace}/{secret}: key {key} is not base64 UTF-8") from None
+    return out
+
+
 def execute_run(
     policy: PolicyRef,
     spec: PolicySpec,
@@ -64,6 +75,9 @@ def execute_run(
     cancel: threading.Event,
     jira_credentials: Credentials | None,
     clock: Clock | None = None,
+    *,
+    kube: KubeApi | None = None,
+    notify_allow_private: bool = False,
 ) -> RunResult:
     """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled."""
     from ecs_scan_operator.bootstrap import build_ports
@@ -72,7 +86,22 @@ def execute_run(
     clock = clock or SystemClock()
     started = clock.now()
     try:
-        ports = build_ports(policy, spec, jira_credentials=jira_credentials)
+        if spec.notify and kube is not None:
+            api = kube
+
+            def notify_secrets(name: str) -> Mapping[str, SecretStr]:
+                # read in this worker thread when the run reaches its notify stage
+                return read_secret_values(api, policy.namespace, name)
+
+            ports = build_ports(
+                policy,
+                spec,
+                jira_credentials=jira_credentials,
+                notify_secrets=notify_secrets,
+                notify_allow_private=notify_allow_private,
+            )
+        else:
+            ports = build_ports(policy, spec, jira_credentials=jira_credentials)
         return run_policy(policy, spec, ports, clock, run_id=run_id, cancel=cancel)
     except Cancelled:
         raise

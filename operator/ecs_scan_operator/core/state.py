@@ -46,6 +46,8 @@ class RunState:
     cache: RevisionCache = field(default_factory=RevisionCache)
     findings: dict[str, list[str]] = field(default_factory=dict)  # image display -> finding ids last run
     last_run_id: str = ""
+    # notification destination -> {image + finding: "o" open / "f" fixed}: what it was last told
+    notified: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
@@ -69,6 +71,8 @@ def dump_state(state: RunState, run_id: str, findings: Mapping[str, Iterable[str
         },
         "findings": {k: sorted(set(v)) for k, v in sorted(findings.items())},
     }
+    if state.notified:  # absent when unused: older readers and states stay byte-identical
+        data["notified"] = {d: dict(sorted(m.items())) for d, m in sorted(state.notified.items())}
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -100,6 +104,11 @@ def load_state(raw: bytes | None) -> RunState:
             },
         )
         findings = {str(k): [str(x) for x in v] for k, v in data.get("findings", {}).items()}
-        return RunState(cache=cache, findings=findings, last_run_id=str(data.get("lastRunId", "")))
+        notified = {
+            str(d): {str(k): str(v) for k, v in m.items()} for d, m in data.get("notified", {}).items()
+        }
+        return RunState(
+            cache=cache, findings=findings, last_run_id=str(data.get("lastRunId", "")), notified=notified
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         return RunState()
