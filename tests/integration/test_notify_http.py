@@ -47,7 +47,12 @@ def spec(**over: Any) -> Any:
         "aws": {"region": "us-east-1"},
         "report": {"s3": {"bucket": "reports", "prefix": "scans"}},
         "notify": [
-            {"name": "slack", "type": "slack", "secret": "slack-hook", "on": ["new", "fixed", "runFailed"]},
+            {
+                "name": "slack",
+                "type": "slack",
+                "secret": "slack-hook",
+                "events": ["new", "fixed", "runFailed"],
+            },
             {"name": "teams", "type": "teams", "secret": "teams-hook"},
             {"name": "hook", "type": "webhook", "secret": "webhook-hook", "minSeverity": "MEDIUM"},
         ],

@@ -86,26 +86,26 @@ def events(out: Outgoing) -> dict[str, int]:
 def test_spec_defaults_and_errors_name_the_field() -> None:
     s = spec(dest())
     (d,) = s.notify
-    assert [e.value for e in d.on] == ["new", "reopened", "runFailed"]
+    assert [e.value for e in d.events] == ["new", "reopened", "runFailed"]
     assert d.min_severity == "HIGH" and d.max_findings == 10
     with pytest.raises(InvalidPolicy) as err:
-        spec(dest(type_="email", on=["new", "new"], url="https://x"))
+        spec(dest(type_="email", events=["new", "new"], url="https://x"))
     paths = {e.path for e in err.value.errors}
-    assert {"spec.notify[0].type", "spec.notify[0].on", "spec.notify[0].url"} <= paths
+    assert {"spec.notify[0].type", "spec.notify[0].events", "spec.notify[0].url"} <= paths
     with pytest.raises(InvalidPolicy, match="repeated: chat"):
         spec(dest(), dest())
 
 
 def test_future_events_are_accepted() -> None:
-    (d,) = spec(dest(on=["overdue", "redeployNeeded"])).notify
-    assert {e.value for e in d.on} == {"overdue", "redeployNeeded"}
+    (d,) = spec(dest(events=["overdue", "redeployNeeded"])).notify
+    assert {e.value for e in d.events} == {"overdue", "redeployNeeded"}
 
 
 # --------------------------------------------------------------------------- events
 
 
 def test_events_are_sent_once_across_runs() -> None:
-    s = spec(dest(on=["new", "reopened", "fixed"]))
+    s = spec(dest(events=["new", "reopened", "fixed"]))
     a = image("app", "svc-a", crit("CVE-1"))
     (first,) = run(s, [a], {}, first=True)
     assert first.payload is None and first.events == {}  # the baseline: what exists is known
@@ -131,7 +131,7 @@ def test_a_failed_send_is_retried_because_the_old_memory_is_kept() -> None:
 
 
 def test_unscanned_or_removed_images_are_not_fixed() -> None:
-    s = spec(dest(on=["fixed"]))
+    s = spec(dest(events=["fixed"]))
     memory = {
         "chat": run(
             s, [image("app", "svc-a", crit("CVE-1")), image("b", "svc-b", crit("CVE-9"))], {}, first=True
@@ -146,7 +146,7 @@ def test_unscanned_or_removed_images_are_not_fixed() -> None:
 def test_min_severity_filter_and_on() -> None:
     s = spec(
         dest("crit-only", min_severity="CRITICAL", filter={"families": ["svc-a*"]}),
-        dest("hooks", "webhook", on=["runFailed"]),
+        dest("hooks", "webhook", events=["runFailed"]),
     )
     base = {o.destination.name: o.memory for o in run(s, [], {}, first=True)}
     imgs = [
@@ -200,7 +200,7 @@ def _many(n: int, title: str = "") -> list[ImageResult]:
 
 @pytest.mark.parametrize("max_findings", [1, 10, 40])
 def test_slack_message_stays_within_block_kit_limits(max_findings: int) -> None:
-    s = spec(dest(max_findings=max_findings, on=["new", "fixed", "runFailed"]))
+    s = spec(dest(max_findings=max_findings, events=["new", "fixed", "runFailed"]))
     (out,) = run(s, _many(60, "x" * 5000), {"chat": {}}, failed_stage="report")
     assert out.payload is not None
     assert slack_problem(out.payload) == ""
@@ -236,7 +236,7 @@ def test_teams_card_stays_under_its_size_limit() -> None:
 
 
 def test_webhook_document() -> None:
-    s = spec(dest(type_="webhook", on=["new", "fixed"]))
+    s = spec(dest(type_="webhook", events=["new", "fixed"]))
     (out,) = run(s, [image("app", "svc-a", crit("CVE-1", "t"))], {"chat": {}})
     assert out.payload is not None
     doc = out.payload

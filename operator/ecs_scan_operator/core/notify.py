@@ -193,7 +193,7 @@ def plan_notifications(
                         )
                     )
                     memory[key] = FIXED
-        wanted = set(dest.on)
+        wanted = set(dest.events)
         lines = sorted((ln for ln in lines if ln.event in wanted), key=_order)
         events = {e.value: sum(1 for ln in lines if ln.event is e) for e in NotifyEvent}
         run_failed = NotifyEvent.RUN_FAILED in wanted and run_outcome(result) is not Outcome.SUCCEEDED

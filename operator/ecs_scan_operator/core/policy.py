@@ -590,9 +590,6 @@ class NotifyEvent(StrEnum):
     RUN_FAILED = "runFailed"
 
 
-#: Events that have no source yet: accepted in spec.notify[].on, sent once their work lands.
-FUTURE_NOTIFY_EVENTS = frozenset({NotifyEvent.OVERDUE, NotifyEvent.REDEPLOY_NEEDED})
-
 RouteName = Annotated[
     str,
     _Matching(_DNS_LABEL_RE, "a Jira route name (a lowercase DNS label, or default)"),
@@ -630,7 +627,8 @@ class NotifyDestination(_Model):
     secret: str = Field(json_schema_extra={"maxLength": 253, "pattern": _DNS_SUBDOMAIN_RE.pattern})
     """The name of a Secret in the policy's namespace: key url (the webhook URL, https), and for
     type webhook also signingKey (the HMAC-SHA256 key, at least 16 bytes)."""
-    on: list[NotifyEvent] = Field(
+    # Not "on": YAML 1.1 (kubectl's, PyYAML's) reads an unquoted `on:` key as the boolean true.
+    events: list[NotifyEvent] = Field(
         default_factory=lambda: [NotifyEvent.NEW, NotifyEvent.REOPENED, NotifyEvent.RUN_FAILED],
         min_length=1,
         max_length=6,
@@ -663,7 +661,7 @@ class NotifyDestination(_Model):
             raise ValueError(f"{v!r} is not a Kubernetes Secret name")
         return v
 
-    @field_validator("on")
+    @field_validator("events")
     @classmethod
     def _unique_events(cls, v: list[NotifyEvent]) -> list[NotifyEvent]:
         if len(set(v)) != len(v):
