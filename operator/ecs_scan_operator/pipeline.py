@@ -282,6 +282,11 @@ def notify(
         return
     context = RunContext(policy, result.run_id, report_link, jira_keys)
     plans = plan_notifications(spec, images, result, state.notified, context, first_run=not state.last_run_id)
+    if spec.dry_run:  # nothing leaves the run: the messages are planned, and asked again next time
+        for out in plans:
+            if out.payload is not None:
+                rlog("notify_planned", destination=out.destination.name, events=out.events)
+        return
     kept = {d.name for d in spec.notify}
     memories = {name: m for name, m in state.notified.items() if name in kept}
     failures = []
@@ -427,6 +432,18 @@ def run_policy(
         result.aws_calls = ports.aws_calls()
     if ports.aws_errors is not None:
         result.aws_errors = ports.aws_errors()
+    # Before the index: the report and its run log say what was sent and what failed.
+    notify(
+        policy,
+        spec,
+        images,
+        ports,
+        state,
+        result,
+        rlog,
+        report_link=ports.reports.link(f"{folder}/index.html"),
+        jira_keys=ticket_keys,
+    )
     result.finish(clock.now())
     rlog(
         "run_finished",
@@ -440,17 +457,6 @@ def run_policy(
             ports.reports.put(obj.key, obj.body, obj.content_type)
         except ScanError as exc:
             result.fail_stage("report", f"{obj.key}: {exc}")
-    notify(
-        policy,
-        spec,
-        images,
-        ports,
-        state,
-        result,
-        rlog,
-        report_link=ports.reports.link(f"{folder}/index.html"),
-        jira_keys=ticket_keys,
-    )
     try:
         findings_now = {img.ref.display: [f.vulnerability_id for f in img.findings] for img in images}
         ports.reports.put(skey, dump_state(state, run_id, findings_now), "application/json")

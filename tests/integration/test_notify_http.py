@@ -128,7 +128,9 @@ def test_a_failing_receiver_is_a_notify_stage_failure_and_the_run_keeps_its_work
         )
         assert teams.url not in json.dumps(result.to_dict())  # the URL is the credential
         assert len(teams.received) == 3  # bounded retries
-        assert result.report_uri and any(k.endswith("index.json") for k in sink.order)
+        index_key = next(k for k in sink.order if k.endswith("index.json") and result.run_id in k)
+        index = sink.objects[index_key].decode()
+        assert "HTTP 503" in index and teams.url not in index  # the report says what failed
         assert result.findings_by_severity["CRITICAL"] == 2
         assert len(slack.received) == 1 and len(hook.received) == 1  # the others got theirs
 
@@ -139,6 +141,23 @@ def test_a_failing_receiver_is_a_notify_stage_failure_and_the_run_keeps_its_work
         assert again.outcome is Outcome.SUCCEEDED
         assert [x.status for x in teams.received][-1] == 202 and "CVE-2" in teams.received[-1].body.decode()
         assert len(slack.received) == 1 and len(hook.received) == 1
+
+
+def test_a_dry_run_sends_nothing_and_remembers_nothing() -> None:
+    with receiver("slack") as slack, receiver("teams") as teams, receiver("webhook", KEY) as hook:
+        notifier = fast(secrets(slack, teams, hook))
+        sink, clock = MemorySink(), FixedClock()
+        run_policy(POLICY, spec(), ports(sink, notifier, findings()), clock)
+        fs = findings(Finding("CVE-2", Severity.CRITICAL, "curl"))
+        clock.advance(days=1)
+        dry = run_policy(POLICY, spec(dryRun=True), ports(sink, notifier, fs), clock)
+        assert dry.outcome is Outcome.SUCCEEDED
+        assert slack.received == teams.received == hook.received == []
+        log = b"".join(v for k, v in sink.objects.items() if k.endswith("run.log.jsonl") and dry.run_id in k)
+        assert b"notify_planned" in log
+        clock.advance(days=1)
+        run_policy(POLICY, spec(), ports(sink, notifier, fs), clock)  # the real run still sends it
+        assert len(slack.received) == 1 and "CVE-2" in slack.received[0].body.decode()
 
 
 def test_webhook_signature_is_checked_by_the_receiver() -> None:

@@ -714,7 +714,7 @@ class PolicySpec(_Model):
     jira: JiraSpec | None = None
     dry_run: bool = False
     """Scan and write the report, but only plan the Jira changes (the plan is in the run log and the
-    TicketsSynced condition). Default false."""
+    TicketsSynced condition) and the notifications (in the run log, none sent). Default false."""
     notify: list[NotifyDestination] = Field(
         default_factory=list,
         max_length=10,
