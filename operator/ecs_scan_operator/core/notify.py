@@ -150,7 +150,6 @@ def plan_notifications(
 ) -> list[Outgoing]:
     """The events and the message for each destination of spec.notify."""
     out = []
-    fleet = {img.ref.display for img in images}
     for dest in spec.notify:
         takes = _takes(dest, spec)
         chosen = [img for img in images if takes(img)]
@@ -169,7 +168,7 @@ def plan_notifications(
         else:
             scanned = {d for d, img in by_display.items() if img.status is ImageStatus.SCANNED}
             # Images gone from the fleet (or from the filter) are forgotten, not "fixed".
-            memory = {k: v for k, v in old.items() if _image_of(k) in by_display and _image_of(k) in fleet}
+            memory = {k: v for k, v in old.items() if _image_of(k) in by_display}
             for key in present:
                 state = memory.get(key)
                 if state is None:
