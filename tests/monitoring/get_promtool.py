@@ -5,7 +5,9 @@ module proxy, with the module and build caches of the cluster binaries
 (``<cache>/go/``, see ``tests/cluster/build.py``); the binary goes to
 ``<cache>/promtool/<version>/promtool`` and ``.tools/bin/promtool`` is a link to it. Prometheus
 3.x is published as the Go module version ``v0.3XX.Y`` (3.XX.Y).  Idempotent: nothing is built
-when the cached binary exists.
+when the cached binary exists.  Measured: a cold build is ~450 s of CPU (393 s user + 52 s system,
+i.e. about 4 minutes on 2 idle cores, plus ~300 MB of module downloads the first time); a warm
+call returns in 0.05 s.
 
 Usage: ``python -m tests.monitoring.get_promtool [--dest .tools/bin] [--force]``
 """
@@ -47,7 +49,7 @@ def build(force: bool = False) -> Path:
         env = _go_env(go)
         env["GOBIN"] = str(target.parent)
         env["GOFLAGS"] = "-buildvcs=false"  # `go install pkg@version` has no go.mod of ours
-        _log(f"go install {PACKAGE}@{PROMETHEUS_MODULE} (a cold build takes a few minutes) ...")
+        _log(f"go install {PACKAGE}@{PROMETHEUS_MODULE} (a cold build takes ~4 minutes on 2 cores) ...")
         began = time.monotonic()
         subprocess.run(
             [go, "install", "-trimpath", "-ldflags=-s -w", f"{PACKAGE}@{PROMETHEUS_MODULE}"],
