@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,8 @@ def build_ports(
     enforce_jira_destination: bool = True,
     state_key: SecretStr | None = None,
     session_identity: bool = True,
+    notify_secrets: Callable[[str], Mapping[str, SecretStr]] | None = None,
+    notify_allow_private: bool = False,
 ) -> Ports:
     """Real adapters: ECS, ECR, Inspector, S3 (or a local folder), Jira when configured.
 
@@ -69,6 +72,11 @@ def build_ports(
     tickets: TicketSink | None = None
     if spec.jira is not None:
         tickets = _jira_sink(spec, jira_credentials, enforce_jira_destination)
+    notifier = None
+    if spec.notify and notify_secrets is not None:
+        from ecs_scan_operator.adapters.notify_http import HttpNotifier
+
+        notifier = HttpNotifier(notify_secrets, allow_private=notify_allow_private)
     counter = clients.counter
     return Ports(
         images=EcsImageSource(clients, concurrency=concurrency),
@@ -79,6 +87,7 @@ def build_ports(
         aws_calls=counter.by_operation,
         aws_errors=counter.errors_by_operation,
         state_key=state_key,
+        notifier=notifier,
     )
 
 

@@ -346,6 +346,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         # The CLI runs at a person's request: a Jira URL on a private or loopback address is
         # warned about on stderr, not refused (the operator refuses it unless allowed).
+        from ecs_scan_operator.adapters.notify_http import secrets_from_env
+
         ports = build_ports(
             ref,
             spec,
@@ -353,6 +355,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             jira_credentials=jira_credentials,
             enforce_jira_destination=False,
             state_key=state_key,
+            notify_secrets=secrets_from_env(os.environ),
+            notify_allow_private=os.environ.get("ECS_SCAN_NOTIFY_ALLOW_PRIVATE_DESTINATIONS", "").lower()
+            in ("1", "true", "yes"),
         )
         progress = _progress_callback(stack) if args.format == "table" and sys.stderr.isatty() else None
         try:

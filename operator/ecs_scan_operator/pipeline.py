@@ -33,6 +33,7 @@ from ecs_scan_operator.core.model import (
     RefKind,
     ScanState,
 )
+from ecs_scan_operator.core.notify import RunContext, jira_keys, plan_notifications
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.report import (
     ReportObject,
@@ -54,6 +55,7 @@ from ecs_scan_operator.ports import (
     DigestResolver,
     FindingsSource,
     ImageSource,
+    Notifier,
     ReportSink,
     TicketSink,
 )
@@ -77,6 +79,7 @@ class Ports:
     aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service:Operation so far
     aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
     state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged
+    notifier: Notifier | None = None
 
 
 @dataclass
@@ -333,6 +336,55 @@ def read_findings(
     return expired_used
 
 
+def notify(
+    policy: PolicyRef,
+    spec: PolicySpec,
+    images: list[ImageResult],
+    ports: Ports,
+    state: RunState,
+    result: RunResult,
+    rlog: _RunLog,
+    *,
+    report_link: str,
+    jira_keys: tuple[str, ...] = (),
+) -> None:
+    """Stage: tell each spec.notify destination what changed; its memory is kept only once sent.
+
+    A failed destination is the stage failure `notify`: the report, the tickets and the state of
+    the run stay as they are, and the next run tries that destination's events again.
+    """
+    if not spec.notify:
+        state.notified = {}
+        return
+    context = RunContext(policy, result.run_id, report_link, jira_keys)
+    plans = plan_notifications(spec, images, result, state.notified, context, first_run=not state.last_run_id)
+    if spec.dry_run:  # nothing leaves the run: the messages are planned, and asked again next time
+        for out in plans:
+            if out.payload is not None:
+                rlog("notify_planned", destination=out.destination.name, events=out.events)
+        return
+    kept = {d.name for d in spec.notify}
+    memories = {name: m for name, m in state.notified.items() if name in kept}
+    failures = []
+    for out in plans:
+        name = out.destination.name
+        if out.payload is not None:
+            if ports.notifier is None:
+                failures.append(f"{name}: no notifier configured")
+                continue
+            try:
+                ports.notifier.send(out.destination, out.payload)
+            except ScanError as exc:
+                failures.append(str(exc))
+                rlog("notify_failed", "warning", destination=name, error=clip(str(exc)))
+                continue
+            rlog("notified", destination=name, events=out.events)
+        memories[name] = out.memory
+    state.notified = memories
+    if failures:
+        result.fail_stage("notify", "; ".join(failures))
+
+
 def run_policy(
     policy: PolicyRef,
     spec: PolicySpec,
@@ -400,6 +452,7 @@ class _Run:
         self.state = RunState()
         self.state_etag: str | None = None
         self.state_readable = True
+        self.ticket_keys: tuple[str, ...] = ()
 
     def _progress(self, stage: str, done: int, total: int) -> None:
         if self.progress:
@@ -445,11 +498,28 @@ class _Run:
                 self.write_image_objects()
                 self.guard.enter("tickets")
                 self.sync_tickets(inventory_complete=not inventory_errors)
+                self.guard.enter("notify")
+                self.notify()
                 self.guard.enter("commit")
             except RunAborted as exc:
                 self.abort(exc)
         self.commit()
         return result
+
+    def notify(self) -> None:
+        """Tell each spec.notify destination what changed; before the state, which remembers it."""
+        self._settle()
+        notify(
+            self.policy,
+            self.spec,
+            self.images,
+            self.ports,
+            self.state,
+            self.result,
+            self.rlog,
+            report_link=self.ports.reports.link(f"{self.folder}/index.html"),
+            jira_keys=self.ticket_keys,
+        )
 
     def abort(self, exc: RunAborted) -> None:
         """The run stopped itself: Failed, naming the stage; the state is kept as it was."""
@@ -552,6 +622,7 @@ class _Run:
             result.record_cause(str(exc.cause or ""))
             return
         result.tickets = dict(report.actions)
+        self.ticket_keys = jira_keys(report.planned)
         result.jira_requests = report.requests
         if report.planned:
             self.rlog("tickets_planned", plan=report.planned[:500])

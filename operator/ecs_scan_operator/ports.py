@@ -6,13 +6,13 @@ the same protocols.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ecs_scan_operator.core.model import ImageRef, ImageScan, Resolution, Severity, TaskDefinitionListing
-from ecs_scan_operator.core.policy import TaskDefinitionsSpec
+from ecs_scan_operator.core.policy import NotifyDestination, TaskDefinitionsSpec
 from ecs_scan_operator.core.state import RevisionCache
 from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
 
@@ -109,4 +109,12 @@ class TicketSink(Protocol):
 
     def sync(self, request: TicketRequest) -> TicketReport:
         """Create/update/close/reopen tickets for this run; never raises for per-ticket faults."""
+        ...
+
+
+class Notifier(Protocol):
+    """Slack, Teams or a webhook: delivers one rendered message to one destination."""
+
+    def send(self, destination: NotifyDestination, payload: Mapping[str, Any]) -> None:
+        """Deliver it (retries bounded); raise ScanError when it did not go."""
         ...

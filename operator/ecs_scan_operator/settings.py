@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # role's trust policy can pin the namespace; false for roles whose trust policy does not yet
     # allow sts:TagSession and sts:SetSourceIdentity (the session name is set either way).
     aws_session_tags: bool = True
+    # Notification URLs (spec.notify Secrets) that resolve to loopback, link-local or private
+    # addresses are refused unless this is on (a receiver inside the cluster or the VPC).
+    notify_allow_private_destinations: bool = False
 
     @field_validator("watch_namespaces", "jira_allowed_hosts", mode="before")
     @classmethod

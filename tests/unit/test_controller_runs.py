@@ -139,6 +139,46 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
     }
 
 
+def test_notify_secrets_are_read_in_the_run_only_for_policies_that_notify(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A policy with spec.notify gets a reader of its namespace's Secrets; values stay SecretStr."""
+    import ecs_scan_operator.bootstrap as bootstrap
+    import ecs_scan_operator.pipeline as pipeline
+
+    class Kube:
+        def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+            assert (namespace, name) == ("ns", "hook")
+            url = base64.b64encode(b"https://hooks.example.com/x\n").decode()
+            return {"url": url} if self.good else {"url": url, "bad": "%%"}
+
+        good = False
+
+    seen: dict[str, Any] = {}
+
+    def ports(policy: PolicyRef, spec: Any, **kw: Any) -> str:
+        seen.update(kw)
+        return "ports"
+
+    def run(policy: PolicyRef, spec: Any, ports: Any, clock: Any, **kw: Any) -> RunResult:
+        return RunResult(run_id="r", policy=policy.key, started=clock.now())
+
+    monkeypatch.setattr(bootstrap, "build_ports", ports)
+    monkeypatch.setattr(pipeline, "run_policy", run)
+    notifying = parse_spec({**SPEC.to_wire(), "notify": [{"name": "c", "type": "slack", "secret": "hook"}]})
+    execute_run(REF, notifying, "r", threading.Event(), None, Clock(), kube=Kube(), notify_allow_private=True)  # type: ignore[arg-type]
+    assert seen["notify_allow_private"] is True
+    with pytest.raises(PermanentError, match="key bad is not base64"):
+        seen["notify_secrets"]("hook")
+    Kube.good = True
+    values = seen["notify_secrets"]("hook")
+    assert values["url"].get_secret_value() == "https://hooks.example.com/x"
+    assert "hooks.example.com" not in repr(values)
+    seen.clear()
+    execute_run(REF, SPEC, "r", threading.Event(), None, Clock(), kube=Kube())  # type: ignore[arg-type]
+    assert "notify_secrets" not in seen
+
+
 async def test_pool_tracks_active_runs_until_their_thread_ends() -> None:
     release = threading.Event()
 
@@ -199,6 +239,50 @@ def test_metric_labels_are_bounded() -> None:
     )
     m.forget("ns", "p")
     assert 'policy="p"' not in generate_latest(m.registry).decode()
+
+
+def test_last_outcome_is_one_result_at_a_time() -> None:
+    """ecsscan_last_run_outcome: 1 for the last run's result only (the RunFailed alerts read it)."""
+    m = Metrics(CollectorRegistry())
+    now = Clock().now()
+
+    def outcome(result: str) -> float | None:
+        labels = {"namespace": "ns", "policy": "p", "result": result}
+        return m.registry.get_sample_value("ecsscan_last_run_outcome", labels)
+
+    failed = RunResult(run_id="r1", policy="ns/p", started=now)
+    failed.finish(now, fatal=True)
+    m.run_finished("ns", "p", failed, 1.0)
+    assert (outcome("Failed"), outcome("PartialFailure"), outcome("Succeeded")) == (1, 0, 0)
+    ok = RunResult(run_id="r2", policy="ns/p", started=now)
+    ok.finish(now)
+    m.run_finished("ns", "p", ok, 1.0)
+    assert (outcome("Failed"), outcome("PartialFailure"), outcome("Succeeded")) == (0, 0, 1)
+    m.forget("ns", "p")
+    assert outcome("Succeeded") is None
+
+
+def test_schedule_interval_and_last_success_from_the_status() -> None:
+    """The interval follows the schedule (gone while suspended); the last success never moves back."""
+    m = Metrics(CollectorRegistry())
+    labels = {"namespace": "ns", "policy": "p"}
+
+    def sample(name: str) -> float | None:
+        return m.registry.get_sample_value(name, labels)
+
+    early, late = datetime(2025, 3, 1, 9, tzinfo=UTC), datetime(2025, 3, 1, 10, tzinfo=UTC)
+    m.policy_scheduled("ns", "p", 3600.0, early)  # after a restart: seeded from the status
+    assert sample("ecsscan_schedule_interval_seconds") == 3600
+    assert sample("ecsscan_last_success_timestamp_seconds") == early.timestamp()
+    ok = RunResult(run_id="r", policy="ns/p", started=late)
+    ok.finish(late)
+    m.run_finished("ns", "p", ok, 1.0)
+    m.policy_scheduled("ns", "p", 3600.0, early)  # a status read before the run ended
+    assert sample("ecsscan_last_success_timestamp_seconds") == late.timestamp()
+    m.policy_scheduled("ns", "p", None, None)  # suspended
+    assert sample("ecsscan_schedule_interval_seconds") is None
+    m.forget("ns", "p")
+    assert sample("ecsscan_last_success_timestamp_seconds") is None
 
 
 def test_stage_label() -> None:

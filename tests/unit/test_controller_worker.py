@@ -458,6 +458,20 @@ async def test_suspend_stops_scheduled_runs_but_not_run_now(h: Harness) -> None:
     assert len(h.runner.calls) == 1
 
 
+async def test_an_idle_policy_exports_its_interval_and_last_success_from_the_status(h: Harness) -> None:
+    """After a restart the gauges the EcsScanNoSuccessfulRun alert reads come from the status."""
+    h.kube.add_policy("p", SPEC)
+    h.kube.edit("p", lambda o: o.setdefault("status", {}).update(lastSuccessfulTime="2025-03-01T09:00:00Z"))
+    h.start("p")
+    await until(lambda: metric(h, "ecsscan_schedule_interval_seconds", namespace=NS, policy="p") is not None)
+    assert metric(h, "ecsscan_schedule_interval_seconds", namespace=NS, policy="p") == 3600
+    seeded = metric(h, "ecsscan_last_success_timestamp_seconds", namespace=NS, policy="p")
+    assert seeded == datetime(2025, 3, 1, 9, tzinfo=UTC).timestamp()
+    h.kube.edit("p", lambda o: o["spec"].update(suspend=True), spec_changed=True)
+    h.wake("p")
+    await until(lambda: metric(h, "ecsscan_schedule_interval_seconds", namespace=NS, policy="p") is None)
+
+
 async def test_an_invalid_spec_makes_no_aws_call_and_names_the_field(h: Harness) -> None:
     bad = {**SPEC, "schedule": "61 * * * *", "timeZone": "Mars/Olympus"}
     h.kube.add_policy("p", bad, annotations={RUN_NOW_ANNOTATION: "1"})

@@ -145,6 +145,27 @@ def test_suspend_schedules_nothing() -> None:
     assert d.suspended and d.due is None and d.next_time is None and d.wake_at is None
 
 
+@pytest.mark.parametrize(
+    ("expr", "now", "interval"),
+    [
+        ("0 * * * *", "2025-03-01T14:10:00", 3600),
+        ("0 * * * *", "2025-03-01T14:00:00", 3600),  # on a fire time: that one and the next
+        # weekdays at 09:00: over the weekend the gap is Friday to Monday, so Sunday is not overdue
+        ("0 9 * * 1-5", "2025-03-02T12:00:00", 3 * 86400),  # Sunday
+        ("0 9 * * 1-5", "2025-03-04T12:00:00", 86400),  # Tuesday
+    ],
+)
+def test_interval_is_the_gap_between_the_fire_times_around_now(expr: str, now: str, interval: int) -> None:
+    """What the "no successful run" alert compares the age of the last success against."""
+    d = decide(Schedule.parse(expr), now=t(now), last_schedule_time=t(now), created=CREATED)
+    assert d.interval_seconds == interval
+
+
+def test_a_suspended_policy_has_no_interval() -> None:
+    d = decide(HOURLY, now=t("2025-03-01T14:10:00"), last_schedule_time=None, created=CREATED, suspend=True)
+    assert d.interval_seconds is None
+
+
 def test_resume_after_suspend_catches_up_once_like_a_cronjob() -> None:
     d = decide(
         HOURLY, now=t("2025-03-01T14:10:00"), last_schedule_time=t("2025-03-01T10:00:00"), created=CREATED

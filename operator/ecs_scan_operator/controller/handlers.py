@@ -97,10 +97,13 @@ def build_deps(settings: Settings, loop: asyncio.AbstractEventLoop) -> Deps:
         grants = GrantAccess(kube)
         grants.prime()
     metrics = Metrics(process_metrics=True)
-    pool = RunPool(
-        settings.max_concurrent_runs,
-        run_fn=functools.partial(execute_run, session_identity=settings.aws_session_tags),
+    run_fn = functools.partial(
+        execute_run,
+        session_identity=settings.aws_session_tags,
+        kube=kube,
+        notify_allow_private=settings.notify_allow_private_destinations,
     )
+    pool = RunPool(settings.max_concurrent_runs, run_fn)
     metrics.run_slots.set(settings.max_concurrent_runs)
     metrics.runs_in_progress.set_function(pool.running)
     leadership: Leadership

@@ -11,6 +11,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Iterable
+from datetime import datetime
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -24,7 +25,7 @@ from prometheus_client import (
 )
 
 from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageStatus
-from ecs_scan_operator.core.result import RunResult
+from ecs_scan_operator.core.result import Outcome, RunResult
 
 POLICY = ("namespace", "policy")
 DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
@@ -107,6 +108,18 @@ class Metrics:
             POLICY,
             registry=r,
         )
+        self.last_outcome = Gauge(
+            "ecsscan_last_run_outcome",
+            "1 for the result of the policy's last finished run, 0 for the other results.",
+            [*POLICY, "result"],
+            registry=r,
+        )
+        self.schedule_interval = Gauge(
+            "ecsscan_schedule_interval_seconds",
+            "Seconds between the policy's scheduled times around now (absent while suspended).",
+            POLICY,
+            registry=r,
+        )
         self.kube_errors = Counter(
             "ecsscan_kubernetes_api_errors",
             "Failed Kubernetes API calls of the controller.",
@@ -116,6 +129,7 @@ class Metrics:
         self.leader = Gauge("ecsscan_leader", "1 while this replica is the leader.", registry=r)
         self._lock = threading.Lock()
         self._known: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+        self._successes: dict[tuple[str, str], float] = {}
 
     def _seen(self, namespace: str, policy: str, *labels: str) -> None:
         with self._lock:
@@ -153,7 +167,33 @@ class Metrics:
                 self.jira_actions.labels(namespace, policy, action).inc(count)
                 self._seen(namespace, policy, "jira_actions", action)
         if result.completed is not None and result.outcome.value != "Failed":
-            self.last_success.labels(namespace, policy).set(result.completed.timestamp())
+            self._set_last_success(namespace, policy, result.completed.timestamp())
+        for outcome in Outcome:
+            self.last_outcome.labels(namespace, policy, outcome.value).set(
+                1 if outcome is result.outcome else 0
+            )
+
+    def policy_scheduled(
+        self, namespace: str, policy: str, interval: float | None, last_success: datetime | None
+    ) -> None:
+        """Record the schedule's interval and the last success known from the status.
+
+        The status survives restarts while the gauges do not: seeding the last-success gauge
+        from it keeps the "no successful run" alert right after the operator restarts.
+        """
+        if interval is None:  # suspended, or no scheduled time ahead: nothing is overdue
+            _remove(self.schedule_interval, namespace, policy)
+        else:
+            self.schedule_interval.labels(namespace, policy).set(interval)
+        if last_success is not None:
+            self._set_last_success(namespace, policy, last_success.timestamp())
+
+    def _set_last_success(self, namespace: str, policy: str, when: float) -> None:
+        # Never moves back: a run that just finished may be newer than a status read before it.
+        with self._lock:
+            when = max(when, self._successes.get((namespace, policy), 0.0))
+            self._successes[(namespace, policy)] = when
+        self.last_success.labels(namespace, policy).set(when)
 
     def run_skipped(self, namespace: str, policy: str) -> None:
         """A run was skipped (too late, or the policy lease was held elsewhere)."""
@@ -163,10 +203,12 @@ class Metrics:
         """Drop a deleted policy's series."""
         with self._lock:
             extra = self._known.pop((namespace, policy), set())
+            self._successes.pop((namespace, policy), None)
         simple: Iterable[Gauge | Counter | Histogram] = (
             self.run_duration,
             self.skipped,
             self.last_success,
+            self.schedule_interval,
         )
         for metric in simple:
             _remove(metric, namespace, policy)
@@ -174,6 +216,8 @@ class Metrics:
             _remove(self.images, namespace, policy, status.value)
         for severity in SEVERITY_ORDER:
             _remove(self.findings, namespace, policy, severity.value)
+        for outcome in Outcome:
+            _remove(self.last_outcome, namespace, policy, outcome.value)
         by_name: dict[str, Gauge | Counter | Histogram] = {
             "runs": self.runs,
             "run_errors": self.run_errors,

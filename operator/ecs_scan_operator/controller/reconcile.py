@@ -380,6 +380,12 @@ class PolicyWorker:
     async def _idle(self, obj: PolicyObject, step: Idle) -> None:
         if not await self._write(obj, step.status):
             return
+        self.deps.metrics.policy_scheduled(
+            self.namespace,
+            self.name,
+            step.decision.interval_seconds,
+            parse_time(obj.status.get("lastSuccessfulTime")),
+        )
         skipped = step.decision.skipped
         if skipped is not None and skipped not in self._skips_reported:
             self._skips_reported = {skipped}

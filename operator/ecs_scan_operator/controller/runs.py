@@ -8,19 +8,23 @@ asyncio side takes a slot before it submits, so a policy waiting for a slot neve
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from pydantic import SecretStr
+
 from ecs_scan_operator.controller.kube import KubeApi
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.result import RunResult
 from ecs_scan_operator.core.status import failed_result
-from ecs_scan_operator.errors import AuthError, Cancelled, LeaseHeld, ScanError
+from ecs_scan_operator.errors import AuthError, Cancelled, LeaseHeld, PermanentError, ScanError
 from ecs_scan_operator.ports import Clock
 
 if TYPE_CHECKING:
@@ -50,6 +54,17 @@ def read_jira_credentials(kube: KubeApi, namespace: str, secret: str) -> JiraCre
         raise AuthError(f"Secret {namespace}/{secret}: {exc}") from None
 
 
+def read_secret_values(kube: KubeApi, namespace: str, secret: str) -> dict[str, SecretStr]:
+    """Every key of a Secret, decoded (a notification destination's url and signingKey)."""
+    out = {}
+    for key, value in kube.read_secret(namespace, secret).items():
+        try:
+            out[key] = SecretStr(base64.b64decode(value, validate=True).decode().strip())
+        except (binascii.Error, UnicodeDecodeError):
+            raise PermanentError(f"Secret {namespace}/{secret}: key {key} is not base64 UTF-8") from None
+    return out
+
+
 def execute_run(
     policy: PolicyRef,
     spec: PolicySpec,
@@ -59,6 +74,8 @@ def execute_run(
     clock: Clock | None = None,
     *,
     session_identity: bool = True,
+    kube: KubeApi | None = None,
+    notify_allow_private: bool = False,
 ) -> RunResult:
     """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled."""
     from ecs_scan_operator.bootstrap import build_ports
@@ -68,12 +85,22 @@ def execute_run(
     clock = clock or SystemClock()
     started = clock.now()
     try:
+        notify_secrets = None
+        if spec.notify and kube is not None:
+            api = kube
+
+            def notify_secrets(name: str) -> Mapping[str, SecretStr]:
+                # read in this worker thread when the run reaches its notify stage
+                return read_secret_values(api, policy.namespace, name)
+
         ports = build_ports(
             policy,
             spec,
             jira_credentials=jira_credentials,
             state_key=get_settings().state_key,
             session_identity=session_identity,
+            notify_secrets=notify_secrets,
+            notify_allow_private=notify_allow_private,
         )
         return run_policy(policy, spec, ports, clock, run_id=run_id, cancel=cancel)
     except Cancelled:

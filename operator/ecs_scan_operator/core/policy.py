@@ -571,6 +571,109 @@ class JiraSpec(_Model):
         return self
 
 
+class NotifyType(StrEnum):
+    """Where a notification goes."""
+
+    SLACK = "slack"
+    TEAMS = "teams"
+    WEBHOOK = "webhook"
+
+
+class NotifyEvent(StrEnum):
+    """What a destination is told about."""
+
+    NEW = "new"
+    REOPENED = "reopened"
+    FIXED = "fixed"
+    OVERDUE = "overdue"
+    REDEPLOY_NEEDED = "redeployNeeded"
+    RUN_FAILED = "runFailed"
+
+
+RouteName = Annotated[
+    str,
+    _Matching(_DNS_LABEL_RE, "a Jira route name (a lowercase DNS label, or default)"),
+    Field(description="A spec.jira.routes[].name, or default (images no route takes)."),
+]
+
+
+class NotifyFilter(_Model):
+    """Which images a destination hears about; every criterion given must match (AND). Empty: all."""
+
+    routes: list[RouteName] = Field(default_factory=list, max_length=50)
+    """Jira route names (spec.jira.routes[].name, or default for the images no route takes); an
+    image matches when the route its ticket goes to is listed. Without spec.jira every image is on
+    the default route. Default empty (any route). At most 50."""
+    families: list[Glob] = Field(default_factory=list, max_length=100)
+    """Task-definition family globs; an image matches when a family using it matches. Default empty
+    (any family). At most 100."""
+
+
+class NotifyDestination(_Model):
+    """One destination: a Slack or Teams incoming webhook, or a generic signed JSON webhook.
+
+    The URL (and the webhook's signing key) are in a Secret in the policy's namespace, never in
+    the spec. One message per destination per run, and only when there is something to say; each
+    event is sent once (remembered in the policy's state object). The first run that sees a
+    destination takes the findings of that moment as known: only later changes are sent."""
+
+    name: str = Field(json_schema_extra={"maxLength": 63, "pattern": _DNS_LABEL_RE.pattern})
+    """The destination's name, a lowercase DNS label unique in spec.notify; the events sent to it
+    are remembered under this name (renaming it starts afresh)."""
+    type: NotifyType
+    """slack (a Slack incoming webhook, Block Kit message), teams (a Teams / Power Automate
+    workflow webhook, Adaptive Card) or webhook (JSON, signed with HMAC-SHA256 in the
+    X-Ecsscan-Signature header)."""
+    secret: str = Field(json_schema_extra={"maxLength": 253, "pattern": _DNS_SUBDOMAIN_RE.pattern})
+    """The name of a Secret in the policy's namespace: key url (the webhook URL, https), and for
+    type webhook also signingKey (the HMAC-SHA256 key, at least 16 bytes)."""
+    # Not "on": YAML 1.1 (kubectl's, PyYAML's) reads an unquoted `on:` key as the boolean true.
+    events: list[NotifyEvent] = Field(
+        default_factory=lambda: [NotifyEvent.NEW, NotifyEvent.REOPENED, NotifyEvent.RUN_FAILED],
+        min_length=1,
+        max_length=6,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    """The events sent: new (a finding not seen before), reopened (a finding reported fixed came
+    back), fixed (a finding gone from a scanned image), runFailed (the run ended PartialFailure),
+    overdue and redeployNeeded (accepted; sent once the work that detects them lands). Default
+    [new, reopened, runFailed]."""
+    filter: NotifyFilter = Field(default_factory=NotifyFilter, json_schema_extra={"default": {}})
+    """Which images this destination hears about. Default all the policy's images."""
+    min_severity: Literal["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = "HIGH"
+    """The lowest severity sent (findings below spec.severityThreshold are never sent; findings
+    without a severity count as below every level). Default HIGH."""
+    max_findings: int = Field(default=10, ge=1, le=40)
+    """How many findings a message lists by name, most severe first (the rest are counted). 1 to
+    40, default 10."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _DNS_LABEL_RE.match(v):
+            raise ValueError(f"{v!r} must be a lowercase DNS label (a-z, 0-9, '-')")
+        return v
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str) -> str:
+        if not _DNS_SUBDOMAIN_RE.match(v):
+            raise ValueError(f"{v!r} is not a Kubernetes Secret name")
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _unique_events(cls, v: list[NotifyEvent]) -> list[NotifyEvent]:
+        if len(set(v)) != len(v):
+            raise ValueError("events must not repeat")
+        return v
+
+    @property
+    def threshold(self) -> Severity:
+        """min_severity as a Severity."""
+        return Severity(self.min_severity)
+
+
 class PolicySpec(_Model):
     """What to scan, when, and where the results go."""
 
@@ -615,7 +718,15 @@ class PolicySpec(_Model):
     jira: JiraSpec | None = None
     dry_run: bool = False
     """Scan and write the report, but only plan the Jira changes (the plan is in the run log and the
-    TicketsSynced condition). Default false."""
+    TicketsSynced condition) and the notifications (in the run log, none sent). Default false."""
+    notify: list[NotifyDestination] = Field(
+        default_factory=list,
+        max_length=10,
+        # the API server refuses repeated names, as _unique_destinations does
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Slack, Teams or webhook destinations told what changed in each run (new, reopened and fixed
+    findings, failed runs). Default none. At most 10, names unique."""
 
     @field_validator("schedule")
     @classmethod
@@ -635,6 +746,14 @@ class PolicySpec(_Model):
     def threshold(self) -> Severity:
         """The threshold as a Severity."""
         return Severity(self.severity_threshold)
+
+    @model_validator(mode="after")
+    def _unique_destinations(self) -> PolicySpec:
+        names = [d.name for d in self.notify]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"spec.notify names must be unique; repeated: {', '.join(dupes)}")
+        return self
 
     def to_wire(self) -> dict[str, Any]:
         """The camelCase dict form, as it appears in a manifest."""

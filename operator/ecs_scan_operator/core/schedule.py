@@ -85,6 +85,14 @@ class Decision:
     missed: int = 0  # scheduled times since the last run that will never run (capped count)
     next_time: datetime | None = None  # the next scheduled time after now; None when suspended
     suspended: bool = False
+    previous_time: datetime | None = None  # the last scheduled time at or before now
+
+    @property
+    def interval_seconds(self) -> float | None:
+        """The gap between the scheduled times around now (what "overdue" is measured against)."""
+        if self.previous_time is None or self.next_time is None:
+            return None
+        return (self.next_time - self.previous_time).total_seconds()
 
     @property
     def wake_at(self) -> datetime | None:
@@ -109,17 +117,20 @@ def decide(
     # A lastScheduleTime in the future (clock skew, a hand-edited status) is treated as now.
     earliest = min(_utc(last_schedule_time) if last_schedule_time else _utc(created), now)
     next_time = schedule.next_after(now)
+    previous_time = schedule.latest_at_or_before(now)
     missed_times = schedule.fire_times(earliest, now, MAX_MISSED_COUNT)
     if not missed_times:
-        return Decision(now=now, next_time=next_time)
+        return Decision(now=now, next_time=next_time, previous_time=previous_time)
     latest = missed_times[-1]
     if len(missed_times) >= MAX_MISSED_COUNT:
         # Too many to walk: the latest one is found from the other end.
         latest = schedule.latest_at_or_before(now) or latest
     older = len(missed_times) - 1  # collapsed into the one catch-up run (or skipped with it)
     if starting_deadline_seconds is not None and now - latest > timedelta(seconds=starting_deadline_seconds):
-        return Decision(now=now, skipped=latest, missed=older + 1, next_time=next_time)
-    return Decision(now=now, due=latest, missed=older, next_time=next_time)
+        return Decision(
+            now=now, skipped=latest, missed=older + 1, next_time=next_time, previous_time=previous_time
+        )
+    return Decision(now=now, due=latest, missed=older, next_time=next_time, previous_time=previous_time)
 
 
 def run_now_requested(annotation: str | None, last_handled: str | None) -> bool:

@@ -73,6 +73,8 @@ class RunState:
     last_run_id: str = ""
     # Why the stored state was not (fully) trusted, for the run log; empty when it was, or absent.
     trust: str = ""
+    # notification destination -> {image + finding: "o" open / "f" fixed}: what it was last told
+    notified: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
@@ -114,6 +116,8 @@ def dump_state(
         },
         "findings": {k: sorted(set(v)) for k, v in sorted(findings.items())},
     }
+    if state.notified:  # absent when unused: older readers and states stay byte-identical
+        data["notified"] = {d: dict(sorted(m.items())) for d, m in sorted(state.notified.items())}
     payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     if key is None:
         return payload
@@ -173,6 +177,11 @@ def _parse(raw: bytes) -> RunState:
             },
         )
         findings = {str(k): [str(x) for x in v] for k, v in data.get("findings", {}).items()}
-        return RunState(cache=cache, findings=findings, last_run_id=str(data.get("lastRunId", "")))
+        notified = {
+            str(d): {str(k): str(v) for k, v in m.items()} for d, m in data.get("notified", {}).items()
+        }
+        return RunState(
+            cache=cache, findings=findings, last_run_id=str(data.get("lastRunId", "")), notified=notified
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         return RunState()
