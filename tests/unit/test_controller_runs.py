@@ -108,10 +108,18 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
     seen: dict[str, Any] = {}
 
     def ports(
-        policy: PolicyRef, spec: Any, *, jira_credentials: Any, state_key: Any, session_identity: bool
+        policy: PolicyRef,
+        spec: Any,
+        *,
+        jira_credentials: Any,
+        state_key: Any,
+        session_identity: bool,
+        notify_secrets: Any,
+        notify_allow_private: bool,
     ) -> str:
         seen["creds"], seen["session_identity"] = jira_credentials, session_identity
         seen["state_key"] = state_key.get_secret_value()
+        assert notify_secrets is None and notify_allow_private is False  # the spec has no notify
         return "ports"
 
     def run(
@@ -176,7 +184,7 @@ def test_notify_secrets_are_read_in_the_run_only_for_policies_that_notify(
     assert "hooks.example.com" not in repr(values)
     seen.clear()
     execute_run(REF, SPEC, "r", threading.Event(), None, Clock(), kube=Kube())  # type: ignore[arg-type]
-    assert "notify_secrets" not in seen
+    assert seen["notify_secrets"] is None  # no reader for a policy without spec.notify
 
 
 async def test_pool_tracks_active_runs_until_their_thread_ends() -> None:
