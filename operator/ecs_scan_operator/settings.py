@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # finds ScanPolicy through API discovery, which needs no RBAC, so the operator needs no
     # cluster-scoped grant at all; on, it also notices the CRD being deleted and re-created.
     kopf_scanning: bool = False
+    # A diagnosis aid: trace allocations and dump the top sites here on SIGUSR1 (controller.memprof).
+    tracemalloc_file: str = ""
 
     @field_validator("watch_namespaces", mode="before")
     @classmethod

@@ -8,11 +8,13 @@ credentials, so a run longer than the role session still works.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from typing import Any
 
 import boto3
+import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
@@ -159,6 +161,25 @@ def default_config(*, max_attempts: int = 8, pool: int = 16) -> Config:
     )
 
 
+@functools.cache
+def _shared_loader() -> botocore.loaders.Loader:
+    # Two threads racing on the first call may both create one; either is fine.
+    return botocore.loaders.create_loader()
+
+
+def core_session() -> botocore.session.Session:
+    """A new botocore session that shares the process's data loader.
+
+    The loader holds the parsed service models (~18 MiB for the services a run uses); a session
+    of its own would parse them again for every run, and the freed copies fragment the heap of a
+    long-running operator. The loader only reads and caches, so sessions in different threads
+    can share it.
+    """
+    session = botocore.session.Session()
+    session.register_component("data_loader", _shared_loader())
+    return session
+
+
 class AwsClients:
     """Client factory for one run: base identity, the policy's role, the registry role."""
 
@@ -174,7 +195,7 @@ class AwsClients:
         counter: CallCounter | None = None,
         hooks: list[Any] | None = None,
     ) -> None:
-        self._base = base_session or boto3.Session()
+        self._base = base_session or boto3.Session(botocore_session=core_session())
         self._role_arn = role_arn
         self._external_id = external_id
         self._registry_role_arn = registry_role_arn
@@ -203,7 +224,7 @@ class AwsClients:
             creds = DeferredRefreshableCredentials(
                 method="assume-role", refresh_using=fetcher.fetch_credentials
             )
-            core = botocore.session.Session()
+            core = core_session()
             core._credentials = creds  # type: ignore[attr-defined]  # no public setter for refreshable creds
             session = boto3.Session(botocore_session=core)
             self._sessions[role_arn] = session
