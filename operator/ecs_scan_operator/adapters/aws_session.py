@@ -161,10 +161,17 @@ def default_config(*, max_attempts: int = 8, pool: int = 16) -> Config:
     )
 
 
+_LOADER_LOCK = threading.Lock()
+
+
 @functools.cache
-def _shared_loader() -> botocore.loaders.Loader:
-    # Two threads racing on the first call may both create one; either is fine.
+def _create_loader() -> botocore.loaders.Loader:
     return botocore.loaders.create_loader()
+
+
+def _shared_loader() -> botocore.loaders.Loader:
+    with _LOADER_LOCK:  # runs starting together in two threads get the same one
+        return _create_loader()
 
 
 def core_session() -> botocore.session.Session:
@@ -173,7 +180,7 @@ def core_session() -> botocore.session.Session:
     The loader holds the parsed service models (~18 MiB for the services a run uses); a session
     of its own would parse them again for every run, and the freed copies fragment the heap of a
     long-running operator. The loader only reads and caches, so sessions in different threads
-    can share it.
+    can share it (two runs starting at the same moment may each parse a model once).
     """
     session = botocore.session.Session()
     session.register_component("data_loader", _shared_loader())
