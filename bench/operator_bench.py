@@ -556,7 +556,8 @@ def render_section(results: Sequence[dict[str, Any]]) -> str:
         "moto's server with the demo fleet, N copies of `examples/scanpolicy.yaml`; then the run-now "
         "annotation on K of them at once. RSS is the operator process's VmRSS; API requests are the "
         "operator's own (audit log of its identity) over an idle window longer than the default "
-        "resync (330 s). Timings are noisy (2 shared cores, the API server, etcd and moto on the same machine); the memory figures are what "
+        "resync (330 s). Timings are noisy (2 shared cores, the API server, etcd and moto on the same "
+        "machine); the memory figures are what "
         "the chart's limit is sized from.",
         "",
         "| policies | namespaces | every policy had a status after | RSS idle | RSS peak during the "
