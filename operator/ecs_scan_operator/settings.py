@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     )
     # How long a run gets to stop when its policy is deleted or the operator stops.
     cancel_grace_seconds: float = Field(default=60.0, ge=1, le=3600)
-    # An idle policy is looked at again at least this often (besides its schedule and its events).
+    # The scheduler re-reads the clock at least this often (no API call): a policy is read only when
+    # a watch event says it changed or its schedule fires (controller/scheduler.py).
     resync_seconds: float = Field(default=300.0, ge=5, le=3600)
     # kopf's scanning: cluster-wide list/watch of CRDs (and of Namespaces when namespaced). Off, kopf
     # finds ScanPolicy through API discovery, which needs no RBAC, so the operator needs no

@@ -771,3 +771,24 @@ async def test_run_now_on_many_policies_runs_each_exactly_once() -> None:
         assert h.runner.max_running <= 2
     finally:
         await h.stop_all()
+
+
+async def test_memory_is_handed_back_once_the_events_stop(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecs_scan_operator.controller import scheduler as scheduler_module
+
+    released: list[int] = []
+    monkeypatch.setattr(scheduler_module, "QUIET_BEFORE_TRIM", 0.1)
+    monkeypatch.setattr(
+        scheduler_module, "release_memory", lambda: released.append(len(h.kube.status_patches))
+    )
+    for name in ("a", "b", "c"):
+        h.kube.add_policy(name, SPEC)
+        h.start(name)
+    await until(lambda: len(released) == 1)
+    assert released == [3]  # after the burst, not during it
+    await asyncio.sleep(0.4)
+    assert released == [3]  # nothing happened since: nothing to release
+    monkeypatch.undo()
+    scheduler_module.release_memory()  # the real one runs anywhere (glibc or not)

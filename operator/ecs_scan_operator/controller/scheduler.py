@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 # Looks (a GET, a plan, maybe a status write) in flight at once from the timer loop.
 MAX_LOOKS = 8
+# Seconds without any look after which freed memory is handed back to the OS.
+QUIET_BEFORE_TRIM = 10.0
 # Attempts to write a run's final status (each after a fresh read).
 FINISH_ATTEMPTS = 5
 
@@ -137,6 +139,7 @@ class Scheduler:
     _runs: dict[str, _Running] = field(default_factory=dict)
     _deleted: set[str] = field(default_factory=set)
     _started: bool = False
+    _looked: int = 0  # looks since memory was last released
 
     # ---- lifecycle
 
@@ -240,6 +243,7 @@ class Scheduler:
     async def _look(self, entry: Entry, obj: PolicyObject | None = None) -> None:
         """Plan on the policy (from `obj`, else read) until nothing more is to be done now."""
         entry.busy = True
+        self._looked += 1
         try:
             while not self.stopping and entry.ref.uid in self.entries:
                 entry.again = False
@@ -343,8 +347,16 @@ class Scheduler:
             timeout = self.deps.resync
             if self._timers:
                 timeout = max(0.0, min(timeout, (self._timers[0][0] - now).total_seconds()))
+            looked = self._looked
+            if looked:
+                timeout = min(timeout, QUIET_BEFORE_TRIM)
             self._kick.clear()
-            await self._race(self._kick.wait(), timeout)
+            kicked = await self._race(self._kick.wait(), timeout)
+            if looked and not kicked and self._looked == looked and not self._runs:
+                # Quiet after a burst of events (a bulk apply, a re-list): hand the pages their
+                # bodies used back to the OS instead of keeping the burst's high-water mark.
+                self._looked = 0
+                await asyncio.to_thread(release_memory)
 
     async def _timed_look(self, entry: Entry) -> None:
         try:
