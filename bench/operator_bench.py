@@ -374,7 +374,9 @@ class Scenario:
     idle_seconds: float = 330.0
     audit_log: Path | None = None
     timeout: float = 1800.0
-    profile: bool = False  # SIGUSR1 after the idle window and after the burst (ECS_SCAN_TRACEMALLOC_FILE)
+    # ECS_SCAN_TRACEMALLOC_FILE of the operator: SIGUSR1 after the idle window and after the burst
+    profile: str | None = None
+    _snapshots: int = 0
     progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
 
     def run(self) -> dict[str, Any]:
@@ -462,9 +464,18 @@ class Scenario:
         return out
 
     def _snapshot(self) -> None:
-        if self.profile:
-            os.kill(self.pid, signal.SIGUSR1)
-            time.sleep(5)  # the dump takes a while; keep it out of the next measurement
+        if self.profile is None:
+            return
+        self._snapshots += 1
+        os.kill(self.pid, signal.SIGUSR1)
+        path = Path(self.profile)
+        # The dump takes a while (the operator writes the text after the raw snapshot); wait for it
+        # so it is neither cut short by the end of the benchmark nor part of the next measurement.
+        wait_until(
+            f"tracemalloc dump {self._snapshots}",
+            lambda: path.exists() and path.read_text().count("=== snapshot") >= self._snapshots,
+            timeout=600,
+        )
 
 
 def _git_commit() -> str:
@@ -559,7 +570,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     settle_seconds=args.settle,
                     idle_seconds=args.idle,
                     audit_log=audit_log,
-                    profile="ECS_SCAN_TRACEMALLOC_FILE" in env,
+                    profile=env.get("ECS_SCAN_TRACEMALLOC_FILE"),
                 )
                 out = scenario.run()
                 out["operatorLog"] = str(op.log)
