@@ -473,7 +473,11 @@ class Scenario:
         # so it is neither cut short by the end of the benchmark nor part of the next measurement.
         wait_until(
             f"tracemalloc dump {self._snapshots}",
-            lambda: path.exists() and path.read_text().count("=== snapshot") >= self._snapshots,
+            lambda: (
+                path.exists()
+                and sum(line.startswith("=== snapshot ") for line in path.read_text().splitlines())
+                >= self._snapshots
+            ),
             timeout=600,
         )
 

@@ -203,8 +203,7 @@ class Scheduler:
             entry.again = True
             return
         if not self.deps.leadership.is_leader():
-            self._set_due(entry, self.deps.clock.now())  # looked at once this replica leads
-            return
+            return  # indexed only; the timer loop looks at every policy once this replica leads
         async with self._looks:  # bounded API work when thousands of policies arrive at once
             if entry.busy:
                 entry.again = True
