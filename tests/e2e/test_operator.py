@@ -221,7 +221,8 @@ def test_two_replicas_never_double_run(api: Api, start_operator: StartOperator, 
     leader.kill()
     api.run_now("ha", "4")
     wait_for("run 4 on the new leader", lambda: finished(api, "ha", "4"), timeout=120)
-    assert follower.health().get("leader") is True
+    # kopf caches probe results for up to 10 s, and the new leader may finish a run sooner
+    wait_for("the follower to report leading", lambda: follower.health().get("leader") is True, timeout=30)
 
     runs = report_runs(moto_server, api.namespace, "ha")
     assert len(runs) == 5, sorted(runs)  # one run per run-now value, never two
