@@ -52,9 +52,13 @@ COPY --from=builder /opt/venv /opt/venv
 
 # HOME and the temp dir point at /tmp: the chart mounts an emptyDir there and keeps the
 # root filesystem read-only. Bytecode was compiled at install time, so nothing is written.
+# MALLOC_ARENA_MAX=2: each run's threads (botocore's connection pools, parallel AWS calls) would
+# otherwise get glibc arenas of their own that keep freed memory; the chart's memory limit is
+# sized with it (bench/RESULTS.md, "Operator at scale").
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     HOME=/tmp \
     TMPDIR=/tmp
 

@@ -351,6 +351,13 @@ def critical_path(data: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _kept_sections(dest: Path) -> str:
+    # The operator benchmark (bench/operator_bench.py) owns its section at the end of the file.
+    old = dest.read_text(encoding="utf-8") if dest.exists() else ""
+    at = old.find("\n## Operator at scale")
+    return old[at:] if at >= 0 else ""
+
+
 def render(results: Mapping[str, Mapping[str, Any]], dest: Path) -> str:
     """Write RESULTS.md; returns its text."""
     order = [f for f in ("S", "M", "L") if f in results]
@@ -477,7 +484,10 @@ def render(results: Mapping[str, Mapping[str, Any]], dest: Path) -> str:
     if overhead.is_file():
         lines += ["", overhead.read_text(encoding="utf-8").rstrip()]
     lines += ["", _METHOD]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    kept = _kept_sections(dest)
+    if kept:
+        text += "\n" + kept.lstrip("\n")
     dest.write_text(text, encoding="utf-8")
     return text
 

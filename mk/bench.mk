@@ -11,3 +11,11 @@ bench: venv ## benchmark fleets S and M (ours, the original design, the bounds);
 
 bench-large: venv ## benchmark fleet L (memory and CPU, ours only); adds it to bench/RESULTS.md
 	BENCH_COMMAND="make bench-large" $(PY) -m bench.run --fleets L --baseline-fleets none
+
+# The operator at scale (issue 18): N ScanPolicies on the local control plane, K run-now at once.
+# Writes bench/results/operator-<N>.json and the "Operator at scale" table in bench/RESULTS.md.
+N ?= 200
+K ?=
+.PHONY: bench-operator
+bench-operator: venv cluster-bins ## the operator with N policies (N=200 by default; 5000 takes minutes), K run-now
+	BENCH_COMMAND="make bench-operator N=$(N)$(if $(K), K=$(K))" $(PY) -m bench.operator_bench --policies $(N) $(if $(K),--run-now $(K))

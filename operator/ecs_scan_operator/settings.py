@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     )
     # How long a run gets to stop when its policy is deleted or the operator stops.
     cancel_grace_seconds: float = Field(default=60.0, ge=1, le=3600)
-    # An idle policy is looked at again at least this often (besides its schedule and its events).
+    # The scheduler re-reads the clock at least this often (no API call): a policy is read only when
+    # a watch event says it changed or its schedule fires (controller/scheduler.py).
     resync_seconds: float = Field(default=300.0, ge=5, le=3600)
     # kopf's scanning: cluster-wide list/watch of CRDs (and of Namespaces when namespaced). Off, kopf
     # finds ScanPolicy through API discovery, which needs no RBAC, so the operator needs no
@@ -88,6 +89,8 @@ class Settings(BaseSettings):
     # Notification URLs (spec.notify Secrets) that resolve to loopback, link-local or private
     # addresses are refused unless this is on (a receiver inside the cluster or the VPC).
     notify_allow_private_destinations: bool = False
+    # A diagnosis aid: trace allocations and dump the top sites here on SIGUSR1 (controller.memprof).
+    tracemalloc_file: str = ""
 
     @field_validator("watch_namespaces", "jira_allowed_hosts", mode="before")
     @classmethod

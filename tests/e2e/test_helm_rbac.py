@@ -522,10 +522,11 @@ def test_operator_does_its_whole_job_as_the_service_account(
         )
         assert lease["spec"]["holderIdentity"] == namespaced.env["POD_NAME"]
 
-        # What the operator writes besides the status (docs/operations.md, GitOps): its finalizer,
-        # and no annotations of its own (kopf's state goes under ecsscan.io/, and only if needed).
+        # What the operator writes besides the status (docs/operations.md, GitOps): nothing - no
+        # finalizer (no handler needs one) and no annotations of its own (kopf's state would go under
+        # ecsscan.io/, and only if needed).
         meta = obj["metadata"]
-        assert meta["finalizers"] == ["ecsscan.io/finalizer"]
+        assert not meta.get("finalizers")
         written = {
             k for k in meta.get("annotations", {}) if k.startswith(("kopf.zalando.org/", "ecsscan.io/"))
         }
@@ -536,14 +537,14 @@ def test_operator_does_its_whole_job_as_the_service_account(
         managers = {(m["manager"], m.get("subresource", "")) for m in raw["metadata"]["managedFields"]}
         print(f"field managers: {sorted(managers)}")
 
-        # Deleting the policy: the operator stops its loop and removes its finalizer (a patch).
+        # Deleting the policy: nothing holds it (the operator cancels a run of it on the DELETED event).
         kubectl("delete", SP, "whole-job", "-n", ns, "--wait=false")
         _eventually(
             lambda: (
                 kubectl("get", SP, "whole-job", "-n", ns, "--ignore-not-found", "-o", "name").stdout.strip()
                 == ""
             ),
-            "the policy to be gone (finalizer removed by the operator)",
+            "the policy to be gone",
             timeout=120,
         )
         os.killpg(proc.pid, signal.SIGTERM)

@@ -118,8 +118,9 @@ async def test_a_grant_created_while_running_takes_effect_and_supplies_the_exter
     await until(
         lambda: ready(g.kube.status("p"))["reason"] == "AccessNotGranted" if g.kube.status("p") else False
     )
-    g.deps.grants.index.apply("ADDED", TEAM_A)  # what the watch handler does, then it wakes the loops
-    g.wake("p")
+    g.deps.grants.index.apply("ADDED", TEAM_A)  # what the grant watch handler does ...
+    assert g.scheduler is not None
+    g.scheduler.look_at_all()  # ... then every policy is looked at again
     await until(lambda: "lastRun" in g.kube.status("p"))
     assert isinstance(g.runner, SpecRunner)
     assert g.runner.specs[0].aws.external_id == "s3cr3t-ext-id"
@@ -136,14 +137,14 @@ async def test_a_grant_created_while_running_takes_effect_and_supplies_the_exter
         },
     )
     g.deps.grants.index.apply("MODIFIED", changed)
-    g.wake("p")
+    g.scheduler.look_at_all()
     await until(lambda: ready(g.kube.status("p"))["reason"] == "AccessNotGranted")
     message = ready(g.kube.status("p"))["message"]
     assert "spec.aws.roleArn" in message and "role/other" in message
 
     # deleted: refused as not selected at all
     g.deps.grants.index.apply("DELETED", changed)
-    g.wake("p")
+    g.scheduler.look_at_all()
     await until(lambda: "metadata.namespace" in ready(g.kube.status("p"))["message"])
     assert len(g.runner.calls) == 1
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import threading
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -302,17 +301,25 @@ def test_stage_label() -> None:
 # --------------------------------------------------------------------------- kopf glue
 
 
-def test_kopf_stop_reads_the_deletion_reason() -> None:
+def test_kopf_glue_names_the_policy_without_its_body() -> None:
     import kopf
 
-    from ecs_scan_operator.controller.handlers import KopfStop
+    from ecs_scan_operator.controller.handlers import logger_factory, object_reference
+    from ecs_scan_operator.controller.scheduler import PolicyKey
 
-    deleted = SimpleNamespace(reason=kopf.DaemonStoppingReason.RESOURCE_DELETED, __bool__=lambda self: True)
-    exiting = SimpleNamespace(reason=kopf.DaemonStoppingReason.OPERATOR_EXITING)
-    running = SimpleNamespace(reason=None)
-    assert KopfStop(deleted).deleting  # type: ignore[arg-type]
-    assert not KopfStop(exiting).deleting  # type: ignore[arg-type]
-    assert not KopfStop(running).deleting  # type: ignore[arg-type]
+    ref = PolicyKey("team-a", "p", "uid-1")
+    body = object_reference(ref)
+    assert (body.metadata.namespace, body.metadata.name, body.metadata.uid) == ("team-a", "p", "uid-1")
+    assert (body["apiVersion"], body["kind"]) == ("ecsscan.io/v1alpha1", "ScanPolicy")
+    logger = logger_factory(kopf.OperatorSettings())(ref)
+    assert logger.extra is not None
+    assert logger.extra["k8s_ref"] == {
+        "apiVersion": "ecsscan.io/v1alpha1",
+        "kind": "ScanPolicy",
+        "name": "p",
+        "uid": "uid-1",
+        "namespace": "team-a",
+    }
 
 
 def test_entry_points_exist() -> None:

@@ -1,4 +1,4 @@
-"""The policy loop against an in-memory API server: runs, status, events, restarts, deletion, limits."""
+"""The scheduler against an in-memory API server: runs, status, events, restarts, deletion, limits, scale."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from pydantic import SecretStr
 
 from ecs_scan_operator.controller.kube import Conflict
 from ecs_scan_operator.controller.metrics import Metrics
-from ecs_scan_operator.controller.reconcile import RUN_NOW_ANNOTATION, Deps, PolicyWorker
+from ecs_scan_operator.controller.reconcile import RUN_NOW_ANNOTATION, Deps
 from ecs_scan_operator.controller.runs import RunPool
+from ecs_scan_operator.controller.scheduler import PolicyKey, Scheduler
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.result import RunResult
 from ecs_scan_operator.core.status import find_condition
@@ -55,6 +56,7 @@ class FakeKube:
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.version = 0
         self.status_patches: list[dict[str, Any]] = []
+        self.gets = 0
         self.fail_next_patches = 0
         self.conflict_next_patches = 0
         self.fail_leases = False
@@ -90,6 +92,11 @@ class FakeKube:
             if spec_changed:
                 obj["metadata"]["generation"] += 1
 
+    def current(self, name: str) -> dict[str, Any]:
+        """The object as a watch event carries it (not an API call of the controller)."""
+        with self.lock:
+            return copy.deepcopy(self.policies[(NS, name)])
+
     def status(self, name: str) -> dict[str, Any]:
         with self.lock:
             return copy.deepcopy(self.policies[(NS, name)].get("status") or {})
@@ -98,6 +105,7 @@ class FakeKube:
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self.lock:
+            self.gets += 1
             obj = self.policies.get((namespace, name))
             return copy.deepcopy(obj) if obj else None
 
@@ -181,22 +189,6 @@ class Events:
         return [r for _, r, _ in self.posted]
 
 
-class FakeStop:
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.deleting = False
-
-    def is_set(self) -> bool:
-        return self.event.is_set()
-
-    async def wait(self) -> None:
-        await self.event.wait()
-
-    def set(self, *, deleting: bool = False) -> None:
-        self.deleting = deleting
-        self.event.set()
-
-
 class Leader:
     def __init__(self, leading: bool = True) -> None:
         self.leading = leading
@@ -220,6 +212,7 @@ class Runner:
 
     def __init__(self, *, block: bool = False, honour_cancel: bool = True) -> None:
         self.calls: list[tuple[str, str, Mapping[str, SecretStr] | None]] = []
+        self.specs: list[PolicySpec] = []
         self.block = block
         self.honour_cancel = honour_cancel
         self.release = threading.Event()
@@ -238,6 +231,7 @@ class Runner:
     ) -> RunResult:
         with self.lock:
             self.calls.append((policy.key, run_id, creds))
+            self.specs.append(spec)
             self.running += 1
             self.max_running = max(self.max_running, self.running)
         self.started.set()
@@ -268,42 +262,56 @@ SPEC: dict[str, Any] = {
 
 @dataclass
 class Harness:
+    """A scheduler fed as kopf feeds it: `start`/`wake` deliver the policy as a watch event."""
+
     kube: FakeKube
     clock: FakeClock
     runner: Runner
     deps: Deps
     metrics: Metrics
     leader: Leader
-    workers: dict[str, tuple[PolicyWorker, FakeStop, asyncio.Task[None]]] = field(default_factory=dict)
+    scheduler: Scheduler | None = None
     events: dict[str, Events] = field(default_factory=dict)
+    notices: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def start(self, name: str) -> PolicyWorker:
-        stop = FakeStop()
-        events = self.events.setdefault(name, Events())
-        worker = PolicyWorker(
-            namespace=NS,
-            name=name,
-            uid=f"uid-{name}",
-            deps=self.deps,
-            events=events,
-            stop=stop,
-            wake=asyncio.Event(),
-        )
-        self.workers[name] = (worker, stop, asyncio.create_task(worker.run()))
-        return worker
+    def post(self, ref: PolicyKey, type_: str, reason: str, message: str) -> None:
+        self.events.setdefault(ref.name, Events()).post(type_, reason, message)
 
-    def wake(self, name: str) -> None:
-        self.workers[name][0].wake.set()
+    def start(self, name: str) -> Scheduler:
+        """The operator (re)started, or a new policy: its ADDED event."""
+        if self.scheduler is None:
+            self.scheduler = Scheduler(self.deps, post_event=self.post)
+            self.scheduler.start()
+        self.events.setdefault(name, Events())
+        self.wake(name)
+        return self.scheduler
+
+    def wake(self, name: str, type_: str | None = "MODIFIED") -> None:
+        """The watch event of the policy as it is now."""
+        raw = self.kube.current(name)
+        assert self.scheduler is not None
+        self.notices.append(asyncio.create_task(self.scheduler.notice(raw, type_)))
 
     async def stop(self, name: str, *, deleting: bool = False) -> None:
-        _, stop, task = self.workers.pop(name)
-        stop.set(deleting=deleting)
-        await asyncio.wait_for(task, 10)
+        """deleting: the policy's DELETED event (it waits for the run to stop); else the operator stops."""
+        assert self.scheduler is not None
+        if deleting:
+            await self.scheduler.notice({"metadata": {"uid": f"uid-{name}"}}, "DELETED")
+            return
+        await self.stop_all(shutdown=False)
 
-    async def stop_all(self) -> None:
-        for name in list(self.workers):
-            await self.stop(name)
-        self.deps.pool.shutdown()
+    async def stop_all(self, *, shutdown: bool = True) -> None:
+        if self.scheduler is not None:
+            await asyncio.wait_for(self.scheduler.stop(), 10)
+            self.scheduler = None
+        for task in self.notices:
+            await asyncio.wait_for(task, 10)
+        self.notices.clear()
+        if shutdown:
+            self.deps.pool.shutdown()
+
+    def known(self, name: str) -> bool:
+        return self.scheduler is not None and f"uid-{name}" in self.scheduler.entries
 
 
 async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -639,33 +647,25 @@ async def test_a_follower_does_nothing_until_it_leads() -> None:
         await h.stop_all()
 
 
-async def test_a_deleted_policy_ends_the_worker(h: Harness) -> None:
+async def test_a_policy_found_gone_is_dropped(h: Harness) -> None:
     h.kube.add_policy("p", SPEC)
     h.start("p")
     await until(lambda: bool(h.kube.status("p")))
     with h.kube.lock:
         del h.kube.policies[(NS, "p")]
-    h.wake("p")
-    _, _, task = h.workers["p"]
-    await asyncio.wait_for(task, 5)
+    h.clock.advance(hours=1)  # its fire time: the scheduler reads it, and finds it gone
+    await until(lambda: not h.known("p"))
+    assert h.runner.calls == []
 
 
 async def test_a_recreated_policy_of_the_same_name_is_not_ours(h: Harness) -> None:
     h.kube.add_policy("p", SPEC)
     h.start("p")
     await until(lambda: bool(h.kube.status("p")))
-    patches, reasons = len(h.kube.status_patches), h.events["p"].reasons()
-    # deleted and created again under the same name: a new uid, no status yet, and a run asked for
-    h.kube.add_policy("p", SPEC, uid="uid-other", annotations={RUN_NOW_ANNOTATION: "1"})
-    h.wake("p")
-    _, _, task = h.workers["p"]
-    await asyncio.wait_for(task, 5)
-    assert task.exception() is None  # the old worker ends quietly
-    # ... and leaves the new object to its own worker: no status, no run, no event
-    assert h.kube.status("p") == {}
-    assert len(h.kube.status_patches) == patches
+    h.kube.edit("p", lambda o: o["metadata"].update(uid="uid-other"))
+    h.clock.advance(hours=1)
+    await until(lambda: not h.known("p"))
     assert h.runner.calls == []
-    assert h.events["p"].reasons() == reasons
 
 
 async def test_deleting_a_policy_forgets_its_metrics(h: Harness) -> None:
@@ -673,6 +673,136 @@ async def test_deleting_a_policy_forgets_its_metrics(h: Harness) -> None:
     h.start("p")
     await until(lambda: "lastRun" in h.kube.status("p"))
     assert metric(h, "ecsscan_images", namespace=NS, policy="p", status="scanned") == 3
-    h.metrics.forget(NS, "p")
+    await h.stop("p", deleting=True)
+    assert not h.known("p")
     assert metric(h, "ecsscan_images", namespace=NS, policy="p", status="scanned") is None
     assert metric(h, "ecsscan_runs_total", namespace=NS, policy="p", result="Succeeded") is None
+
+
+# --------------------------------------------------------------------------- at scale
+
+
+async def test_an_idle_fleet_costs_no_api_calls(h: Harness) -> None:
+    names = [f"p{i:03d}" for i in range(50)]
+    for name in names:
+        h.kube.add_policy(name, SPEC)
+        h.start(name)
+    await until(lambda: all(h.kube.status(n) for n in names))
+    gets, patches = h.kube.gets, len(h.kube.status_patches)
+    assert patches == len(names)  # planned from the event's body: one write each, no read
+    # our own writes coming back, and a re-list of unchanged objects: nothing to look at
+    for name in names:
+        h.wake(name, None)
+    await asyncio.sleep(0.3)  # several resync rounds (the clock is re-read, the API is not)
+    assert (h.kube.gets, len(h.kube.status_patches)) == (gets, patches)
+    assert h.runner.calls == []
+
+
+async def test_only_due_policies_are_read_when_their_time_comes(h: Harness) -> None:
+    h.kube.add_policy("hourly", SPEC)
+    h.kube.add_policy("daily", {**SPEC, "schedule": "0 3 * * *"})
+    h.start("hourly")
+    h.start("daily")
+    await until(lambda: bool(h.kube.status("hourly")) and bool(h.kube.status("daily")))
+    gets = h.kube.gets
+    h.clock.advance(hours=1)  # 11:00:30: the hourly policy is due, the daily one is not
+    await until(lambda: len(h.runner.calls) == 1)
+    await until(lambda: "lastRun" in h.kube.status("hourly"))
+    assert h.runner.calls[0][0] == f"{NS}/hourly"
+    assert "lastRun" not in h.kube.status("daily")
+    # the hourly policy is read when due, when its run starts and when it ends; the daily one never
+    assert h.kube.gets - gets <= 4
+
+
+async def test_a_queued_run_holds_its_uid_only_and_reads_the_spec_when_it_starts() -> None:
+    h = make(Runner(block=True), max_runs=1)
+    try:
+        names = [f"p{i}" for i in range(5)]
+        for name in names:
+            h.kube.add_policy(name, SPEC, annotations={RUN_NOW_ANNOTATION: "1"})
+            h.start(name)
+        await until(h.runner.started.is_set)
+        scheduler = h.scheduler
+        assert scheduler is not None
+        await until(lambda: len(scheduler._queue) == 4)
+        assert all(isinstance(uid, str) for uid in scheduler._queue)
+        assert not any("activeRun" in h.kube.status(n) for n in names[1:])
+        # a queued policy's spec changes before its turn: the run uses the spec as it is then
+        queued = next(n for n in names if f"uid-{n}" in scheduler._queue)
+        h.kube.edit(queued, lambda o: o["spec"]["aws"].update(region="eu-west-1"), spec_changed=True)
+        h.wake(queued)
+        h.runner.release.set()
+        await until(lambda: all("lastRun" in h.kube.status(n) for n in names))
+        assert sorted(key for key, _, _ in h.runner.calls) == sorted(f"{NS}/{n}" for n in names)
+        regions = {
+            key: spec.aws.region for (key, _, _), spec in zip(h.runner.calls, h.runner.specs, strict=True)
+        }
+        assert regions[f"{NS}/{queued}"] == "eu-west-1"
+        assert h.kube.status(queued)["observedGeneration"] == 2
+    finally:
+        await h.stop_all()
+
+
+async def test_a_policy_deleted_while_queued_never_runs() -> None:
+    h = make(Runner(block=True), max_runs=1)
+    try:
+        for name in ("first", "second"):
+            h.kube.add_policy(name, SPEC, annotations={RUN_NOW_ANNOTATION: "1"})
+            h.start(name)
+        await until(h.runner.started.is_set)
+        waiting = "second" if h.runner.calls[0][0].endswith("/first") else "first"
+        with h.kube.lock:
+            del h.kube.policies[(NS, waiting)]
+        assert h.scheduler is not None
+        await h.scheduler.notice({"metadata": {"uid": f"uid-{waiting}"}}, "DELETED")
+        h.runner.release.set()
+        await asyncio.sleep(0.3)
+        assert len(h.runner.calls) == 1 and not h.known(waiting)
+    finally:
+        await h.stop_all()
+
+
+async def test_run_now_on_many_policies_runs_each_exactly_once() -> None:
+    h = make(max_runs=2)
+    try:
+        names = [f"p{i:02d}" for i in range(30)]
+        for name in names:
+            h.kube.add_policy(name, SPEC)
+            h.start(name)
+        await until(lambda: all(h.kube.status(n) for n in names))
+        for name in names:  # all at once, some twice (a second event for the same value)
+            h.kube.edit(
+                name, lambda o: o["metadata"].setdefault("annotations", {}).update({RUN_NOW_ANNOTATION: "go"})
+            )
+            h.wake(name)
+            if name.endswith(("0", "5")):
+                h.wake(name)
+        await until(lambda: all(h.kube.status(n).get("lastRunNow") == "go" for n in names), timeout=10)
+        await until(lambda: not any("activeRun" in h.kube.status(n) for n in names))
+        await asyncio.sleep(0.2)
+        keys = [key for key, _, _ in h.runner.calls]
+        assert sorted(keys) == sorted(f"{NS}/{n}" for n in names)  # none lost, none repeated
+        assert h.runner.max_running <= 2
+    finally:
+        await h.stop_all()
+
+
+async def test_memory_is_handed_back_once_the_events_stop(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecs_scan_operator.controller import scheduler as scheduler_module
+
+    released: list[int] = []
+    monkeypatch.setattr(scheduler_module, "QUIET_BEFORE_TRIM", 0.1)
+    monkeypatch.setattr(
+        scheduler_module, "release_memory", lambda: released.append(len(h.kube.status_patches))
+    )
+    for name in ("a", "b", "c"):
+        h.kube.add_policy(name, SPEC)
+        h.start(name)
+    await until(lambda: len(released) == 1)
+    assert released == [3]  # after the burst, not during it
+    await asyncio.sleep(0.4)
+    assert released == [3]  # nothing happened since: nothing to release
+    monkeypatch.undo()
+    scheduler_module.release_memory()  # the real one runs anywhere (glibc or not)

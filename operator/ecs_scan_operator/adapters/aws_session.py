@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import boto3
+import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
@@ -271,6 +272,32 @@ class EndpointBreaker:
         client.meta.events.register("after-call-error.*.*", failed)
 
 
+_LOADER_LOCK = threading.Lock()
+
+
+@functools.cache
+def _create_loader() -> botocore.loaders.Loader:
+    return botocore.loaders.create_loader()
+
+
+def _shared_loader() -> botocore.loaders.Loader:
+    with _LOADER_LOCK:  # runs starting together in two threads get the same one
+        return _create_loader()
+
+
+def core_session() -> botocore.session.Session:
+    """A new botocore session that shares the process's data loader.
+
+    The loader holds the parsed service models (~18 MiB for the services a run uses); a session
+    of its own would parse them again for every run, and the freed copies fragment the heap of a
+    long-running operator. The loader only reads and caches, so sessions in different threads
+    can share it (two runs starting at the same moment may each parse a model once).
+    """
+    session = botocore.session.Session()
+    session.register_component("data_loader", _shared_loader())
+    return session
+
+
 class AwsClients:
     """Client factory for one run: base identity, the policy's role, the registry role."""
 
@@ -289,7 +316,7 @@ class AwsClients:
         counter: CallCounter | None = None,
         hooks: list[Any] | None = None,
     ) -> None:
-        self._base = base_session or boto3.Session()
+        self._base = base_session or boto3.Session(botocore_session=core_session())
         self._role_arn = role_arn
         self._external_id = external_id
         self._registry_role_arn = registry_role_arn
@@ -329,7 +356,7 @@ class AwsClients:
             creds = DeferredRefreshableCredentials(
                 method="assume-role", refresh_using=fetcher.fetch_credentials
             )
-            core = botocore.session.Session()
+            core = core_session()
             core._credentials = creds  # type: ignore[attr-defined]  # no public setter for refreshable creds
             session = boto3.Session(botocore_session=core)
             self._sessions[role_arn] = session

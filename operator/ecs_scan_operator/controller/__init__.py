@@ -42,6 +42,10 @@ def run() -> int:
         for err in exc.errors:
             print(f"invalid setting {err.path}: {err.reason}", file=sys.stderr)
         return 2
+    if settings.tracemalloc_file:
+        from ecs_scan_operator.controller import memprof
+
+        memprof.start(settings.tracemalloc_file)
     configure_logging(settings.log_format, settings.log_level)
 
     import kopf

@@ -1,11 +1,12 @@
-"""The kopf handlers for ScanPolicy. Thin: they wire one PolicyWorker per policy and nothing else.
+"""The kopf handlers for ScanPolicy. Thin: they feed one Scheduler for all policies and nothing else.
 
-- startup: kopf settings (our finalizer and annotation prefix, Events only for errors), the
-  shared dependencies (Kubernetes client, run pool, leader election, metrics endpoint);
-- a daemon per ScanPolicy: the policy's loop (reconcile.PolicyWorker), stopped on deletion;
-- an event handler: wakes the policy's loop at once (run-now annotation, spec changes);
+- startup: kopf settings (our annotation prefix, Events only for errors), the shared
+  dependencies (Kubernetes client, run pool, leader election, metrics endpoint) and the scheduler;
+- an event handler: every watch event goes to the scheduler, which looks at the policy when it
+  changed (run-now annotation, spec) and drops it when deleted. No daemon or timer per policy:
+  at thousands of policies those cost memory and API calls per policy (scheduler.py);
 - a liveness probe value: whether this replica leads;
-- cleanup: cancel runs, hand the leader lease over.
+- cleanup: stop the scheduler (cancel and record runs), hand the leader lease over.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import asyncio
 import functools
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import kopf
 
@@ -22,8 +24,9 @@ from ecs_scan_operator.controller.grants import GrantAccess
 from ecs_scan_operator.controller.kube import PLURAL, ClientKubeApi
 from ecs_scan_operator.controller.leader import AlwaysLeader, LeaderElector, Leadership
 from ecs_scan_operator.controller.metrics import Metrics
-from ecs_scan_operator.controller.reconcile import Deps, PolicyWorker, format_run_id
+from ecs_scan_operator.controller.reconcile import Deps, format_run_id
 from ecs_scan_operator.controller.runs import RunPool, SystemClock, execute_run
+from ecs_scan_operator.controller.scheduler import PolicyKey, Scheduler
 from ecs_scan_operator.core.grants import GRANT_PLURAL
 from ecs_scan_operator.core.policy import API_GROUP, API_VERSION
 from ecs_scan_operator.core.status import clip_bytes
@@ -33,50 +36,46 @@ FINALIZER = f"{API_GROUP}/finalizer"
 EVENT_MESSAGE_BYTES = 1024
 log = logging.getLogger(__name__)
 
-# Read once, at import: the daemon's stop timings are part of its declaration.
+# Read once, at import (the handlers' declarations may depend on them).
 SETTINGS: Settings = get_settings()
 
 
-class _QuietWake(logging.Filter):
-    """Drop kopf's "Handler 'wake' succeeded." line: it would log every change of every policy."""
+class _QuietEvents(logging.Filter):
+    """Drop kopf's "Handler 'policy_event' succeeded." line: it would log every change of every policy."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "Handler 'wake' succeeded."
+        return record.getMessage() != "Handler 'policy_event' succeeded."
 
 
-logging.getLogger("kopf.objects").addFilter(_QuietWake())
+logging.getLogger("kopf.objects").addFilter(_QuietEvents())
 
 
-class KopfEvents:
-    """EventSink posting through kopf (queued, retried, on the policy as involvedObject)."""
+def object_reference(ref: PolicyKey) -> kopf.Body:
+    """What kopf needs to name the policy in an Event or a log line; never the whole object."""
+    raw = {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "ScanPolicy",
+        "metadata": {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid},
+    }
+    return kopf.Body(cast(kopf.RawBody, raw))
 
-    def __init__(self, body: kopf.Body) -> None:
-        self.body = body
 
-    def post(self, type_: str, reason: str, message: str) -> None:
-        """Post one Event."""
-        kopf.event(self.body, type=type_, reason=reason, message=clip_bytes(message, EVENT_MESSAGE_BYTES))
+def post_event(ref: PolicyKey, type_: str, reason: str, message: str) -> None:
+    """Post one Event on the policy through kopf (queued, retried)."""
+    kopf.event(
+        object_reference(ref), type=type_, reason=reason, message=clip_bytes(message, EVENT_MESSAGE_BYTES)
+    )
 
 
-class KopfStop:
-    """Stop adapted from the daemon's `stopped` flag."""
+def logger_factory(settings: kopf.OperatorSettings) -> Callable[[PolicyKey], kopf.ObjectLogger]:
+    """Loggers per policy, made when a line is logged (the scheduler keeps none)."""
 
-    def __init__(self, stopped: kopf.DaemonStopped) -> None:
-        self._stopped = stopped
+    def logger_for(ref: PolicyKey) -> kopf.ObjectLogger:
+        # kopf's per-object logger: the policy in the text prefix or the JSON "k8s" field, and
+        # error lines become Events, as from a handler.
+        return kopf.LocalObjectLogger(body=object_reference(ref), settings=settings)
 
-    def is_set(self) -> bool:
-        """True once kopf asked the daemon to stop."""
-        return bool(self._stopped)
-
-    @property
-    def deleting(self) -> bool:
-        """True when the policy is being deleted (not merely the operator stopping)."""
-        reason = self._stopped.reason
-        return reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in reason
-
-    async def wait(self) -> None:
-        """Return once stopped."""
-        await self._stopped.wait()
+    return logger_for
 
 
 def _step_down(pool: RunPool) -> None:
@@ -142,20 +141,23 @@ def build_deps(settings: Settings, loop: asyncio.AbstractEventLoop) -> Deps:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Configure kopf and build the shared dependencies."""
+    """Configure kopf, build the shared dependencies and start the scheduler."""
     # Run events are posted explicitly; only errors logged on a policy become Events as well.
     settings.posting.level = logging.ERROR
     # Watched namespaces are plain names, so kopf needs no namespace or CRD listing (least privilege).
     settings.scanning.disabled = not SETTINGS.kopf_scanning
+    # No handler needs a finalizer now; the name stays so kopf removes the one older versions added.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
     )
-    # Re-list now and then, so a missed watch event cannot leave a policy unnoticed for long.
+    # Reconnect the watch now and then (from the last resourceVersion: no re-list unless it expired).
     settings.watching.server_timeout = 600
     settings.watching.client_timeout = 660
-    memo.deps = build_deps(SETTINGS, asyncio.get_running_loop())
+    deps = build_deps(SETTINGS, asyncio.get_running_loop())
+    memo.deps = deps
+    memo.scheduler = Scheduler(deps, post_event=post_event, logger_for=logger_factory(settings))
     log.info(
         "ecs-scan-operator %s: namespaces=%s, max concurrent runs=%d, leader election=%s, tenancy=%s",
         SETTINGS.identity,
@@ -173,24 +175,26 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Cancel runs and hand the lease over."""
+    """Stop the scheduler (runs are cancelled and recorded) and hand the lease over."""
     deps: Deps | None = getattr(memo, "deps", None)
     if deps is None:
         return
+    scheduler: Scheduler | None = getattr(memo, "scheduler", None)
+    if scheduler is not None:
+        await scheduler.stop()
     deps.pool.shutdown()
     if isinstance(deps.leadership, LeaderElector):
         await asyncio.to_thread(deps.leadership.stop, release=True)
 
 
-def _wake(memo: kopf.Memo) -> asyncio.Event:
-    event: asyncio.Event = memo.setdefault("wake", asyncio.Event())
-    return event
-
-
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-async def wake(memo: kopf.Memo, **_: Any) -> None:
-    """Any change of a policy (annotation, spec, status) makes its loop look again now."""
-    _wake(memo).set()
+async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Every watch event (listing, added, modified, deleted) to the scheduler."""
+    scheduler: Scheduler = memo.scheduler
+    # Started from a handler, not at startup: its tasks then carry the context kopf sets up for
+    # handlers, which kopf.event() needs to queue Events.
+    scheduler.start()
+    await scheduler.notice(event["object"], event.get("type"))
 
 
 if SETTINGS.tenancy_mode == "grants":
@@ -199,49 +203,12 @@ if SETTINGS.tenancy_mode == "grants":
     async def grant_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """A ScanAccessGrant changed: update the index and make every policy look again now."""
         deps: Deps | None = getattr(memo, "deps", None)
+        scheduler: Scheduler | None = getattr(memo, "scheduler", None)
         if deps is None or deps.grants is None:
             return
         deps.grants.index.apply(type, body)
-        _wake(memo).set()
-
-
-@kopf.daemon(
-    API_GROUP,
-    API_VERSION,
-    PLURAL,
-    id="scheduler",
-    cancellation_backoff=SETTINGS.cancel_grace_seconds + 5,
-    cancellation_timeout=10,
-)
-async def scheduler(
-    body: kopf.Body,
-    name: str,
-    namespace: str | None,
-    uid: str,
-    memo: kopf.Memo,
-    stopped: kopf.DaemonStopped,
-    logger: kopf.Logger,
-    **_: Any,
-) -> None:
-    """The policy's loop, for as long as the policy exists."""
-    deps: Deps = memo.deps
-    namespace = namespace or "default"  # ScanPolicy is namespaced; kopf types it optional
-    stop = KopfStop(stopped)
-    worker = PolicyWorker(
-        namespace=namespace,
-        name=name,
-        uid=uid,
-        deps=deps,
-        events=KopfEvents(body),
-        stop=stop,
-        wake=_wake(memo),
-        logger=logger,
-    )
-    try:
-        await worker.run()
-    finally:
-        if stop.deleting:
-            deps.metrics.forget(namespace, name)
+        if scheduler is not None:
+            scheduler.look_at_all()
 
 
 @kopf.on.probe(id="leader")
