@@ -1,4 +1,4 @@
-"""The original design (../shared/ORIGIN.md), reimplemented faithfully as one process.
+"""The original design (the Lambda + SQS pipeline this project replaces), rebuilt as one process.
 
 Four Lambdas chained through SQS, run in order here, against the same moto server and under the
 same latency/rate-limit model as our pipeline:

@@ -3,8 +3,7 @@
 Run as a subprocess (`python -m bench.server --fleet M`); it prints one JSON line
 `{"endpoint": ..., "seedSeconds": ...}` when ready and serves until its stdin closes.
 
-What is changed in moto, in this process only, and why (moto 5.2.5; see
-../shared/research/aws-apis-and-moto.md):
+What is changed in moto, in this process only, and why (moto 5.2.5):
 - `ListTaskDefinitions`: moto ignores `maxResults`, `nextToken` and `sort`, and lists in insertion
   order. Here it pages like AWS (100 by default, 1-100 allowed, opaque `nextToken`) and sorts like
   AWS (family name, then revision; `sort=DESC` reverses both). Without this, a listing of 10,000
