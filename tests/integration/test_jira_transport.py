@@ -356,3 +356,23 @@ def test_the_retry_window_bounds_one_call(jira_server: JiraTestServer) -> None:
     assert sleeps == [60.0, 60.0]  # a third wait would start a try 180 s after the first
     assert t.counters.requests == 1 + 3  # serverInfo, then three tries
     t.close()
+
+
+def test_a_grants_private_hosts_travel_with_the_credentials(
+    jira_server: JiraTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The operator's own list is empty; the ScanAccessGrant that allowed the policy names the
+    # (private) host, and the scheduler hands that to the run with the credentials.
+    monkeypatch.delenv("ECS_SCAN_JIRA_ALLOWED_HOSTS")
+    creds = JiraCredentials.from_env(jira_server.credentials_env())
+    assert creds is not None
+    granted = creds.model_copy(update={"allowed_hosts": ("127.0.0.1",)})
+    spec = fleet.spec({"url": jira_server.url})
+    other = build_ticket_sink(spec, creds.model_copy(update={"allowed_hosts": ("10.0.0.5",)}))
+    assert other is not None
+    refused = other.sync(fleet.request(spec, _images(), NOW, "run-1"))
+    assert refused.reason == "JiraDestinationRefused" and not jira_server.log  # another host's grant
+    sink = build_ticket_sink(spec, granted)
+    assert sink is not None
+    report = sink.sync(fleet.request(spec, _images(), NOW, "run-2"))
+    assert report.synced and report.actions == {"create": 1}, report.errors

@@ -195,3 +195,23 @@ def test_external_id_secret_problems_name_the_secret_never_a_value(
     with pytest.raises(PermanentError, match=problem) as info:
         read_external_id(kube, SecretKeyRef(namespace="ops", name="ext"))
     assert "ops/ext" in str(info.value)
+
+
+async def test_the_grants_private_jira_hosts_travel_with_the_runs_credentials(g: Harness) -> None:
+    # team-a's grant allows its in-network Jira at 10.0.0.5: the run's credentials carry that
+    # allowance, so its destination check admits exactly that host on top of the operator's list.
+    assert isinstance(g.kube, GrantKube)
+    private_jira = {"urls": ["http://10.0.0.5:8080"], "allowPrivateHosts": ["10.0.0.5"]}
+    g.kube.grants.append(grant_obj("team-a", **{**TEAM_A["spec"], "jira": private_jira}))
+    g.deps.grants = GrantAccess(g.kube)
+    g.deps.grants.prime()
+    g.kube.secrets[("ops", "ext")] = _secret("ext-id")
+    g.kube.secrets[(NS, "jira")] = {
+        "token": base64.b64encode(b"pat-123").decode(),
+    }
+    jira = {"url": "http://10.0.0.5:8080", "credentialsSecret": "jira", "project": "SEC"}
+    g.kube.add_policy("p", {**POLICY, "jira": jira}, annotations={RUN_NOW_ANNOTATION: "now"})
+    g.start("p")
+    await until(lambda: "lastRun" in g.kube.status("p"))
+    ((_, _, creds),) = g.runner.calls
+    assert creds is not None and creds.allowed_hosts == ("10.0.0.5",)  # type: ignore[attr-defined]

@@ -92,3 +92,14 @@ def test_a_bad_allow_list_entry_is_named(entry: str) -> None:
     with pytest.raises(ValueError, match="neither a host name nor an address or CIDR") as err:
         AllowList.parse([entry])
     assert len(str(err.value)) < 200  # a long entry is not echoed whole
+
+
+def test_a_grants_hosts_extend_the_operators_list_and_nothing_else() -> None:
+    operator = AllowList.parse(["jira.corp.internal", "10.1.0.0/16"])
+    assert operator.extended([]) is operator
+    both = operator.extended(["10.0.0.5", "jira.lab"])
+    assert isinstance(decide("jira.lab", ["192.168.1.1"], both), Allowed)  # by name
+    assert isinstance(decide("x", ["10.0.0.5"], both), Allowed)  # by address
+    assert isinstance(decide("x", ["10.1.2.3"], both), Allowed)  # the operator's own still hold
+    assert isinstance(decide("x", ["10.0.0.6"], both), Refused)  # nothing more
+    assert isinstance(decide("x", ["10.0.0.5"], operator), Refused)  # the original is unchanged

@@ -174,9 +174,11 @@ def test_allowed_names_the_grant(
     ref: PolicyRef, labels: dict[str, str], policy: Any, grant_name: str
 ) -> None:
     decision = check(ref, labels, policy, GRANTS)
+    granting = next(g for g in GRANTS if g.name == grant_name)
     assert decision == Allowed(
         grant=grant_name,
-        external_id_secret=next(g.spec.aws.external_id_secret_ref for g in GRANTS if g.name == grant_name),
+        external_id_secret=granting.spec.aws.external_id_secret_ref,
+        jira_private_hosts=tuple(granting.spec.jira.allow_private_hosts),
     )
 
 
@@ -376,3 +378,11 @@ def test_long_names_sharing_a_prefix_get_different_session_names() -> None:
     one = role_session(PolicyRef(namespace="team-a", name="x" * 70 + "1"))
     two = role_session(PolicyRef(namespace="team-a", name="x" * 70 + "2"))
     assert one.name != two.name and one.name[:55] == two.name[:55]
+
+
+def test_the_allowing_grant_hands_its_private_jira_hosts_to_the_run() -> None:
+    # team-a's grant allows its private Jira; the run's destination check learns it from here.
+    allowed = check(A, {"team": "a"}, spec(**jira("http://10.0.0.5:8080")), GRANTS)
+    assert isinstance(allowed, Allowed) and allowed.jira_private_hosts == ("10.0.0.5",)
+    public = check(B, {"team": "b"}, spec(role=ROLE_B, region="us-west-2", bucket="reports-team-b"), GRANTS)
+    assert isinstance(public, Allowed) and public.jira_private_hosts == ()

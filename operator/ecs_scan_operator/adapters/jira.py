@@ -168,8 +168,10 @@ class JiraTicketSink:
             self.url,
             credentials,
             limits=self.options.limits,
-            # None: the operator setting ECS_SCAN_JIRA_ALLOWED_HOSTS decides.
-            allow=allow if allow is not None else _allow_list_from_settings(),
+            # None: the operator setting ECS_SCAN_JIRA_ALLOWED_HOSTS decides; a grant may add hosts.
+            allow=(allow if allow is not None else _allow_list_from_settings()).extended(
+                credentials.allowed_hosts
+            ),
             enforce_destination=enforce_destination,
             sleep=sleep,
             rng=rng,

@@ -28,6 +28,9 @@ class JiraCredentials(BaseModel):
     email: str | None = None
     api_token: SecretStr | None = None
     token: SecretStr | None = None
+    # Hosts these credentials may be sent to although they resolve to a private address, granted
+    # by the ScanAccessGrant that allowed the policy (on top of ECS_SCAN_JIRA_ALLOWED_HOSTS).
+    allowed_hosts: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _one_form(self) -> JiraCredentials:

@@ -144,6 +144,7 @@ class Start:
     run: ActiveRun
     spec: PolicySpec
     external_id_secret: SecretKeyRef | None = None  # the allowing grant supplies the external ID
+    jira_private_hosts: tuple[str, ...] = ()  # ... and where its Jira credentials may go privately
 
 
 Plan = Idle | Invalid | NotGranted | Recover | Start
@@ -208,13 +209,14 @@ def plan(
             finished_status(obj.status, _context(obj, spec, now, decision), result, active.trigger), active
         )
 
-    external_id_secret = None
+    external_id_secret: SecretKeyRef | None = None
+    jira_private_hosts: tuple[str, ...] = ()
     if tenancy is not None:
         verdict = tenancy.check(obj.ref, spec)
         if isinstance(verdict, Refused):
             ctx = _context(obj, spec, now, None)
             return NotGranted(not_granted_status(obj.status, ctx, verdict.message), verdict)
-        external_id_secret = verdict.external_id_secret
+        external_id_secret, jira_private_hosts = verdict.external_id_secret, verdict.jira_private_hosts
 
     decision = _decide(obj, spec, now, obj.status)
     run_now = (
@@ -231,7 +233,7 @@ def plan(
             run_now=run_now,
         )
         status = running_status(obj.status, _context(obj, spec, now, decision), run)
-        return Start(status, run, spec, external_id_secret)
+        return Start(status, run, spec, external_id_secret, jira_private_hosts)
     ctx = _context(obj, spec, now, decision)
     return Idle(idle_status(obj.status, ctx), decision.wake_at, decision, ctx.note)
 

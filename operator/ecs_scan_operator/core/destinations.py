@@ -57,6 +57,13 @@ class AllowList:
             hosts.add(name)
         return cls(frozenset(hosts), tuple(networks))
 
+    def extended(self, entries: Iterable[str]) -> AllowList:
+        """This list plus `entries` (a grant's hosts on top of the operator's own)."""
+        more = AllowList.parse(entries)
+        if not more.hosts and not more.networks:
+            return self
+        return AllowList(self.hosts | more.hosts, self.networks + more.networks)
+
     def allows_host(self, host: str) -> bool:
         """The host name itself is on the list."""
         return normalize_host(host) in self.hosts

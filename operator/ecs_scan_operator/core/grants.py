@@ -320,6 +320,9 @@ class Allowed:
 
     grant: str | None = None
     external_id_secret: SecretKeyRef | None = None
+    # Hosts of the Jira URL this grant lets credentials reach although they resolve to a private
+    # address: the run's destination check allows them on top of the operator's own list.
+    jira_private_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -505,7 +508,11 @@ def check(
             return Refused(item.path, item.reason, tuple(offered))
         candidates = remaining
     winner = candidates[0]
-    return Allowed(grant=winner.name, external_id_secret=winner.spec.aws.external_id_secret_ref)
+    return Allowed(
+        grant=winner.name,
+        external_id_secret=winner.spec.aws.external_id_secret_ref,
+        jira_private_hosts=tuple(winner.spec.jira.allow_private_hosts),
+    )
 
 
 @dataclass(frozen=True)
