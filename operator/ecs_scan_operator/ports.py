@@ -6,10 +6,12 @@ the same protocols.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from pydantic import SecretStr
 
 from ecs_scan_operator.core.model import ImageRef, ImageScan, Resolution, Severity, TaskDefinitionListing
 from ecs_scan_operator.core.policy import TaskDefinitionsSpec
@@ -110,3 +112,17 @@ class TicketSink(Protocol):
     def sync(self, request: TicketRequest) -> TicketReport:
         """Create/update/close/reopen tickets for this run; never raises for per-ticket faults."""
         ...
+
+
+@dataclass
+class Ports:
+    """The adapters one run uses."""
+
+    images: ImageSource
+    digests: DigestResolver
+    findings: FindingsSource
+    reports: ReportSink
+    tickets: TicketSink | None = None
+    aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service:Operation so far
+    aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
+    state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged

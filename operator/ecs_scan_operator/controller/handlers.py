@@ -17,11 +17,12 @@ from typing import Any
 
 import kopf
 
+from ecs_scan_operator.clock import SystemClock
 from ecs_scan_operator.controller.kube import PLURAL, ClientKubeApi
 from ecs_scan_operator.controller.leader import AlwaysLeader, LeaderElector, Leadership
 from ecs_scan_operator.controller.metrics import Metrics
 from ecs_scan_operator.controller.reconcile import Deps, PolicyWorker, format_run_id
-from ecs_scan_operator.controller.runs import RunPool, SystemClock
+from ecs_scan_operator.controller.runs import RunPool
 from ecs_scan_operator.core.policy import API_GROUP, API_VERSION
 from ecs_scan_operator.core.status import clip_bytes
 from ecs_scan_operator.settings import Settings, get_settings

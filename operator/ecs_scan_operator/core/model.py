@@ -35,16 +35,7 @@ class Severity(StrEnum):
             return cls.UNTRIAGED
 
 
-_RANK = {
-    Severity.INFORMATIONAL: 0,
-    Severity.LOW: 1,
-    Severity.MEDIUM: 2,
-    Severity.HIGH: 3,
-    Severity.CRITICAL: 4,
-    Severity.UNTRIAGED: -1,
-}
-
-#: Severities from the most to the least severe, the order reports use.
+#: Severities from the most to the least severe, the order reports use: the one place the order is written.
 SEVERITY_ORDER: tuple[Severity, ...] = (
     Severity.CRITICAL,
     Severity.HIGH,
@@ -53,6 +44,9 @@ SEVERITY_ORDER: tuple[Severity, ...] = (
     Severity.INFORMATIONAL,
     Severity.UNTRIAGED,
 )
+
+# INFORMATIONAL 0 ... CRITICAL 4, from SEVERITY_ORDER; UNTRIAGED -1 (below every threshold).
+_RANK = {s: len(SEVERITY_ORDER) - 2 - i for i, s in enumerate(SEVERITY_ORDER[:-1])} | {Severity.UNTRIAGED: -1}
 
 
 class ImageStatus(StrEnum):
