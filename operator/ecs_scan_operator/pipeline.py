@@ -241,11 +241,7 @@ def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, today: date
             today=today,
         )
         img.status = ImageStatus.SCANNED
-        img.findings, img.suppressed, img.below_threshold = (
-            outcome.actionable,
-            outcome.suppressed,
-            outcome.below_threshold,
-        )
+        img.findings, img.suppressed = outcome.actionable, outcome.suppressed
         return set(outcome.expired_used)
     img.status = {
         ScanState.NOT_FOUND: ImageStatus.NOT_FOUND,

@@ -189,7 +189,6 @@ class Resolution:
     status: ImageStatus | None = None  # set when it could not be resolved (not_found / failed)
     reason: str = ""
     tags: tuple[str, ...] = ()
-    pushed_at: datetime | None = None
     cause: str = ""  # FAILED: the outside call that failed, "service:Operation ErrorCode"
 
 
@@ -207,7 +206,6 @@ class ImageResult:
     scanned_at: datetime | None = None
     findings: list[Finding] = field(default_factory=list)  # at/above threshold, not suppressed
     suppressed: list[tuple[Finding, str]] = field(default_factory=list)  # finding, suppression reason
-    below_threshold: int = 0
     td_tags: dict[str, str] = field(default_factory=dict)  # tags of the task definitions using it (routing)
     repository_tags: dict[str, str] = field(default_factory=dict)  # ECR repository tags (routing)
 
