@@ -23,3 +23,4 @@ def test_rank_follows_the_one_severity_order() -> None:
     assert len({s.rank for s in ranked}) == len(ranked)
     assert set(SEVERITY_ORDER) == set(Severity)
     assert S.UNTRIAGED.rank < S.INFORMATIONAL.rank  # below every threshold; policy lets it in or not
+    assert sorted(Severity, key=lambda s: s.position) == list(SEVERITY_ORDER)

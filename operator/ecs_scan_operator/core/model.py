@@ -23,6 +23,11 @@ class Severity(StrEnum):
         """Order for thresholds; UNTRIAGED has no rank of its own (policy decides)."""
         return _RANK[self]
 
+    @property
+    def position(self) -> int:
+        """Index in SEVERITY_ORDER, the sort key of "most severe first" (UNTRIAGED last)."""
+        return _POSITION[self]
+
     @classmethod
     def parse(cls, value: str | None) -> Severity:
         """Map ECR/Inspector spellings (including UNDEFINED) to a Severity."""
@@ -47,6 +52,7 @@ SEVERITY_ORDER: tuple[Severity, ...] = (
 
 # INFORMATIONAL 0 ... CRITICAL 4, from SEVERITY_ORDER; UNTRIAGED -1 (below every threshold).
 _RANK = {s: len(SEVERITY_ORDER) - 2 - i for i, s in enumerate(SEVERITY_ORDER[:-1])} | {Severity.UNTRIAGED: -1}
+_POSITION = {s: i for i, s in enumerate(SEVERITY_ORDER)}
 
 
 class ImageStatus(StrEnum):

@@ -71,9 +71,7 @@ def apply_rules(
         if matching:
             expired_used.add(f.vulnerability_id)
         actionable.append(f)
-    actionable.sort(
-        key=lambda f: (-f.severity.rank if f.severity is not Severity.UNTRIAGED else 1, f.vulnerability_id)
-    )
+    actionable.sort(key=lambda f: (f.severity.position, f.vulnerability_id))
     return RuleOutcome(actionable, suppressed, frozenset(expired_used))
 
 
