@@ -23,9 +23,10 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 
 venv: $(VENV)/.installed ## create .venv from the pinned lock
 
-lint: venv ## ruff, and shellcheck on scripts/
+lint: venv ## ruff, vulture (dead code), and shellcheck on scripts/
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/vulture
 	$(BIN)/shellcheck scripts/*.sh
 
 typecheck: venv ## mypy --strict on the package

@@ -16,8 +16,7 @@ from ecs_scan_operator.core.grants import role_session
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
 from ecs_scan_operator.errors import ScanError
-from ecs_scan_operator.pipeline import Ports
-from ecs_scan_operator.ports import ReportSink, TicketSink
+from ecs_scan_operator.ports import Ports, ReportSink, TicketSink
 
 if TYPE_CHECKING:
     from pydantic import SecretStr

@@ -14,13 +14,14 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ecs_scan_operator import __version__
+from ecs_scan_operator.clock import SystemClock
+from ecs_scan_operator.controller import NOISY_LOGGERS
 from ecs_scan_operator.core.grants import Grant, Refused, check, parse_grant
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, clip_reason, clip_value, parse_document
 from ecs_scan_operator.core.result import Outcome, RunResult
@@ -29,14 +30,6 @@ from ecs_scan_operator.settings import SettingsError, state_key_from_env
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 log = logging.getLogger("ecs_scan_operator")
-
-
-class SystemClock:
-    """The real clock (UTC)."""
-
-    def now(self) -> datetime:
-        """Now, timezone-aware."""
-        return datetime.now(UTC)
 
 
 MAX_POLICY_BYTES = 1024 * 1024  # a Kubernetes object is at most about 1 MiB (etcd's request limit)
@@ -489,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("botocore", "boto3", "urllib3", "werkzeug"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     code: int = args.func(args)
     return code

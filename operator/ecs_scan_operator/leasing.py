@@ -59,7 +59,6 @@ class RunLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost: str | None = None
-        self.renewals = 0
 
     @classmethod
     def acquire(
@@ -118,7 +117,6 @@ class RunLease:
                     return True
             else:
                 self.record = record
-                self.renewals += 1
                 return True
         log.warning("run %s: %s", self.record.run_id, self.lost)
         return False

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from pydantic import SecretStr
-
 from ecs_scan_operator.concurrency import batched, parallel_map
 from ecs_scan_operator.core.images import parse_image
 from ecs_scan_operator.core.keys import lease_key, run_folder, state_key
@@ -50,36 +48,13 @@ from ecs_scan_operator.core.state import RunState, dump_state, load_state
 from ecs_scan_operator.core.tickets import TicketRequest
 from ecs_scan_operator.errors import Cancelled, ConflictError, RunAborted, ScanError
 from ecs_scan_operator.leasing import RunLease, default_holder
-from ecs_scan_operator.ports import (
-    Clock,
-    DigestResolver,
-    FindingsSource,
-    ImageSource,
-    Notifier,
-    ReportSink,
-    TicketSink,
-)
+from ecs_scan_operator.ports import Clock, Ports
 
 log = logging.getLogger(__name__)
 SCAN_BATCH = 200  # images per findings call group; cancel is checked between groups
 REPORT_CHUNK = 32  # per-image report objects rendered and stored together
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
-
-
-@dataclass
-class Ports:
-    """The adapters one run uses."""
-
-    images: ImageSource
-    digests: DigestResolver
-    findings: FindingsSource
-    reports: ReportSink
-    tickets: TicketSink | None = None
-    aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service:Operation so far
-    aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
-    state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged
-    notifier: Notifier | None = None
 
 
 @dataclass
@@ -267,11 +242,7 @@ def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, today: date
             today=today,
         )
         img.status = ImageStatus.SCANNED
-        img.findings, img.suppressed, img.below_threshold = (
-            outcome.actionable,
-            outcome.suppressed,
-            outcome.below_threshold,
-        )
+        img.findings, img.suppressed = outcome.actionable, outcome.suppressed
         return set(outcome.expired_used)
     img.status = {
         ScanState.NOT_FOUND: ImageStatus.NOT_FOUND,

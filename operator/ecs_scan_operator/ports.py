@@ -6,10 +6,12 @@ the same protocols.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+from pydantic import SecretStr
 
 from ecs_scan_operator.core.model import ImageRef, ImageScan, Resolution, Severity, TaskDefinitionListing
 from ecs_scan_operator.core.policy import NotifyDestination, TaskDefinitionsSpec
@@ -118,3 +120,18 @@ class Notifier(Protocol):
     def send(self, destination: NotifyDestination, payload: Mapping[str, Any]) -> None:
         """Deliver it (retries bounded); raise ScanError when it did not go."""
         ...
+
+
+@dataclass
+class Ports:
+    """The adapters one run uses."""
+
+    images: ImageSource
+    digests: DigestResolver
+    findings: FindingsSource
+    reports: ReportSink
+    tickets: TicketSink | None = None
+    aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service:Operation so far
+    aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
+    state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged
+    notifier: Notifier | None = None

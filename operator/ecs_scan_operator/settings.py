@@ -18,13 +18,13 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ecs_scan_operator.core.destinations import AllowList
+from ecs_scan_operator.core.policy import DNS_LABEL_RE
 from ecs_scan_operator.errors import FieldError, InvalidPolicy
 
 ENV_PREFIX = "ECS_SCAN_"
 SECRETS_DIR_ENV = "ECS_SCAN_SECRETS_DIR"
 STATE_KEY_ENV = "ECS_SCAN_STATE_KEY"
 MIN_STATE_KEY_LENGTH = 32  # characters; the chart generates 64 alphanumerics
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class SettingsError(InvalidPolicy):
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     @classmethod
     def _namespaces(cls, value: list[str]) -> list[str]:
         for ns in value:
-            if not _DNS_LABEL.match(ns):
+            if not DNS_LABEL_RE.match(ns):
                 raise ValueError(f"{ns!r} is not a namespace name")
         return sorted(set(value))
 

@@ -152,7 +152,7 @@ def _sync(sink: JiraTicketSink, url: str) -> TicketReport:
 def test_a_trickling_answer_ends_at_the_request_deadline(misbehaving: Misbehaving) -> None:
     t = _transport(misbehaving.url, request_deadline=2.0, read_timeout=30.0)
     assert t.cloud  # serverInfo came back at once
-    with pytest.raises(TooSlow, match="no complete answer within the deadline of 2 s"):
+    with pytest.raises(TooSlow, match=r"\b2 s\b"):
         t.call("GET", "search/jql", idempotent=True, params={"jql": "x"})
     assert len(misbehaving.requests) == 2  # serverInfo, then one try: slowness is not retried
     t.close()
@@ -178,7 +178,7 @@ def test_a_trickling_jira_fails_the_stage_cleanly(misbehaving: Misbehaving) -> N
 @pytest.mark.parametrize("misbehaving", ["huge-declared", "huge-chunked"], indirect=True)
 def test_a_huge_answer_is_capped(misbehaving: Misbehaving) -> None:
     t = _transport(misbehaving.url)
-    with pytest.raises(ResponseTooLarge, match="exceeds the cap of 8 MiB"):
+    with pytest.raises(ResponseTooLarge, match="8 MiB"):
         t.call("GET", "search/jql", idempotent=True, params={"jql": "x"})
     t.close()
     sink = JiraTicketSink(misbehaving.url, CREDS, allow=LOOPBACK, sleep=lambda _: None)

@@ -16,7 +16,8 @@ from ecs_scan_operator.core.policy import PolicyRef, parse_spec
 from ecs_scan_operator.core.result import Outcome
 from ecs_scan_operator.core.state import load_state
 from ecs_scan_operator.errors import NotFoundError
-from ecs_scan_operator.pipeline import Ports, run_policy
+from ecs_scan_operator.pipeline import run_policy
+from ecs_scan_operator.ports import Ports
 from tests.support.fakes import FakeDigests, FakeFindings, FakeImageSource, FixedClock, MemorySink
 from tests.support.notify_receivers import Receiver, receiver
 

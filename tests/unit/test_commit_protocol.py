@@ -20,7 +20,8 @@ from ecs_scan_operator import cli
 from ecs_scan_operator.core.policy import PolicyRef
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.errors import AuthError, ConflictError, PermanentError, ScanError, TransientError
-from ecs_scan_operator.pipeline import Ports, run_policy
+from ecs_scan_operator.pipeline import run_policy
+from ecs_scan_operator.ports import Ports
 from tests.support.fakes import FakeDigests, FakeImageSource, FixedClock, MemorySink
 from tests.unit.test_pipeline import FLEET, findings
 

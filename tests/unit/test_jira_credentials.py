@@ -9,7 +9,7 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from ecs_scan_operator.adapters.jira import JiraCredentials
+from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 from ecs_scan_operator.errors import AuthError
 
 TOKEN = "s3cr3t-t0ken-value"

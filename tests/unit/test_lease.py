@@ -115,7 +115,7 @@ def test_expired_lease_is_stolen_and_the_old_holder_learns_it() -> None:
     old = acquire(sink, clock, "r1")
     clock.advance(seconds=LEASE_TTL_SECONDS)
     new = acquire(sink, clock, "r2")
-    assert new.how.startswith("stolen: the lease of run r1")
+    assert new.how.startswith("stolen: ") and "r1" in new.how  # the run log names whom it was taken from
     assert old.renew() is False and old.lost is not None  # If-Match on its ETag fails
     assert old.release() is None and KEY in sink.objects  # the thief's lease is not deleted
     assert load_lease(sink.objects[KEY]).run_id == "r2"  # type: ignore[union-attr]
@@ -125,7 +125,7 @@ def test_renew_extends_and_a_broken_lease_is_lost() -> None:
     sink, clock = MemorySink(), FixedClock()
     held = acquire(sink, clock, "r1")
     clock.advance(seconds=100)
-    assert held.renew() and held.renewals == 1
+    assert held.renew()
     assert held.record.expires == clock.now() + timedelta(seconds=LEASE_TTL_SECONDS)
     record, etag, _ = show(sink, KEY)
     assert record == held.record and etag is not None

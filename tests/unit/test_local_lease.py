@@ -16,7 +16,7 @@ from ecs_scan_operator.adapters.local_report import LocalReportSink, content_eta
 from ecs_scan_operator.core.lease import new_lease
 from ecs_scan_operator.core.schedule import format_time
 from ecs_scan_operator.errors import ConflictError, PermanentError
-from ecs_scan_operator.pipeline import Ports
+from ecs_scan_operator.ports import Ports
 from tests.support.fakes import MemorySink
 from tests.unit.test_pipeline import FLEET, findings
 from tests.unit.test_run_deadline_and_causes import DeniedDigests

@@ -13,8 +13,8 @@ from ecs_scan_operator.core.model import Finding, Severity
 from ecs_scan_operator.core.policy import PolicyRef, parse_spec
 from ecs_scan_operator.core.result import Outcome
 from ecs_scan_operator.errors import Cancelled
-from ecs_scan_operator.pipeline import Ports, run_policy
-from ecs_scan_operator.ports import StoredObject
+from ecs_scan_operator.pipeline import run_policy
+from ecs_scan_operator.ports import Ports, StoredObject
 from tests.support.fakes import FakeDigests, FakeFindings, FakeImageSource, FixedClock, MemorySink
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"

@@ -181,13 +181,6 @@ class CallCounter:
         with self._lock:
             return dict(sorted(self.errors.items()))
 
-    def by_service(self) -> dict[str, int]:
-        """Totals per service (bounded: a handful of services)."""
-        out: Counter[str] = Counter()
-        for key, n in self.calls.items():
-            out[key.split(":", 1)[0]] += n
-        return dict(sorted(out.items()))
-
 
 def default_config(aws: AwsSettings | None = None, *, pool: int = 16) -> Config:
     """Bounded timeouts and retries from `ECS_SCAN_AWS_*` (docs/timeouts.md has the figures)."""

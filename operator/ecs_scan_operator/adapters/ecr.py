@@ -103,7 +103,6 @@ class EcrDigestResolver:
             res = Resolution(
                 digest=str(detail["imageDigest"]),
                 tags=tuple(detail.get("imageTags", [])),
-                pushed_at=detail.get("imagePushedAt"),
             )
             for t in detail.get("imageTags", []):
                 found[t] = res

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 
-NOISY_LOGGERS = ("kubernetes.client.rest", "urllib3", "botocore", "boto3", "aiohttp.access")
+# Libraries that log every request at INFO; the operator and the CLI quiet them to WARNING.
+NOISY_LOGGERS = ("kubernetes.client.rest", "urllib3", "botocore", "boto3", "aiohttp.access", "werkzeug")
 
 
 def configure_logging(log_format: str, level: str) -> None:

@@ -20,12 +20,13 @@ from typing import Any, cast
 
 import kopf
 
+from ecs_scan_operator.clock import SystemClock
 from ecs_scan_operator.controller.grants import GrantAccess
 from ecs_scan_operator.controller.kube import PLURAL, ClientKubeApi
 from ecs_scan_operator.controller.leader import AlwaysLeader, LeaderElector, Leadership
 from ecs_scan_operator.controller.metrics import Metrics
 from ecs_scan_operator.controller.reconcile import Deps, format_run_id
-from ecs_scan_operator.controller.runs import RunPool, SystemClock, execute_run
+from ecs_scan_operator.controller.runs import RunPool, execute_run
 from ecs_scan_operator.controller.scheduler import PolicyKey, Scheduler
 from ecs_scan_operator.core.grants import GRANT_PLURAL
 from ecs_scan_operator.core.policy import API_GROUP, API_VERSION

@@ -15,11 +15,11 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from ecs_scan_operator.clock import SystemClock
 from ecs_scan_operator.controller.kube import KubeApi
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.result import RunResult
@@ -33,14 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RunFn = Callable[[PolicyRef, PolicySpec, str, threading.Event, "JiraCredentials | None"], RunResult]
-
-
-class SystemClock:
-    """The wall clock, UTC."""
-
-    def now(self) -> datetime:
-        """The current time, timezone-aware."""
-        return datetime.now(UTC)
 
 
 def read_jira_credentials(kube: KubeApi, namespace: str, secret: str) -> JiraCredentials:

@@ -1,4 +1,4 @@
-"""Amazon Resource Names by partition: build the ARNs the AWS adapters send, parse the ones they read. Pure.
+"""Amazon Resource Names by partition: build the ARNs the AWS adapters send. Pure.
 
 The rules: a region belongs to exactly one partition, and every ARN of a resource in that
 region starts with `arn:<partition>:` - `aws-cn` for the China regions (`cn-*`), `aws-us-gov`
@@ -27,7 +27,6 @@ PARTITIONS: tuple[tuple[str, str], ...] = (
 )
 DEFAULT_PARTITION = "aws"
 _REGION_RE = re.compile(r"^[a-z]{2,4}(?:-[a-z]+)+-\d{1,2}$")
-_PARTITION_RE = re.compile(r"^aws(?:-[a-z]+)*$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 
 
@@ -62,21 +61,6 @@ def build_arn(service: str, region: str, account: str, resource: str) -> str:
     if not resource:
         raise ValueError("resource is empty")
     return str(Arn(partition(region), service, region, account, resource))
-
-
-def parse_arn(text: str) -> Arn:
-    """Split an ARN into its fields; ValueError naming what is wrong (the resource may hold `:`)."""
-    parts = text.split(":", 5)
-    if len(parts) != 6 or parts[0] != "arn":
-        raise ValueError(f"{text[:100]!r} is not an ARN (arn:partition:service:region:account:resource)")
-    _, part, service, region, account, resource = parts
-    if not _PARTITION_RE.fullmatch(part):
-        raise ValueError(f"{text[:100]!r}: partition {part[:30]!r} is not an AWS partition")
-    if not service or not resource:
-        raise ValueError(f"{text[:100]!r}: the service and the resource must not be empty")
-    if region and partition(region) != part:
-        raise ValueError(f"{text[:100]!r}: region {region} is in partition {partition(region)}, not {part}")
-    return Arn(part, service, region, account, resource)
 
 
 def ecr_repository_arn(region: str, account: str, repository: str) -> str:

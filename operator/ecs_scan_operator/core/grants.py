@@ -43,7 +43,6 @@ from ecs_scan_operator.errors import FieldError, InvalidPolicy
 
 GRANT_KIND = "ScanAccessGrant"
 GRANT_PLURAL = "scanaccessgrants"
-REASON = "AccessNotGranted"
 
 # The characters a pattern may hold: those of role ARNs, regions, bucket names, key prefixes and
 # KMS ids, and `*`. None is a regex metacharacter except . + ( ) and *, which pattern_regex

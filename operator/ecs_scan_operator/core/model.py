@@ -23,6 +23,11 @@ class Severity(StrEnum):
         """Order for thresholds; UNTRIAGED has no rank of its own (policy decides)."""
         return _RANK[self]
 
+    @property
+    def position(self) -> int:
+        """Index in SEVERITY_ORDER, the sort key of "most severe first" (UNTRIAGED last)."""
+        return _POSITION[self]
+
     @classmethod
     def parse(cls, value: str | None) -> Severity:
         """Map ECR/Inspector spellings (including UNDEFINED) to a Severity."""
@@ -35,16 +40,7 @@ class Severity(StrEnum):
             return cls.UNTRIAGED
 
 
-_RANK = {
-    Severity.INFORMATIONAL: 0,
-    Severity.LOW: 1,
-    Severity.MEDIUM: 2,
-    Severity.HIGH: 3,
-    Severity.CRITICAL: 4,
-    Severity.UNTRIAGED: -1,
-}
-
-#: Severities from the most to the least severe, the order reports use.
+#: Severities from the most to the least severe, the order reports use: the one place the order is written.
 SEVERITY_ORDER: tuple[Severity, ...] = (
     Severity.CRITICAL,
     Severity.HIGH,
@@ -53,6 +49,10 @@ SEVERITY_ORDER: tuple[Severity, ...] = (
     Severity.INFORMATIONAL,
     Severity.UNTRIAGED,
 )
+
+# INFORMATIONAL 0 ... CRITICAL 4, from SEVERITY_ORDER; UNTRIAGED -1 (below every threshold).
+_RANK = {s: len(SEVERITY_ORDER) - 2 - i for i, s in enumerate(SEVERITY_ORDER[:-1])} | {Severity.UNTRIAGED: -1}
+_POSITION = {s: i for i, s in enumerate(SEVERITY_ORDER)}
 
 
 class ImageStatus(StrEnum):
@@ -195,7 +195,6 @@ class Resolution:
     status: ImageStatus | None = None  # set when it could not be resolved (not_found / failed)
     reason: str = ""
     tags: tuple[str, ...] = ()
-    pushed_at: datetime | None = None
     cause: str = ""  # FAILED: the outside call that failed, "service:Operation ErrorCode"
 
 
@@ -213,7 +212,6 @@ class ImageResult:
     scanned_at: datetime | None = None
     findings: list[Finding] = field(default_factory=list)  # at/above threshold, not suppressed
     suppressed: list[tuple[Finding, str]] = field(default_factory=list)  # finding, suppression reason
-    below_threshold: int = 0
     td_tags: dict[str, str] = field(default_factory=dict)  # tags of the task definitions using it (routing)
     repository_tags: dict[str, str] = field(default_factory=dict)  # ECR repository tags (routing)
 

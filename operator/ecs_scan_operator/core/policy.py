@@ -69,7 +69,8 @@ _CRON_MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", re.ASCII)
+#: A Kubernetes DNS label (RFC 1123): namespaces, route names (settings.py checks namespaces with it too).
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", re.ASCII)
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", re.ASCII)
 _JIRA_PROJECT_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,9}$", re.ASCII)
 _JIRA_LABEL_RE = re.compile(r"^\S{1,255}$", re.ASCII)
@@ -457,7 +458,7 @@ class JiraRoute(_Model):
     name: str = Field(
         json_schema_extra={
             "maxLength": 63,
-            "pattern": _DNS_LABEL_RE.pattern,
+            "pattern": DNS_LABEL_RE.pattern,
             "x-kubernetes-validations": [
                 cel("self != 'default'", 'route name "default" is reserved (spec.jira.routes[].name)')
             ],
@@ -481,7 +482,7 @@ class JiraRoute(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _DNS_LABEL_RE.match(v) or v == "default":
+        if not DNS_LABEL_RE.match(v) or v == "default":
             raise ValueError(f"{v!r} must be a lowercase DNS label (a-z, 0-9, '-') other than 'default'")
         return v
 
@@ -592,7 +593,7 @@ class NotifyEvent(StrEnum):
 
 RouteName = Annotated[
     str,
-    _Matching(_DNS_LABEL_RE, "a Jira route name (a lowercase DNS label, or default)"),
+    _Matching(DNS_LABEL_RE, "a Jira route name (a lowercase DNS label, or default)"),
     Field(description="A spec.jira.routes[].name, or default (images no route takes)."),
 ]
 
@@ -617,7 +618,7 @@ class NotifyDestination(_Model):
     event is sent once (remembered in the policy's state object). The first run that sees a
     destination takes the findings of that moment as known: only later changes are sent."""
 
-    name: str = Field(json_schema_extra={"maxLength": 63, "pattern": _DNS_LABEL_RE.pattern})
+    name: str = Field(json_schema_extra={"maxLength": 63, "pattern": DNS_LABEL_RE.pattern})
     """The destination's name, a lowercase DNS label unique in spec.notify; the events sent to it
     are remembered under this name (renaming it starts afresh)."""
     type: NotifyType
@@ -650,7 +651,7 @@ class NotifyDestination(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _DNS_LABEL_RE.match(v):
+        if not DNS_LABEL_RE.match(v):
             raise ValueError(f"{v!r} must be a lowercase DNS label (a-z, 0-9, '-')")
         return v
 
@@ -851,7 +852,7 @@ def parse_document(doc: Any) -> tuple[PolicyRef, PolicySpec]:
         namespace = (meta.get("namespace") if isinstance(meta, Mapping) else None) or "default"
         if not isinstance(name, str) or not _DNS_SUBDOMAIN_RE.match(name):
             problems.append(FieldError("metadata.name", "must be a lowercase DNS name"))
-        if not isinstance(namespace, str) or not _DNS_LABEL_RE.match(namespace):
+        if not isinstance(namespace, str) or not DNS_LABEL_RE.match(namespace):
             problems.append(FieldError("metadata.namespace", "must be a lowercase DNS label"))
         try:
             spec = parse_spec(doc.get("spec"))

@@ -43,7 +43,6 @@ class RuleOutcome:
 
     actionable: list[Finding]
     suppressed: list[tuple[Finding, str]]
-    below_threshold: int
     expired_used: frozenset[str]  # vulnerability ids whose only matching suppression has expired
 
 
@@ -59,12 +58,10 @@ def apply_rules(
     """Threshold first, then suppressions (a suppression expires at the end of its `expires` day)."""
     actionable: list[Finding] = []
     suppressed: list[tuple[Finding, str]] = []
-    below = 0
     expired_used: set[str] = set()
     relevant = [s for s in suppressions if image_matches(ref, s.images)]
     for f in findings:
         if not meets_threshold(f.severity, threshold, include_untriaged=include_untriaged):
-            below += 1
             continue
         matching = [s for s in relevant if s.vulnerability_id == f.vulnerability_id]
         active = [s for s in matching if s.expires >= today]
@@ -74,10 +71,8 @@ def apply_rules(
         if matching:
             expired_used.add(f.vulnerability_id)
         actionable.append(f)
-    actionable.sort(
-        key=lambda f: (-f.severity.rank if f.severity is not Severity.UNTRIAGED else 1, f.vulnerability_id)
-    )
-    return RuleOutcome(actionable, suppressed, below, frozenset(expired_used))
+    actionable.sort(key=lambda f: (f.severity.position, f.vulnerability_id))
+    return RuleOutcome(actionable, suppressed, frozenset(expired_used))
 
 
 def expired_suppressions(suppressions: Sequence[Suppression], today: date) -> list[Suppression]:

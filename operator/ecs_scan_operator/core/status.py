@@ -277,10 +277,6 @@ def failed_result(run_id: str, policy: str, started: datetime, completed: dateti
 # --------------------------------------------------------------------------- messages
 
 
-def _when(value: Any) -> str:
-    return str(value) if value else "never"
-
-
 def _run_summary(last: Mapping[str, Any], threshold: str) -> str:
     result = last.get("result", "?")
     text = f"run {last.get('id', '?')} {str(result).lower()}"

@@ -21,12 +21,10 @@ from ecs_scan_operator.core.tickets.property import (
     fingerprint,
 )
 
-_POSITION = {s: i for i, s in enumerate(SEVERITY_ORDER)}
-
 
 def sev_key(sev: Severity) -> int:
     """Sort key: most severe first, in the one order reports use (UNTRIAGED last)."""
-    return _POSITION[sev]
+    return sev.position
 
 
 def _worse(a: Severity, b: Severity) -> Severity:
