@@ -53,5 +53,6 @@ def check_addresses(host: str, addresses: Iterable[str], *, allow_private: bool)
         why = address_class(addr)
         if why is not None:
             raise DestinationRefused(
-                f"{host} resolves to {addr}, {why}; private destinations are not allowed"
+                f"{host} resolves to a non-public address ({addr}, {why});"
+                " private destinations are not allowed"
             )
