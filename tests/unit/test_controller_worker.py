@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
+from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 from ecs_scan_operator.controller.kube import Conflict
 from ecs_scan_operator.controller.metrics import Metrics
 from ecs_scan_operator.controller.reconcile import RUN_NOW_ANNOTATION, Deps, PolicyWorker
@@ -219,7 +219,7 @@ class Runner:
     """A fake run_fn: records calls, optionally blocks until released or cancelled."""
 
     def __init__(self, *, block: bool = False, honour_cancel: bool = True) -> None:
-        self.calls: list[tuple[str, str, Mapping[str, SecretStr] | None]] = []
+        self.calls: list[tuple[str, str, JiraCredentials | None]] = []
         self.block = block
         self.honour_cancel = honour_cancel
         self.release = threading.Event()
@@ -234,7 +234,7 @@ class Runner:
         spec: PolicySpec,
         run_id: str,
         cancel: threading.Event,
-        creds: Mapping[str, SecretStr] | None,
+        creds: JiraCredentials | None,
     ) -> RunResult:
         with self.lock:
             self.calls.append((policy.key, run_id, creds))
