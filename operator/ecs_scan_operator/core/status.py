@@ -18,6 +18,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.core.schedule import Decision, format_time, parse_time
 from ecs_scan_operator.errors import FieldError
@@ -149,16 +151,46 @@ class ActiveRun:
         raw = status.get("activeRun")
         if not isinstance(raw, Mapping):
             return None
-        started = parse_time(raw.get("startTime"))
-        if not raw.get("id") or started is None:
+        try:
+            doc = _ActiveRunDoc.model_validate(raw)
+        except ValidationError:  # no id or no readable start: not a run this operator can recover
             return None
         return cls(
-            run_id=str(raw["id"]),
-            started=started,
-            holder=str(raw.get("holder") or ""),
-            scheduled_time=parse_time(raw.get("scheduledTime")),
-            run_now=str(raw["runNow"]) if raw.get("runNow") else None,
+            run_id=doc.id,
+            started=doc.start_time,
+            holder=doc.holder,
+            scheduled_time=doc.scheduled_time,
+            run_now=doc.run_now,
         )
+
+
+class _ActiveRunDoc(BaseModel):
+    """`status.activeRun` as read back: lenient where the status may hold anything (a person can edit it)."""
+
+    model_config = ConfigDict(frozen=True, coerce_numbers_to_str=True)
+
+    id: str = Field(min_length=1)
+    start_time: datetime = Field(alias="startTime")
+    holder: str = ""
+    scheduled_time: datetime | None = Field(None, alias="scheduledTime")
+    run_now: str | None = Field(None, alias="runNow")
+
+    @field_validator("start_time", "scheduled_time", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: object) -> datetime | None:
+        # The status's own time format (RFC 3339, naive read as UTC); unreadable is None (so a
+        # start that cannot be read refuses the whole record, a scheduled time is just dropped).
+        return parse_time(value)
+
+    @field_validator("holder", mode="before")
+    @classmethod
+    def _holder(cls, value: object) -> object:
+        return value or ""
+
+    @field_validator("run_now", mode="before")
+    @classmethod
+    def _run_now(cls, value: object) -> object:
+        return value or None
 
 
 @dataclass(frozen=True)
