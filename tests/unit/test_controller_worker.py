@@ -22,7 +22,7 @@ from ecs_scan_operator.controller.reconcile import RUN_NOW_ANNOTATION, Deps, Pol
 from ecs_scan_operator.controller.runs import RunPool
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.result import RunResult
-from ecs_scan_operator.core.status import find_condition
+from ecs_scan_operator.core.status import Condition, find_condition
 from ecs_scan_operator.errors import Cancelled, NotFoundError, TransientError
 
 T0 = datetime(2025, 3, 1, 10, 0, 30, tzinfo=UTC)
@@ -340,7 +340,7 @@ async def h() -> Any:
     await harness.stop_all()
 
 
-def ready(status: dict[str, Any]) -> dict[str, Any]:
+def ready(status: Mapping[str, object]) -> Condition:
     cond = find_condition(status, "Ready")
     assert cond is not None, status
     return cond

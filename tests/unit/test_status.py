@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from ecs_scan_operator.core.status import (
     STATUS_KEYS,
     TICKETS_SYNCED,
     ActiveRun,
+    Condition,
     Context,
     Trigger,
     clip_bytes,
@@ -68,7 +70,7 @@ def result(outcome: Outcome = Outcome.SUCCEEDED, **kw: Any) -> RunResult:
     return r
 
 
-def ready(status: dict[str, Any]) -> dict[str, Any]:
+def ready(status: Mapping[str, object]) -> Condition:
     cond = find_condition(status, READY)
     assert cond is not None
     return cond

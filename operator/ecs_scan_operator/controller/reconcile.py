@@ -40,6 +40,7 @@ from ecs_scan_operator.core.schedule import (
 from ecs_scan_operator.core.status import (
     ActiveRun,
     Context,
+    ScanPolicyStatus,
     Trigger,
     failed_result,
     finished_status,
@@ -108,7 +109,7 @@ class PolicyObject:
 class Idle:
     """Nothing to run: write the status, sleep until wake_at (or an event)."""
 
-    status: dict[str, Any]
+    status: ScanPolicyStatus
     wake_at: datetime | None
     decision: Decision
     note: str = ""  # a skipped run, said in the status and as an Event
@@ -118,7 +119,7 @@ class Idle:
 class Invalid:
     """The spec is invalid: Ready=False InvalidSpec, no AWS call, wait for a new generation."""
 
-    status: dict[str, Any]
+    status: ScanPolicyStatus
     errors: tuple[FieldError, ...]
 
 
@@ -126,7 +127,7 @@ class Invalid:
 class Recover:
     """status.activeRun names a run nobody is running (the operator died): record it interrupted."""
 
-    status: dict[str, Any]
+    status: ScanPolicyStatus
     run: ActiveRun
 
 
@@ -134,7 +135,7 @@ class Recover:
 class Start:
     """Start a run: write the running status first, then submit it."""
 
-    status: dict[str, Any]
+    status: ScanPolicyStatus
     run: ActiveRun
     spec: PolicySpec
 
@@ -210,7 +211,9 @@ def plan(obj: PolicyObject, *, now: datetime, identity: str, new_run_id: Callabl
     return Idle(idle_status(obj.status, ctx), decision.wake_at, decision, ctx.note)
 
 
-def status_after_run(obj: PolicyObject, result: RunResult, trigger: Trigger, now: datetime) -> dict[str, Any]:
+def status_after_run(
+    obj: PolicyObject, result: RunResult, trigger: Trigger, now: datetime
+) -> ScanPolicyStatus:
     """The status once a run ended (read against the policy as it is now: the spec may have moved)."""
     try:
         spec: PolicySpec | None = parse_spec(obj.spec)
