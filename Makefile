@@ -29,7 +29,7 @@ lint: venv ## ruff, vulture (dead code), and shellcheck on scripts/
 	$(BIN)/vulture
 	$(BIN)/shellcheck scripts/*.sh
 
-typecheck: venv ## mypy --strict on the package
+typecheck: venv ## mypy --strict on the package, the tests and the bench
 	$(BIN)/mypy
 
 importlint: venv ## layering contracts (.importlinter)

@@ -49,3 +49,35 @@ FILE_NAME  # crd.py: the generated CRD's file name (the "generated equals commit
 MAX_STATUS_BYTES  # core/status.py: the status budget tests hold every status to
 status_bytes  # core/status.py: the size of a status as the API server stores it (tests)
 find_condition  # core/status.py: reads one condition back (controller and status tests)
+
+# Keys of the wire TypedDicts (core/status.py status, controller/leader.py Lease): the API's field names,
+# written as dict literals and read by the API server, never as attributes.
+acquireTime  # a key of a wire TypedDict
+activeRun  # a key of a wire TypedDict
+affectedImages  # a key of a wire TypedDict
+apiVersion  # a key of a wire TypedDict
+completionTime  # a key of a wire TypedDict
+dryRun  # a key of a wire TypedDict
+errorCauses  # a key of a wire TypedDict
+errorsTotal  # a key of a wire TypedDict
+expiredSuppressions  # a key of a wire TypedDict
+findingsBySeverity  # a key of a wire TypedDict
+holderIdentity  # a key of a wire TypedDict
+imagesByStatus  # a key of a wire TypedDict
+lastRun  # a key of a wire TypedDict
+lastRunNow  # a key of a wire TypedDict
+lastScheduleTime  # a key of a wire TypedDict
+lastSuccessfulTime  # a key of a wire TypedDict
+lastTransitionTime  # a key of a wire TypedDict
+leaseDurationSeconds  # a key of a wire TypedDict
+leaseTransitions  # a key of a wire TypedDict
+nextScheduleTime  # a key of a wire TypedDict
+observedGeneration  # a key of a wire TypedDict
+renewTime  # a key of a wire TypedDict
+reportUri  # a key of a wire TypedDict
+resourceVersion  # a key of a wire TypedDict
+runNow  # a key of a wire TypedDict
+scheduledTime  # a key of a wire TypedDict
+stageFailures  # a key of a wire TypedDict
+startTime  # a key of a wire TypedDict
+suppressedFindings  # a key of a wire TypedDict

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     model = Model(latency=args.latency, buckets=DEFAULT_BUCKETS + tuple(parse_bucket(b) for b in args.bucket))
     session = boto3.Session()
 
-    def client(service: str) -> Any:
+    def client(service: Any) -> Any:
         c = session.client(service, region_name=fleetmod.REGION)  # Lambda defaults: standard retries
         model.attach(c)
         return c

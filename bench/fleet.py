@@ -31,7 +31,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr.type_defs import RegistryScanningRuleTypeDef
 
 from ecs_scan_operator.core.selection import family_selected
 
@@ -565,13 +568,14 @@ def _manifest(img: Image) -> str:
     )
 
 
+ScanTypeName = Literal["BASIC", "ENHANCED"]
 MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-SCAN_RULES = [
+SCAN_RULES: list[RegistryScanningRuleTypeDef] = [
     {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}
 ]
 
 
-def seed_backend(size: FleetSize, seed: int, *, scan_type: str = "ENHANCED") -> dict[str, int]:
+def seed_backend(size: FleetSize, seed: int, *, scan_type: ScanTypeName = "ENHANCED") -> dict[str, int]:
     """Seed through moto's backends in this process (the process that serves moto)."""
     from datetime import datetime
 
@@ -581,7 +585,8 @@ def seed_backend(size: FleetSize, seed: int, *, scan_type: str = "ENHANCED") -> 
 
     s3_backends[ACCOUNT]["aws"].create_bucket(REPORT_BUCKET, REGION)
     ecr = ecr_backends[ACCOUNT][REGION]
-    ecr.put_registry_scanning_configuration(scan_type, SCAN_RULES)
+    # moto's backend takes the same rules as plain dicts
+    ecr.put_registry_scanning_configuration(scan_type, cast("list[dict[str, Any]]", SCAN_RULES))
     long_ago = datetime(2026, 1, 5)
     for repo in repositories(size):
         ecr.create_repository(
@@ -613,7 +618,9 @@ def seed_backend(size: FleetSize, seed: int, *, scan_type: str = "ENHANCED") -> 
     return {"taskDefinitions": n, "images": size.images}
 
 
-def seed_http(endpoint: str, size: FleetSize, seed: int, *, scan_type: str = "ENHANCED") -> dict[str, int]:
+def seed_http(
+    endpoint: str, size: FleetSize, seed: int, *, scan_type: ScanTypeName = "ENHANCED"
+) -> dict[str, int]:
     """Seed over moto's HTTP API with boto3, plus its `/moto-api/static/ecr/scan-finding-results`."""
     import urllib.request
 
@@ -625,7 +632,7 @@ def seed_http(endpoint: str, size: FleetSize, seed: int, *, scan_type: str = "EN
         "aws_access_key_id": "bench",
         "aws_secret_access_key": "bench",
     }
-    s3, ecr, ecs = (boto3.client(s, **kw) for s in ("s3", "ecr", "ecs"))
+    s3, ecr, ecs = boto3.client("s3", **kw), boto3.client("ecr", **kw), boto3.client("ecs", **kw)
     s3.create_bucket(Bucket=REPORT_BUCKET)
     ecr.put_registry_scanning_configuration(scanType=scan_type, rules=SCAN_RULES)
     results = []

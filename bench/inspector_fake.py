@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.validate import ParamValidator
 
 from bench.fleet import ACCOUNT, REGION, Cve, FleetSize, Image, catalog, cve_description, findings_of, profile
@@ -198,7 +198,7 @@ class InspectorFake:
         if errors:  # a bug in this emulation, not in the caller
             raise AssertionError(f"emulated {model.name} answer breaks the model: {errors}")
         out["ResponseMetadata"] = {"HTTPStatusCode": 200, "HTTPHeaders": {}, "RetryAttempts": 0}
-        return AWSResponse(f"https://inspector2.{REGION}.amazonaws.com", 200, {}, None), out
+        return AWSResponse(f"https://inspector2.{REGION}.amazonaws.com", 200, HTTPHeaders(), None), out
 
     @staticmethod
     def _error(status: int, code: str, message: str) -> tuple[AWSResponse, dict[str, Any]]:
@@ -206,7 +206,7 @@ class InspectorFake:
             "Error": {"Code": code, "Message": message},
             "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {}, "RetryAttempts": 0},
         }
-        return AWSResponse(f"https://inspector2.{REGION}.amazonaws.com", status, {}, None), parsed
+        return AWSResponse(f"https://inspector2.{REGION}.amazonaws.com", status, HTTPHeaders(), None), parsed
 
     def _candidates(self, digests: Iterable[str] | None) -> list[Image]:
         if digests is None:

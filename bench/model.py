@@ -132,7 +132,7 @@ class Model:
                 self._by_op[op] = bucket
         self.ops: dict[str, OpStats] = defaultdict(OpStats)
         # How far each service (or sleep) moved the clock of the thread that runs the pipeline.
-        self.critical: Counter[str] = Counter()
+        self.critical: defaultdict[str, float] = defaultdict(float)
         self._main = threading.get_ident()
         self._pool_services: dict[int, Counter[str]] = {}
 
@@ -218,7 +218,7 @@ def install_executor_accounting(model: Model) -> Callable[[], None]:
             state = self.__dict__.get("_bench")
             if state is None:
                 # One virtual worker per real one: the times at which each becomes free.
-                workers = [float("-inf")] * self._max_workers  # type: ignore[attr-defined]
+                workers = [float("-inf")] * self._max_workers
                 state = self.__dict__["_bench"] = {"free": workers, "ends": []}
         free: list[float] = state["free"]
         ends: list[float] = state["ends"]
@@ -246,8 +246,9 @@ def install_executor_accounting(model: Model) -> Callable[[], None]:
         if wait:
             model._pool_join(id(self), self.__dict__.get("_bench", {}).get("ends", []))
 
-    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
-    ThreadPoolExecutor.shutdown = shutdown  # type: ignore[method-assign]
+    # Patched on purpose (the bench's virtual clock); ours take the pool's own class, not Executor.
+    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign, assignment]
+    ThreadPoolExecutor.shutdown = shutdown  # type: ignore[method-assign, assignment]
     _INSTALLED.append(model)
 
     def undo() -> None:

@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import boto3
 import pytest
@@ -36,10 +36,12 @@ NEVER = "0 0 1 1 *"  # once a year: never fires during a test
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, interval: float = 0.5) -> T:
+def wait_for(
+    what: str, probe: Callable[[], T | Literal[False] | None], timeout: float = 60, interval: float = 0.5
+) -> T:
     """Poll until probe() returns something truthy; fail naming `what`."""
     deadline = time.monotonic() + timeout
-    last: T | None = None
+    last: T | Literal[False] | None = None
     while time.monotonic() < deadline:
         last = probe()
         if last:

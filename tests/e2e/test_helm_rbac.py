@@ -256,7 +256,7 @@ def test_namespaced_sees_nothing_outside_its_namespaces(
     """Other namespaces, its own release namespace and the cluster scope are out of reach."""
     for namespace in (namespaced.other, namespaced.namespace, "default", "kube-system"):
         assert not can_i(kubectl, namespaced, *check[:2], namespace, *check[2:]), namespace
-    assert not can_i(kubectl, namespaced, *check[:2], None, *check[2:])
+    assert not can_i(kubectl, namespaced, check[0], check[1], None, *check[2:])
 
 
 @pytest.mark.parametrize(
@@ -370,7 +370,7 @@ def _as_operator(
 
 
 def _policy(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    doc = yaml.safe_load((ROOT / "examples" / "scanpolicy.yaml").read_text())
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "scanpolicy.yaml").read_text())
     doc["metadata"] = {"name": name, "namespace": namespace}
     doc["spec"].update(spec)
     return doc
@@ -395,7 +395,14 @@ def test_operator_identity_cannot_change_a_spec(
 
     # the admission policy needs a moment to be loaded by the API server (and a patch that went
     # through before that is undone below, so the checks that follow start from the user's spec)
-    message = _eventually(lambda: spec_patch_refused() or _undo_suspend(kubectl, ns), "the admission policy")
+    def refused_else_undone() -> str | None:
+        message = spec_patch_refused()
+        if message:
+            return message
+        _undo_suspend(kubectl, ns)
+        return None
+
+    message = _eventually(refused_else_undone, "the admission policy")
     assert "never its spec" in message, message
     assert "ValidatingAdmissionPolicy" in message, message
     assert kubectl.json("get", SP, "guarded", "-n", ns)["spec"].get("suspend") is not True

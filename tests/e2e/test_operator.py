@@ -6,6 +6,7 @@ Events, logs), not how fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -174,19 +175,17 @@ def test_killing_the_operator_mid_run_leaves_consistent_status_and_no_double_run
     for attempt in range(1, 6):
         value = f"kill-{attempt}"
         api.run_now("crash", value)
-        active = wait_for(
-            "the run to start",
-            lambda v=value: (
-                (s := api.status("crash")).get("lastRunNow") == v and (s.get("activeRun") or s.get("lastRun"))
-            ),
-            timeout=60,
-            interval=0.02,
-        )
+
+        def started(v: str = value) -> dict[str, Any] | None:
+            s = api.status("crash")
+            return (s.get("activeRun") or s.get("lastRun")) if s.get("lastRunNow") == v else None
+
+        active = wait_for("the run to start", started, timeout=60, interval=0.02)
         if "holder" in active:  # still running: kill now, as a node crash would
             op.kill()
             killed_run = active["id"]
             break
-        wait_for("the run to finish", lambda v=value: finished(api, "crash", v), timeout=60)
+        wait_for("the run to finish", functools.partial(finished, api, "crash", value), timeout=60)
     assert killed_run is not None, "no run was caught in flight in 5 attempts"
     assert api.status("crash")["activeRun"]["id"] == killed_run
 
@@ -217,13 +216,13 @@ def test_two_replicas_never_double_run(api: Api, start_operator: StartOperator, 
     status, body = api.create(policy("ha", api.namespace, run_now="0"))
     assert status == 201, body
     wait_for("the first run", lambda: finished(api, "ha", "0"), timeout=120)
-    health = {op.identity: op.health().get("leader") for op in (a, b)}
+    health: dict[str, bool] = {op.identity: op.health()["leader"] for op in (a, b)}
     assert sorted(health.values()) == [False, True], health
     leader, follower = (a, b) if health["replica-a"] else (b, a)
 
     for i in range(1, 4):
         api.run_now("ha", str(i))
-        wait_for(f"run {i}", lambda i=i: finished(api, "ha", str(i)), timeout=120)
+        wait_for(f"run {i}", functools.partial(finished, api, "ha", str(i)), timeout=120)
 
     # kill the leader; the follower takes over once the lease expires and carries on
     leader.kill()

@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_KEY = SecretStr("integration-state-key-0123456789abcdef")
 
 
-def client(service: str) -> Any:
+def client(service: Any) -> Any:
     return boto3.client(service, region_name=REGION)
 
 

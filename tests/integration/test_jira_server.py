@@ -4,6 +4,7 @@ the documented tolerances), and what breaks the contract is caught."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import requests
@@ -59,7 +60,7 @@ def test_cloud_refuses_the_removed_search_and_unbounded_queries(jira_server: Jir
 
 def test_v3_paths_take_adf_only(jira_server: JiraTestServer) -> None:
     auth = (jira_server.EMAIL, jira_server.API_TOKEN)
-    base = {"project": {"key": "SEC"}, "issuetype": {"name": "Bug"}, "summary": "s"}
+    base: dict[str, Any] = {"project": {"key": "SEC"}, "issuetype": {"name": "Bug"}, "summary": "s"}
     plain = requests.post(
         f"{jira_server.url}/rest/api/3/issue",
         json={"fields": {**base, "description": "wiki"}},
@@ -67,7 +68,7 @@ def test_v3_paths_take_adf_only(jira_server: JiraTestServer) -> None:
         timeout=10,
     )
     assert plain.status_code == 400
-    adf = {
+    adf: dict[str, Any] = {
         "type": "doc",
         "version": 1,
         "content": [{"type": "paragraph", "content": [{"type": "text", "text": "x"}]}],
@@ -107,5 +108,12 @@ def test_the_checker_catches_broken_requests_and_responses(jira_contract: Contra
         is None
     )
     assert jira_contract.check_response(*req, 503, b'{"errorMessages": 3}', "application/json")
-    empty = ("PUT", "/rest/api/2/issue/A-1", [], h, b"{}", "application/json")
+    empty: tuple[str, str, list[tuple[str, str]], dict[str, str], bytes, str] = (
+        "PUT",
+        "/rest/api/2/issue/A-1",
+        [],
+        h,
+        b"{}",
+        "application/json",
+    )
     assert jira_contract.check_response(*empty, 204, b"", "") is None  # EMPTY_SUCCESS_BODY

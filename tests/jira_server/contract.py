@@ -59,7 +59,8 @@ SPEC_HOST = "https://your-domain.atlassian.net"
 #   so the OAuth2 alternatives are dropped; the server enforces the flavour's auth itself.
 
 
-@dataclass(frozen=True)
+# Not frozen: openapi-core's Request protocol declares `parameters` a settable attribute.
+@dataclass
 class _Request:
     method: str
     host_url: str

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ecs_scan_operator.core.images import parse_image
-from ecs_scan_operator.core.model import Finding, ImageResult, ImageStatus, ImageUse, Severity
+from ecs_scan_operator.core.model import Finding, ImageResult, ImageStatus, ImageUse, ScanType, Severity
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, parse_spec
 from ecs_scan_operator.core.tickets import TicketRequest
 
@@ -55,7 +55,7 @@ def image(
         uses=uses,
         status=status,
         digest=d,
-        scan_type="ENHANCED",
+        scan_type=ScanType.ENHANCED,
         findings=[finding(v, p, s) for v, p, s in findings] if status is ImageStatus.SCANNED else [],
         td_tags=dict(td_tags or {}),
         repository_tags=dict(repository_tags or {}),

@@ -225,7 +225,9 @@ class JiraTestServer:
             return
         if fault in ("429", "500", "502", "503"):
             status = int(fault)
-            extra = {"Retry-After": str(self.faults.retry_after)} if status in (429, 503) else {}
+            extra: dict[str, str] = (
+                {"Retry-After": str(self.faults.retry_after)} if status in (429, 503) else {}
+            )
             msg = "Rate limit exceeded." if status == 429 else "Internal server error (injected)."
             self._send(
                 h,
@@ -254,7 +256,7 @@ class JiraTestServer:
                     },
                 )
             status, payload = self._dispatch(method, path, dict(query), query, body)
-            extra: dict[str, str] = {}
+            extra = {}
         except _Reply as r:
             status, payload, extra = r.status, r.body, r.headers
         except JiraFailure as f:
@@ -434,7 +436,7 @@ class JiraTestServer:
     def _search_jql(self, api: str, query: list[tuple[str, str]], body: Any, **_: Any) -> tuple[int, Any]:
         if not self.cloud:
             raise _Reply(404, {"errorMessages": ["null for uri: /rest/api/2/search/jql"], "errors": {}})
-        text, fields, props, max_results, token, _ = self._search_args(query, body)
+        text, fields, props, max_results, token, _start = self._search_args(query, body)
         parsed = jql.parse(text)
         if not parsed.bounded:
             raise _Reply(
@@ -485,7 +487,7 @@ class JiraTestServer:
                     "errors": {},
                 },
             )
-        text, fields, props, max_results, _, start = self._search_args(query, body)
+        text, fields, props, max_results, _token, start = self._search_args(query, body)
         hits = self.state.search(text)
         size = max(1, min(max_results, self.page_size))
         page = hits[start : start + size]

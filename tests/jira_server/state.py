@@ -532,7 +532,7 @@ class JiraState:
                     ),
                 )
             target = STATUSES[t.to]
-            res_name = resolution
+            res_name: str | None = resolution
             if "resolution" in fields:
                 if not t.resolution_screen:
                     raise JiraFailure(
@@ -551,10 +551,10 @@ class JiraState:
                 for op in (body.get("update") or {}).get("comment") or []
             ]
             if target.category == "done":
-                rid = next((i for i, n in RESOLUTIONS.items() if n == (res_name or "Done")), None)
-                if rid is None:
+                done_id = next((i for i, n in RESOLUTIONS.items() if n == (res_name or "Done")), None)
+                if done_id is None:
                     raise JiraFailure(400, errors={"resolution": f"Resolution '{res_name}' does not exist"})
-                issue.resolution = rid
+                issue.resolution = done_id
                 issue.resolutiondate = self.now
             else:
                 issue.resolution = None

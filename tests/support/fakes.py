@@ -15,6 +15,7 @@ from ecs_scan_operator.core.model import (
     ImageStatus,
     Resolution,
     ScanState,
+    ScanType,
     Severity,
     TaskDefinitionImages,
     TaskDefinitionListing,
@@ -110,7 +111,7 @@ class FakeFindings:
                 )
             else:
                 fs = [f for f in self.by_repo.get(ref.repository, []) if f.severity in severities]
-                out[(ref, digest)] = ImageScan(ScanState.COMPLETE, tuple(fs), scan_type="ENHANCED")
+                out[(ref, digest)] = ImageScan(ScanState.COMPLETE, tuple(fs), scan_type=ScanType.ENHANCED)
         return out
 
 

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         del os.environ[key]  # ECS_SCAN_AWS_* stay: to measure other limits than the defaults
     limits = load_aws_settings()
     proc, moto = start_moto()
-    rows = []
+    rows: list[str] = []
     baseline = None
     try:
         for sc in SCENARIOS:

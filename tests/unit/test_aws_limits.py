@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import pytest
+from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
 from ecs_scan_operator.adapters.aws_session import (
@@ -18,6 +19,11 @@ from ecs_scan_operator.adapters.aws_session import (
 )
 from ecs_scan_operator.errors import TransientError
 from ecs_scan_operator.settings import AwsSettings, SettingsError, load_aws_settings
+
+
+def option(config: Config, name: str) -> object:
+    """One option of a botocore Config (set as attributes at runtime; botocore-stubs declares none)."""
+    return getattr(config, name)
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +40,8 @@ def test_defaults_bound_a_dead_endpoint_under_40_seconds_per_call() -> None:
     # The worst case of one call: every attempt waits out the longer timeout (backoff is < 1 s).
     assert aws.max_attempts * max(aws.connect_timeout_seconds, aws.read_timeout_seconds) < 40
     config = default_config(aws)
-    assert config.retries == {"mode": "standard", "total_max_attempts": 3}
-    assert (config.connect_timeout, config.read_timeout) == (3.0, 10.0)
+    assert option(config, "retries") == {"mode": "standard", "total_max_attempts": 3}
+    assert (option(config, "connect_timeout"), option(config, "read_timeout")) == (3.0, 10.0)
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +50,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ECS_SCAN_AWS_RETRY_MODE", "adaptive")
     aws = load_aws_settings()
     assert (aws.read_timeout_seconds, aws.max_attempts, aws.retry_mode) == (4.5, 5, "adaptive")
-    assert default_config(aws).retries == {"mode": "adaptive", "total_max_attempts": 5}
+    assert option(default_config(aws), "retries") == {"mode": "adaptive", "total_max_attempts": 5}
 
 
 @pytest.mark.parametrize(
@@ -133,5 +139,5 @@ def test_cooldown_zero_turns_the_breaker_off(monkeypatch: pytest.MonkeyPatch) ->
 def test_explicit_settings_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ECS_SCAN_AWS_MAX_ATTEMPTS", "oops")  # not read when settings are given
     clients = AwsClients(aws=AwsSettings(max_attempts=2, read_timeout_seconds=7))
-    assert clients._config.retries == {"mode": "standard", "total_max_attempts": 2}
-    assert clients._config.read_timeout == 7
+    assert option(clients._config, "retries") == {"mode": "standard", "total_max_attempts": 2}
+    assert option(clients._config, "read_timeout") == 7

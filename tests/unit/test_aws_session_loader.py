@@ -15,7 +15,8 @@ def test_sessions_share_the_loader_and_its_parsed_models() -> None:
     loader = first.get_component("data_loader")
     assert second.get_component("data_loader") is loader
     model = first.get_service_model("ecs")
-    assert second.get_service_model("ecs")._service_description is model._service_description
+    # the parsed description itself, not an equal copy (ServiceModel keeps it private)
+    assert second.get_service_model("ecs")._service_description is model._service_description  # type: ignore[attr-defined]
 
 
 def test_clients_of_two_runs_in_threads_use_the_shared_models(monkeypatch: pytest.MonkeyPatch) -> None:

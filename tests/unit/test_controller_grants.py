@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
+from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 from ecs_scan_operator.controller.grants import GrantAccess, GrantIndex, read_external_id
 from ecs_scan_operator.controller.reconcile import RUN_NOW_ANNOTATION
 from ecs_scan_operator.core.grants import SecretKeyRef
@@ -73,7 +72,7 @@ class SpecRunner(Runner):
         spec: PolicySpec,
         run_id: str,
         cancel: threading.Event,
-        creds: Mapping[str, SecretStr] | None,
+        creds: JiraCredentials | None,
     ) -> RunResult:
         with self.spec_lock:
             self.specs.append(spec)
@@ -214,4 +213,4 @@ async def test_the_grants_private_jira_hosts_travel_with_the_runs_credentials(g:
     g.start("p")
     await until(lambda: "lastRun" in g.kube.status("p"))
     ((_, _, creds),) = g.runner.calls
-    assert creds is not None and creds.allowed_hosts == ("10.0.0.5",)  # type: ignore[attr-defined]
+    assert creds is not None and creds.allowed_hosts == ("10.0.0.5",)

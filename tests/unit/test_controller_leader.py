@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -39,7 +41,7 @@ def holder(kube: FakeKube) -> str:
 
 
 def test_first_comer_leads_and_the_other_waits() -> None:
-    kube, clock, lost = FakeKube(), Clock(), []
+    kube, clock, lost = FakeKube(), Clock(), list[str]()
     a, b = elector(kube, "a", clock, lost), elector(kube, "b", clock, lost)
     a.step()
     b.step()
@@ -55,7 +57,7 @@ def test_first_comer_leads_and_the_other_waits() -> None:
 
 
 def test_takeover_only_after_a_full_lease_without_renewal() -> None:
-    kube, clock, lost = FakeKube(), Clock(), []
+    kube, clock, lost = FakeKube(), Clock(), list[str]()
     a, b = elector(kube, "a", clock, lost), elector(kube, "b", clock, lost)
     a.step()
     b.step()  # b first sees a's record now
@@ -72,7 +74,7 @@ def test_takeover_only_after_a_full_lease_without_renewal() -> None:
 
 
 def test_a_leader_that_cannot_renew_steps_down_before_the_lease_expires() -> None:
-    kube, clock, lost = FakeKube(), Clock(), []
+    kube, clock, lost = FakeKube(), Clock(), list[str]()
     a = elector(kube, "a", clock, lost)
     a.step()
     kube.fail_leases = True
@@ -85,7 +87,7 @@ def test_a_leader_that_cannot_renew_steps_down_before_the_lease_expires() -> Non
 
 
 def test_release_hands_over_at_once() -> None:
-    kube, clock, lost = FakeKube(), Clock(), []
+    kube, clock, lost = FakeKube(), Clock(), list[str]()
     a, b = elector(kube, "a", clock, lost), elector(kube, "b", clock, lost)
     a.step()
     b.step()
@@ -96,7 +98,7 @@ def test_release_hands_over_at_once() -> None:
 
 
 def test_a_restarted_replica_with_the_same_name_resumes_at_once() -> None:
-    kube, clock, lost = FakeKube(), Clock(), []
+    kube, clock, lost = FakeKube(), Clock(), list[str]()
     elector(kube, "pod-0", clock, lost).step()
     again = elector(kube, "pod-0", clock, lost)
     again.step()
@@ -104,15 +106,16 @@ def test_a_restarted_replica_with_the_same_name_resumes_at_once() -> None:
 
 
 def test_a_lost_race_is_a_conflict_not_an_error() -> None:
-    kube, clock, lost = FakeKube(), Clock(), []
+    kube, clock, lost = FakeKube(), Clock(), list[str]()
     a = elector(kube, "a", clock, lost)
     a.step()
     orig = kube.replace_lease
 
-    def racing(namespace: str, name: str, body: object) -> object:
+    def racing(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         kube.leases[(namespace, name)]["metadata"]["resourceVersion"] = "moved"
-        return orig(namespace, name, body)  # type: ignore[arg-type]
+        return orig(namespace, name, body)
 
+    # Replaced on purpose: another replica's write lands between our read and our replace.
     kube.replace_lease = racing  # type: ignore[method-assign]
     assert a.attempt() is Attempt.TAKEN
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from typing import Any
 
-from pydantic import SecretStr
-
+from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 from ecs_scan_operator.controller import runs
 from ecs_scan_operator.controller.reconcile import RUN_NOW_ANNOTATION
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, parse_spec
@@ -37,7 +35,7 @@ class RefusedRunner(Runner):
         spec: PolicySpec,
         run_id: str,
         cancel: threading.Event,
-        creds: Mapping[str, SecretStr] | None,
+        creds: JiraCredentials | None,
     ) -> RunResult:
         result = super().__call__(policy, spec, run_id, cancel, creds)
         result.refused = MESSAGE
@@ -71,7 +69,7 @@ class DeniedRunner(Runner):
         spec: PolicySpec,
         run_id: str,
         cancel: threading.Event,
-        creds: Mapping[str, SecretStr] | None,
+        creds: JiraCredentials | None,
     ) -> RunResult:
         result = super().__call__(policy, spec, run_id, cancel, creds)
         result.record_error("2 image(s) failed digest resolution")

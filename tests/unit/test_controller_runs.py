@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import SecretStr
 
-from ecs_scan_operator.controller import runs
+from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
+from ecs_scan_operator.clock import SystemClock
 from ecs_scan_operator.controller.metrics import Metrics, stage_label
 from ecs_scan_operator.controller.runs import RunPool, execute_run, read_jira_credentials
 from ecs_scan_operator.core.policy import PolicyRef, parse_spec
@@ -132,12 +134,13 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
     monkeypatch.setenv("ECS_SCAN_STATE_KEY", "s" * 40)  # the chart's Secret, as the pod sees it
     get_settings.cache_clear()
     cancel = threading.Event()
+    creds = JiraCredentials(token=SecretStr("x"))
     try:
-        execute_run(REF, SPEC, "r9", cancel, {"token": "x"}, Clock())  # type: ignore[dict-item]
+        execute_run(REF, SPEC, "r9", cancel, creds, Clock())
     finally:
         get_settings.cache_clear()
     assert seen == {
-        "creds": {"token": "x"},
+        "creds": creds,
         "state_key": "s" * 40,
         "session_identity": True,
         "run_id": "r9",
@@ -209,7 +212,7 @@ async def test_pool_tracks_active_runs_until_their_thread_ends() -> None:
 
 
 def test_system_clock_is_utc() -> None:
-    assert runs.SystemClock().now().tzinfo is UTC
+    assert SystemClock().now().tzinfo is UTC
 
 
 # --------------------------------------------------------------------------- metrics

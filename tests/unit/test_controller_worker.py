@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
+from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 from ecs_scan_operator.controller.kube import Conflict
 from ecs_scan_operator.controller.metrics import Metrics
 from ecs_scan_operator.controller.reconcile import RUN_NOW_ANNOTATION, Deps
@@ -23,7 +23,7 @@ from ecs_scan_operator.controller.runs import RunPool
 from ecs_scan_operator.controller.scheduler import PolicyKey, Scheduler
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.result import RunResult
-from ecs_scan_operator.core.status import find_condition
+from ecs_scan_operator.core.status import Condition, find_condition
 from ecs_scan_operator.errors import Cancelled, NotFoundError, TransientError
 
 T0 = datetime(2025, 3, 1, 10, 0, 30, tzinfo=UTC)
@@ -211,7 +211,7 @@ class Runner:
     """A fake run_fn: records calls, optionally blocks until released or cancelled."""
 
     def __init__(self, *, block: bool = False, honour_cancel: bool = True) -> None:
-        self.calls: list[tuple[str, str, Mapping[str, SecretStr] | None]] = []
+        self.calls: list[tuple[str, str, JiraCredentials | None]] = []
         self.specs: list[PolicySpec] = []
         self.block = block
         self.honour_cancel = honour_cancel
@@ -227,7 +227,7 @@ class Runner:
         spec: PolicySpec,
         run_id: str,
         cancel: threading.Event,
-        creds: Mapping[str, SecretStr] | None,
+        creds: JiraCredentials | None,
     ) -> RunResult:
         with self.lock:
             self.calls.append((policy.key, run_id, creds))
@@ -348,7 +348,7 @@ async def h() -> Any:
     await harness.stop_all()
 
 
-def ready(status: dict[str, Any]) -> dict[str, Any]:
+def ready(status: Mapping[str, object]) -> Condition:
     cond = find_condition(status, "Ready")
     assert cond is not None, status
     return cond

@@ -170,7 +170,8 @@ def collect_calls(adapters: Path = ADAPTERS) -> dict[str, set[str]]:
 
 
 def _load_policy() -> dict[str, Any]:
-    return json.loads(POLICY.read_text())
+    policy: dict[str, Any] = json.loads(POLICY.read_text())
+    return policy
 
 
 def granted_actions(policy: dict[str, Any]) -> set[str]:

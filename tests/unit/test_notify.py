@@ -171,7 +171,7 @@ def test_route_filter_uses_the_jira_routes() -> None:
         "routes": [{"name": "payments", "project": "PAY", "match": {"families": ["pay-*"]}}],
     }
     s = spec(dest(filter={"routes": ["payments"]}), jira=jira)
-    base = {"chat": {}}
+    base: dict[str, dict[str, str]] = {"chat": {}}
     (out,) = run(s, [image("a", "pay-api", crit("CVE-1")), image("b", "web", crit("CVE-2"))], base)
     assert out.events == {"new": 1}
     assert "CVE-1" in json.dumps(out.payload) and "CVE-2" not in json.dumps(out.payload)

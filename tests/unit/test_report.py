@@ -169,6 +169,7 @@ def test_summary_csv_every_column_every_leader_every_reader(where: str, leader: 
                 "digest": img.digest,
                 "family": img.families[0],
             }[where]
+            assert original is not None, where
             assert row[column] in (original, "'" + original)
 
 

@@ -126,8 +126,19 @@ def test_cancel_from_outside_still_releases_the_lease() -> None:
 
 
 def client_error(code: str, operation: str, status: int = 400) -> ClientError:
+    # The whole ResponseMetadata botocore parses from a real answer.
     return ClientError(
-        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+        {
+            "Error": {"Code": code, "Message": "m"},
+            "ResponseMetadata": {
+                "RequestId": "r",
+                "HostId": "h",
+                "HTTPStatusCode": status,
+                "HTTPHeaders": {},
+                "RetryAttempts": 0,
+            },
+        },
+        operation,
     )
 
 

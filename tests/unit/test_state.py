@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +13,7 @@ from pydantic import SecretStr
 
 from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages
 from ecs_scan_operator.core.state import (
+    MAC_PREFIX,
     UNAUTHENTICATED,
     RevisionCache,
     RunState,
@@ -212,3 +215,55 @@ def test_the_key_is_not_in_the_state() -> None:
     raw = _stored()
     assert KEY.get_secret_value().encode() not in raw
     assert load_state(_stored(), key=KEY, scope=SCOPE).trust == ""
+
+
+def _signed(data: dict[str, Any]) -> bytes:
+    """`data` stored as a writer holding the key would store it (whatever its shape)."""
+    payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    mac = hmac.new(KEY.get_secret_value().encode(), SCOPE.encode() + b"\n" + payload, hashlib.sha256)
+    return b'{"_mac":"' + MAC_PREFIX.encode() + mac.hexdigest().encode() + b'",' + payload[1:]
+
+
+def test_the_signing_helper_reproduces_the_stored_bytes() -> None:
+    stored = json.loads(_stored())
+    del stored["_mac"]
+    assert _signed(stored) == _stored()
+
+
+REVISION = {"family": "svc-a", "revision": 3, "region": "r", "containers": [["app", "img"]], "tags": []}
+MALFORMED: dict[str, Callable[[dict[str, Any]], None]] = {
+    "revisions not an object": lambda d: d.__setitem__("revisions", []),
+    "revision without family": lambda d: d["revisions"][ARN_A].pop("family"),
+    "revision number not a number": lambda d: d["revisions"][ARN_A].__setitem__("revision", "three"),
+    "container not a pair": lambda d: d["revisions"][ARN_A].__setitem__("containers", [["app"]]),
+    "container image not a string": lambda d: d["revisions"][ARN_A].__setitem__(
+        "containers", [["app", None]]
+    ),
+    "tags not pairs": lambda d: d["revisions"][ARN_A].__setitem__("tags", {"team": "a"}),
+    "listing count not a number": lambda d: d.__setitem__("listing", {"us-east-1": {"families": "many"}}),
+    "findings not lists": lambda d: d.__setitem__("findings", {"app:1": "CVE-1"}),
+    "lastRunId not a string": lambda d: d.__setitem__("lastRunId", ["r1"]),
+    "another version": lambda d: d.__setitem__("version", 2),
+    "no version": lambda d: d.pop("version"),
+}
+
+
+@pytest.mark.parametrize("malform", list(MALFORMED.values()), ids=list(MALFORMED))
+def test_a_trusted_state_of_the_wrong_shape_is_no_state(malform: Callable[[dict[str, Any]], None]) -> None:
+    data: dict[str, Any] = {"version": 1, "lastRunId": "r1", "listing": {}, "findings": {}}
+    data["revisions"] = {ARN_A: dict(REVISION)}
+    assert load_state(_signed(data), key=KEY, scope=SCOPE).cache.by_arn  # well-formed: read
+    malform(data)
+    state = load_state(_signed(data), key=KEY, scope=SCOPE)
+    assert state.cache.by_arn == {} and state.cache.listing == {} and state.findings == {}
+    assert state.last_run_id == ""
+
+
+def test_names_and_images_read_back_are_interned() -> None:
+    # Thousands of cached revisions share a few families, container names and images: one copy each.
+    data: dict[str, Any] = {"version": 1, "lastRunId": "r1", "listing": {}, "findings": {}}
+    data["revisions"] = {ARN_A: dict(REVISION), ARN_B: dict(REVISION, revision=7)}
+    by_arn = load_state(_signed(data), key=KEY, scope=SCOPE).cache.by_arn
+    a, b = by_arn[ARN_A], by_arn[ARN_B]
+    assert a.family is b.family
+    assert a.containers[0].name is b.containers[0].name and a.containers[0].image is b.containers[0].image

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from ecs_scan_operator.core.status import (
     STATUS_KEYS,
     TICKETS_SYNCED,
     ActiveRun,
+    Condition,
     Context,
     Trigger,
     clip_bytes,
@@ -68,7 +70,7 @@ def result(outcome: Outcome = Outcome.SUCCEEDED, **kw: Any) -> RunResult:
     return r
 
 
-def ready(status: dict[str, Any]) -> dict[str, Any]:
+def ready(status: Mapping[str, object]) -> Condition:
     cond = find_condition(status, READY)
     assert cond is not None
     return cond
@@ -118,6 +120,50 @@ def test_run_now_is_recorded_when_the_run_starts() -> None:
     both = ActiveRun("r2", T0, holder="op", scheduled_time=T0, run_now="x")
     assert both.trigger is Trigger.SCHEDULE_AND_RUN_NOW
     assert ActiveRun.from_status(running_status({}, ctx(), both)) == both
+
+
+START = "2025-03-01T10:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "r1",
+        [],
+        {},
+        {"id": "r1"},  # no start
+        {"startTime": START},  # no id
+        {"id": "", "startTime": START},
+        {"id": None, "startTime": START},
+        {"id": "r1", "startTime": "yesterday"},
+        {"id": "r1", "startTime": 1740823200},
+        {"id": "r1", "startTime": ""},
+        {"id": ["r1"], "startTime": START},
+    ],
+)
+def test_an_active_run_that_cannot_be_recovered_reads_as_none(raw: object) -> None:
+    assert ActiveRun.from_status({"activeRun": raw}) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"id": "r1", "startTime": START}, ActiveRun("r1", T0, holder="")),
+        ({"id": 7, "startTime": START, "holder": "op"}, ActiveRun("7", T0, holder="op")),
+        ({"id": "r1", "startTime": "2025-03-01T10:00:00", "holder": None}, ActiveRun("r1", T0, holder="")),
+        (  # an unreadable scheduled time is dropped, an empty run-now is none, unknown keys are ignored
+            {"id": "r1", "startTime": START, "scheduledTime": "soon", "runNow": "", "extra": 1},
+            ActiveRun("r1", T0, holder=""),
+        ),
+        (
+            {"id": "r1", "startTime": START, "scheduledTime": START, "runNow": "x", "holder": "op"},
+            ActiveRun("r1", T0, holder="op", scheduled_time=T0, run_now="x"),
+        ),
+    ],
+)
+def test_an_active_run_is_read_leniently(raw: dict[str, object], expected: ActiveRun) -> None:
+    assert ActiveRun.from_status({"activeRun": raw}) == expected
 
 
 @pytest.mark.parametrize(

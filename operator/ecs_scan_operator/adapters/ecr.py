@@ -28,6 +28,7 @@ from ecs_scan_operator.core.model import (
     ImageStatus,
     Resolution,
     ScanState,
+    ScanType,
     Severity,
 )
 from ecs_scan_operator.errors import ScanError
@@ -129,14 +130,15 @@ class EcrDigestResolver:
         return out
 
 
-def scan_type(clients: AwsClients, region: str) -> str:
+def scan_type(clients: AwsClients, region: str) -> ScanType:
     """BASIC or ENHANCED for the registry in `region` (of the registry account)."""
     ecr = clients.registry("ecr", region)
     try:
         cfg = ecr.get_registry_scanning_configuration()
     except (ClientError, BotoCoreError) as exc:
         raise map_aws_error(exc, f"ecr:GetRegistryScanningConfiguration {region}") from exc
-    return str(cfg.get("scanningConfiguration", {}).get("scanType", "BASIC")).upper()
+    kind = str(cfg.get("scanningConfiguration", {}).get("scanType", "BASIC")).upper()
+    return ScanType.ENHANCED if kind == ScanType.ENHANCED else ScanType.BASIC
 
 
 def _attr(attrs: list[dict[str, str]], key: str) -> str:
@@ -224,11 +226,13 @@ class EcrBasicScanner:
             findings.extend(parse_enhanced_finding(f) for f in body.get("enhancedFindings", []))
         state = str(status.get("status", "COMPLETE"))
         if state in ("COMPLETE", "ACTIVE"):
-            return ImageScan(ScanState.COMPLETE, tuple(findings), scanned_at=completed, scan_type="BASIC")
+            return ImageScan(
+                ScanState.COMPLETE, tuple(findings), scanned_at=completed, scan_type=ScanType.BASIC
+            )
         reason = f"{state}: {status.get('description', '')}".rstrip(": ")
         if state in _NOT_COVERED:
-            return ImageScan(ScanState.NOT_COVERED, reason=reason, scan_type="BASIC")
-        return ImageScan(ScanState.FAILED, reason=reason, scan_type="BASIC")
+            return ImageScan(ScanState.NOT_COVERED, reason=reason, scan_type=ScanType.BASIC)
+        return ImageScan(ScanState.FAILED, reason=reason, scan_type=ScanType.BASIC)
 
     def _start(self, ref: ImageRef, digest: str) -> ImageScan | None:
         try:
@@ -241,10 +245,12 @@ class EcrBasicScanner:
                 return ImageScan(
                     ScanState.NOT_COVERED,
                     reason="no scan result and a scan was already started in the last 24 h (ECR limit)",
-                    scan_type="BASIC",
+                    scan_type=ScanType.BASIC,
                 )
             if code == "UnsupportedImageTypeException":
-                return ImageScan(ScanState.NOT_COVERED, reason="unsupported image type", scan_type="BASIC")
+                return ImageScan(
+                    ScanState.NOT_COVERED, reason="unsupported image type", scan_type=ScanType.BASIC
+                )
             raise
         return None
 
@@ -260,7 +266,7 @@ class EcrBasicScanner:
                 except (ClientError, BotoCoreError) as start_exc:
                     return _failed(start_exc, f"ecr:StartImageScan {ref.repository}")
             if error_code(exc) in ("ImageNotFoundException", "RepositoryNotFoundException"):
-                return ImageScan(ScanState.NOT_FOUND, reason=error_code(exc), scan_type="BASIC")
+                return ImageScan(ScanState.NOT_FOUND, reason=error_code(exc), scan_type=ScanType.BASIC)
             return _failed(exc, f"ecr:DescribeImageScanFindings {ref.repository}")
         except BotoCoreError as exc:
             return _failed(exc, f"ecr:DescribeImageScanFindings {ref.repository}")

@@ -17,7 +17,7 @@ from ecs_scan_operator.adapters.aws_session import AwsClients, map_aws_error
 from ecs_scan_operator.adapters.ecr import parse_enhanced_finding
 from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
 from ecs_scan_operator.core.arns import ecr_image_arn
-from ecs_scan_operator.core.model import Finding, ImageRef, ImageScan, ScanState, Severity
+from ecs_scan_operator.core.model import Finding, ImageRef, ImageScan, ScanState, ScanType, Severity
 
 FILTER_LIST_MAX = 10
 COVERAGE_PAGE = 200
@@ -95,7 +95,7 @@ class InspectorScanner:
             err = map_aws_error(exc, "inspector2:ListCoverage")
             cause = str(err.cause or "")
             return {
-                key: ImageScan(ScanState.FAILED, reason=str(err), scan_type="ENHANCED", cause=cause)
+                key: ImageScan(ScanState.FAILED, reason=str(err), scan_type=ScanType.ENHANCED, cause=cause)
                 for key in batch
             }, []
         for ref, digest in batch:
@@ -104,7 +104,7 @@ class InspectorScanner:
                 out[(ref, digest)] = ImageScan(
                     ScanState.NOT_COVERED,
                     reason="not covered by Amazon Inspector (check the registry's scan filters)",
-                    scan_type="ENHANCED",
+                    scan_type=ScanType.ENHANCED,
                 )
                 continue
             status = item.get("scanStatus", {}) or {}
@@ -112,10 +112,10 @@ class InspectorScanner:
             if code == "ACTIVE" and reason in ("SUCCESSFUL", ""):
                 covered.append((ref, digest))
             elif reason in _PENDING_REASONS:
-                out[(ref, digest)] = ImageScan(ScanState.PENDING, reason=reason, scan_type="ENHANCED")
+                out[(ref, digest)] = ImageScan(ScanState.PENDING, reason=reason, scan_type=ScanType.ENHANCED)
             else:
                 out[(ref, digest)] = ImageScan(
-                    ScanState.NOT_COVERED, reason=f"{code}: {reason}".strip(": "), scan_type="ENHANCED"
+                    ScanState.NOT_COVERED, reason=f"{code}: {reason}".strip(": "), scan_type=ScanType.ENHANCED
                 )
         return out, covered
 
@@ -148,12 +148,16 @@ class InspectorScanner:
                 err = map_aws_error(exc, "inspector2:ListFindings")
                 cause = str(err.cause or "")
                 return {
-                    key: ImageScan(ScanState.FAILED, reason=str(err), scan_type="ENHANCED", cause=cause)
+                    key: ImageScan(
+                        ScanState.FAILED, reason=str(err), scan_type=ScanType.ENHANCED, cause=cause
+                    )
                     for key in members
                 }
             return {
                 (ref, digest): ImageScan(
-                    ScanState.COMPLETE, tuple(found.get((ref.repository, digest), [])), scan_type="ENHANCED"
+                    ScanState.COMPLETE,
+                    tuple(found.get((ref.repository, digest), [])),
+                    scan_type=ScanType.ENHANCED,
                 )
                 for ref, digest in members
             }

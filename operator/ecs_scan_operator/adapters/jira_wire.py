@@ -15,7 +15,13 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
-from ecs_scan_operator.core.tickets import PROPERTY_KEY, ExistingTicket, JiraWorkflow, TicketProperty
+from ecs_scan_operator.core.tickets import (
+    PROPERTY_KEY,
+    ExistingTicket,
+    JiraWorkflow,
+    StatusCategory,
+    TicketProperty,
+)
 from ecs_scan_operator.errors import PermanentError
 
 
@@ -147,10 +153,12 @@ def pick_transition(options: list[dict[str, Any]], which: str, wf: JiraWorkflow)
         return str(_obj(t.get("to")).get("name") or "")
 
     if which == "close":
-        done = [t for t in options if category(t) == "done" and not wf.is_wont_do_status(name(t))]
+        done = [
+            t for t in options if category(t) == StatusCategory.DONE and not wf.is_wont_do_status(name(t))
+        ]
         done.sort(key=lambda t: (name(t).lower() != "done", str(t.get("id"))))
         return done[0] if done else None
-    for cat in ("new", "indeterminate"):
+    for cat in (StatusCategory.NEW, StatusCategory.INDETERMINATE):
         found = [t for t in options if category(t) == cat and not wf.is_wont_do_status(name(t))]
         if found:
             return found[0]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrBasicScanner, scan_type
 from ecs_scan_operator.adapters.inspector import InspectorScanner
-from ecs_scan_operator.core.model import ImageRef, ImageScan, ScanState, Severity
+from ecs_scan_operator.core.model import ImageRef, ImageScan, ScanState, ScanType, Severity
 from ecs_scan_operator.errors import ScanError
 
 
@@ -23,7 +23,7 @@ class RegistryFindingsSource:
     ) -> None:
         self._clients = clients
         self._basic_factory = basic_factory or EcrBasicScanner
-        self._types: dict[tuple[str, str], str] = {}
+        self._types: dict[tuple[str, str], ScanType] = {}
 
     def scans(
         self, images: Sequence[tuple[ImageRef, str]], severities: Sequence[Severity]
@@ -37,7 +37,7 @@ class RegistryFindingsSource:
             try:
                 kind = self._types.get((account, region)) or scan_type(self._clients, region)
                 self._types[(account, region)] = kind
-                if kind == "ENHANCED":
+                if kind is ScanType.ENHANCED:
                     out.update(InspectorScanner(self._clients, region).scans(items, severities))
                 else:
                     out.update(self._basic_factory(self._clients, region).scans(items))

@@ -18,12 +18,39 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from ecs_scan_operator.controller.kube import Conflict, KubeApi
 from ecs_scan_operator.errors import ScanError
 
 log = logging.getLogger(__name__)
+
+
+class LeaseMetadata(TypedDict):
+    """The metadata this elector writes on its Lease."""
+
+    name: str
+    namespace: str
+    resourceVersion: NotRequired[str]  # set on a replace: the write fails if someone wrote since
+
+
+class LeaseSpec(TypedDict):
+    """coordination.k8s.io/v1 LeaseSpec, as this elector writes it (times are MicroTime)."""
+
+    holderIdentity: str
+    leaseDurationSeconds: int
+    acquireTime: str
+    renewTime: str
+    leaseTransitions: int
+
+
+class LeaseBody(TypedDict):
+    """The Lease object written on create and replace."""
+
+    apiVersion: Literal["coordination.k8s.io/v1"]
+    kind: Literal["Lease"]
+    metadata: LeaseMetadata
+    spec: LeaseSpec
 
 
 class Leadership(Protocol):
@@ -144,8 +171,8 @@ class LeaderElector:
 
     def _body(
         self, now: datetime, acquired: datetime | str, transitions: int, version: str | None
-    ) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+    ) -> LeaseBody:
+        metadata: LeaseMetadata = {"name": self.name, "namespace": self.namespace}
         if version:
             metadata["resourceVersion"] = version
         return {

@@ -38,6 +38,7 @@ from ecs_scan_operator.core.schedule import (
 from ecs_scan_operator.core.status import (
     ActiveRun,
     Context,
+    ScanPolicyStatus,
     Trigger,
     failed_result,
     finished_status,
@@ -106,7 +107,7 @@ class PolicyObject:
 class Idle:
     """Nothing to run: write the status, sleep until wake_at (or an event)."""
 
-    status: dict[str, Any]
+    status: ScanPolicyStatus
     wake_at: datetime | None
     decision: Decision
     note: str = ""  # a skipped run, said in the status and as an Event
@@ -116,7 +117,7 @@ class Idle:
 class Invalid:
     """The spec is invalid: Ready=False InvalidSpec, no AWS call, wait for a new generation."""
 
-    status: dict[str, Any]
+    status: ScanPolicyStatus
     errors: tuple[FieldError, ...]
 
 
@@ -124,7 +125,7 @@ class Invalid:
 class NotGranted:
     """The spec names something no grant allows: Ready=False AccessNotGranted, no AWS or Jira call."""
 
-    status: dict[str, Any]
+    status: ScanPolicyStatus
     refusal: Refused
 
 
@@ -132,7 +133,7 @@ class NotGranted:
 class Recover:
     """status.activeRun names a run nobody is running (the operator died): record it interrupted."""
 
-    status: dict[str, Any]
+    status: ScanPolicyStatus
     run: ActiveRun
 
 
@@ -140,7 +141,7 @@ class Recover:
 class Start:
     """Start a run: write the running status first, then submit it."""
 
-    status: dict[str, Any]
+    status: ScanPolicyStatus
     run: ActiveRun
     spec: PolicySpec
     external_id_secret: SecretKeyRef | None = None  # the allowing grant supplies the external ID
@@ -238,7 +239,9 @@ def plan(
     return Idle(idle_status(obj.status, ctx), decision.wake_at, decision, ctx.note)
 
 
-def status_after_run(obj: PolicyObject, result: RunResult, trigger: Trigger, now: datetime) -> dict[str, Any]:
+def status_after_run(
+    obj: PolicyObject, result: RunResult, trigger: Trigger, now: datetime
+) -> ScanPolicyStatus:
     """The status once a run ended (read against the policy as it is now: the spec may have moved)."""
     try:
         spec: PolicySpec | None = parse_spec(obj.spec)

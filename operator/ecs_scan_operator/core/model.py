@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
+
+
+class ScanType(StrEnum):
+    """The registry's scanning: ECR basic scanning, or enhanced (Amazon Inspector)."""
+
+    BASIC = "BASIC"
+    ENHANCED = "ENHANCED"
 
 
 class Severity(StrEnum):
@@ -183,7 +190,7 @@ class ImageScan:
     findings: tuple[Finding, ...] = ()
     reason: str = ""
     scanned_at: datetime | None = None
-    scan_type: str = ""  # BASIC | ENHANCED
+    scan_type: ScanType | Literal[""] = ""  # "" until scanned
     cause: str = ""  # FAILED: the outside call that failed, "service:Operation ErrorCode"
 
 
@@ -208,7 +215,7 @@ class ImageResult:
     reason: str = ""
     cause: str = ""  # FAILED: the outside call that failed, "service:Operation ErrorCode"
     digest: str | None = None
-    scan_type: str = ""
+    scan_type: ScanType | Literal[""] = ""
     scanned_at: datetime | None = None
     findings: list[Finding] = field(default_factory=list)  # at/above threshold, not suppressed
     suppressed: list[tuple[Finding, str]] = field(default_factory=list)  # finding, suppression reason

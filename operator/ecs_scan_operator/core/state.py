@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages
 
@@ -152,36 +152,53 @@ def load_state(raw: bytes | None, *, key: SecretStr | None = None, scope: str = 
     return state
 
 
+class _RevisionDoc(BaseModel):
+    """One cached revision as stored (see `_td_to_json`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: str
+    revision: int
+    region: str = ""
+    containers: tuple[tuple[str, str], ...]
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+class _StateDoc(BaseModel):
+    """The stored state object, version STATE_VERSION."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    revisions: dict[str, _RevisionDoc] = {}
+    listing: dict[str, dict[str, int]] = {}
+    findings: dict[str, list[str]] = {}
+    last_run_id: str = Field("", alias="lastRunId")
+    notified: dict[str, dict[str, str]] = {}  # notification destination -> what it was last told
+
+
 def _parse(raw: bytes) -> RunState:
     try:
         data = json.loads(raw)
-        if data.get("version") != STATE_VERSION:
+        # Another version (or not an object at all) is no state, not an error: the next save rewrites it.
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             return RunState()
-        cache = RevisionCache(
-            by_arn={
-                arn: TaskDefinitionImages(
-                    arn=arn,
-                    family=sys.intern(str(v["family"])),
-                    revision=int(v["revision"]),
-                    region=str(v.get("region", "")),
-                    # Interned: thousands of revisions repeat the same container names and images.
-                    containers=tuple(
-                        ContainerImage(sys.intern(str(n)), sys.intern(str(i))) for n, i in v["containers"]
-                    ),
-                    tags=tuple((str(k), str(val)) for k, val in v.get("tags", [])),
-                )
-                for arn, v in data.get("revisions", {}).items()
-            },
-            listing={
-                str(r): {str(k): int(n) for k, n in d.items()} for r, d in data.get("listing", {}).items()
-            },
-        )
-        findings = {str(k): [str(x) for x in v] for k, v in data.get("findings", {}).items()}
-        notified = {
-            str(d): {str(k): str(v) for k, v in m.items()} for d, m in data.get("notified", {}).items()
-        }
-        return RunState(
-            cache=cache, findings=findings, last_run_id=str(data.get("lastRunId", "")), notified=notified
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
+        doc = _StateDoc.model_validate(data)
+    except ValueError:  # json's and pydantic's errors alike: unreadable state is no state
         return RunState()
+    cache = RevisionCache(
+        by_arn={
+            arn: TaskDefinitionImages(
+                arn=arn,
+                family=sys.intern(v.family),
+                revision=v.revision,
+                region=v.region,
+                # Interned: thousands of revisions repeat the same container names and images.
+                containers=tuple(ContainerImage(sys.intern(n), sys.intern(i)) for n, i in v.containers),
+                tags=v.tags,
+            )
+            for arn, v in doc.revisions.items()
+        },
+        listing=doc.listing,
+    )
+    return RunState(cache=cache, findings=doc.findings, last_run_id=doc.last_run_id, notified=doc.notified)

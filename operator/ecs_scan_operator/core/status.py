@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Literal, NotRequired, TypedDict, cast
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.core.schedule import Decision, format_time, parse_time
@@ -53,6 +55,69 @@ STATUS_KEYS = (
     "lastRun",
     "message",
 )
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(TypedDict):
+    """One entry of `status.conditions` (metav1.Condition)."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+    lastTransitionTime: str
+    observedGeneration: int
+
+
+class ActiveRunStatus(TypedDict):
+    """`status.activeRun`: the run in progress, written before it starts."""
+
+    id: str
+    startTime: str
+    trigger: str
+    holder: str
+    scheduledTime: NotRequired[str]
+    runNow: NotRequired[str]
+
+
+class LastRunStatus(TypedDict):
+    """`status.lastRun`: the bounded summary of the last finished run."""
+
+    id: str
+    trigger: str
+    startTime: str
+    result: str
+    dryRun: bool
+    images: int
+    imagesByStatus: dict[str, int]
+    affectedImages: int
+    findings: int
+    findingsBySeverity: dict[str, int]
+    suppressedFindings: int
+    expiredSuppressions: int
+    errors: list[str]
+    errorsTotal: int
+    stageFailures: dict[str, str]
+    tickets: dict[str, int]
+    completionTime: NotRequired[str]
+    reportUri: NotRequired[str]
+    errorCauses: NotRequired[str]
+
+
+class ScanPolicyStatus(TypedDict, total=False):
+    """The ScanPolicy `status` this module builds (the keys of STATUS_KEYS)."""
+
+    observedGeneration: int
+    conditions: list[Condition]
+    lastScheduleTime: str
+    lastSuccessfulTime: str
+    nextScheduleTime: str
+    lastRunNow: str
+    activeRun: ActiveRunStatus
+    lastRun: LastRunStatus
+    message: str
 
 
 class Reason(StrEnum):
@@ -130,9 +195,9 @@ class ActiveRun:
             return Trigger.SCHEDULE_AND_RUN_NOW
         return Trigger.SCHEDULE if self.scheduled_time else Trigger.RUN_NOW
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ActiveRunStatus:
         """The `status.activeRun` form."""
-        out: dict[str, Any] = {
+        out: ActiveRunStatus = {
             "id": clip_bytes(self.run_id, ID_BYTES),
             "startTime": format_time(self.started),
             "trigger": self.trigger.value,
@@ -145,21 +210,51 @@ class ActiveRun:
         return out
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any]) -> ActiveRun | None:
+    def from_status(cls, status: Mapping[str, object]) -> ActiveRun | None:
         """Read `status.activeRun`, None when absent or unreadable."""
         raw = status.get("activeRun")
         if not isinstance(raw, Mapping):
             return None
-        started = parse_time(raw.get("startTime"))
-        if not raw.get("id") or started is None:
+        try:
+            doc = _ActiveRunDoc.model_validate(raw)
+        except ValidationError:  # no id or no readable start: not a run this operator can recover
             return None
         return cls(
-            run_id=str(raw["id"]),
-            started=started,
-            holder=str(raw.get("holder") or ""),
-            scheduled_time=parse_time(raw.get("scheduledTime")),
-            run_now=str(raw["runNow"]) if raw.get("runNow") else None,
+            run_id=doc.id,
+            started=doc.start_time,
+            holder=doc.holder,
+            scheduled_time=doc.scheduled_time,
+            run_now=doc.run_now,
         )
+
+
+class _ActiveRunDoc(BaseModel):
+    """`status.activeRun` as read back: lenient where the status may hold anything (a person can edit it)."""
+
+    model_config = ConfigDict(frozen=True, coerce_numbers_to_str=True)
+
+    id: str = Field(min_length=1)
+    start_time: datetime = Field(alias="startTime")
+    holder: str = ""
+    scheduled_time: datetime | None = Field(None, alias="scheduledTime")
+    run_now: str | None = Field(None, alias="runNow")
+
+    @field_validator("start_time", "scheduled_time", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: object) -> datetime | None:
+        # The status's own time format (RFC 3339, naive read as UTC); unreadable is None (so a
+        # start that cannot be read refuses the whole record, a scheduled time is just dropped).
+        return parse_time(value)
+
+    @field_validator("holder", mode="before")
+    @classmethod
+    def _holder(cls, value: object) -> object:
+        return value or ""
+
+    @field_validator("run_now", mode="before")
+    @classmethod
+    def _run_now(cls, value: object) -> object:
+        return value or None
 
 
 @dataclass(frozen=True)
@@ -177,36 +272,37 @@ class Context:
 # --------------------------------------------------------------------------- conditions
 
 
-def find_condition(status: Mapping[str, Any], type_: str) -> dict[str, Any] | None:
+def find_condition(status: Mapping[str, object], type_: str) -> Condition | None:
     """The condition of that type, or None."""
-    for cond in status.get("conditions") or []:
+    conditions = status.get("conditions")
+    for cond in conditions if isinstance(conditions, list) else []:
         if isinstance(cond, Mapping) and cond.get("type") == type_:
-            return dict(cond)
+            return cast(Condition, dict(cond))  # read back as this module wrote it
     return None
 
 
 def set_condition(
-    conditions: Sequence[Mapping[str, Any]],
+    conditions: Sequence[Mapping[str, object]],
     type_: str,
-    status: str,
+    status: ConditionStatus,
     reason: str,
     message: str,
     *,
     now: datetime,
     generation: int,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """Upsert one condition; its lastTransitionTime changes only when `status` changes."""
-    out: list[dict[str, Any]] = []
+    out: list[Condition] = []
     previous = None
     for cond in conditions:
         if cond.get("type") == type_:
             previous = cond
         else:
-            out.append(dict(cond))
+            out.append(cast(Condition, dict(cond)))  # another writer's condition, kept as it is
     since = format_time(now)
     if previous is not None and previous.get("status") == status and previous.get("lastTransitionTime"):
         since = str(previous["lastTransitionTime"])
-    new = {
+    new: Condition = {
         "type": type_,
         "status": status,
         "reason": reason,
@@ -220,26 +316,26 @@ def set_condition(
     return out
 
 
-def remove_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> list[dict[str, Any]]:
+def remove_condition(conditions: Sequence[Mapping[str, object]], type_: str) -> list[Condition]:
     """Drop one condition type."""
-    return [dict(c) for c in conditions if c.get("type") != type_]
+    return [cast(Condition, dict(c)) for c in conditions if c.get("type") != type_]
 
 
 # --------------------------------------------------------------------------- lastRun
 
 
-def _counters(value: Any) -> dict[str, int]:
+def _counters(value: object) -> dict[str, int]:
     if not isinstance(value, Mapping):
         return {}
     items = sorted((clip_bytes(k, COUNTER_KEY_BYTES), v) for k, v in value.items() if isinstance(v, int))
     return dict(items[:MAX_COUNTER_KEYS])
 
 
-def last_run_from_result(result: RunResult, trigger: Trigger) -> dict[str, Any]:
+def last_run_from_result(result: RunResult, trigger: Trigger) -> LastRunStatus:
     """The bounded `status.lastRun` form of a run result."""
     full = result.to_dict()
     failures = sorted(full["stageFailures"].items())[:MAX_STAGE_FAILURES]
-    out: dict[str, Any] = {
+    out: LastRunStatus = {
         "id": clip_bytes(result.run_id, ID_BYTES),
         "trigger": trigger.value,
         "startTime": format_time(result.started),
@@ -277,7 +373,7 @@ def failed_result(run_id: str, policy: str, started: datetime, completed: dateti
 # --------------------------------------------------------------------------- messages
 
 
-def _run_summary(last: Mapping[str, Any], threshold: str) -> str:
+def _run_summary(last: LastRunStatus, threshold: str) -> str:
     result = last.get("result", "?")
     text = f"run {last.get('id', '?')} {str(result).lower()}"
     causes = f" (causes: {last['errorCauses']})" if last.get("errorCauses") else ""
@@ -315,14 +411,24 @@ def skipped_note(decision: Decision, deadline: int | None) -> str:
 # --------------------------------------------------------------------------- builders
 
 
-def _base(current: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
-    out = {k: current[k] for k in STATUS_KEYS if k in current and current[k] is not None}
+def _base(current: Mapping[str, object], ctx: Context) -> ScanPolicyStatus:
+    # The stored status is read back as this module wrote it (the CRD schema holds its shape).
+    out = cast(
+        ScanPolicyStatus, {k: current[k] for k in STATUS_KEYS if k in current and current[k] is not None}
+    )
     out["observedGeneration"] = ctx.generation
-    out["conditions"] = [dict(c) for c in current.get("conditions") or [] if isinstance(c, Mapping)]
+    conditions = current.get("conditions")
+    out["conditions"] = [
+        cast(Condition, dict(c))
+        for c in (conditions if isinstance(conditions, list) else [])
+        if isinstance(c, Mapping)
+    ]
     return out
 
 
-def _finish(out: dict[str, Any], ctx: Context, status: str, reason: Reason, message: str) -> dict[str, Any]:
+def _finish(
+    out: ScanPolicyStatus, ctx: Context, status: ConditionStatus, reason: Reason, message: str
+) -> ScanPolicyStatus:
     message = clip_bytes(message, MESSAGE_BYTES)
     out["conditions"] = set_condition(
         out["conditions"], READY, status, reason.value, message, now=ctx.now, generation=ctx.generation
@@ -336,18 +442,19 @@ def _finish(out: dict[str, Any], ctx: Context, status: str, reason: Reason, mess
     return out
 
 
-def _ready_of_last_run(last: Mapping[str, Any] | None) -> tuple[str, Reason]:
+def _ready_of_last_run(last: LastRunStatus | None) -> tuple[ConditionStatus, Reason]:
     if not last:
         return "True", Reason.SCHEDULED
     reason = _OUTCOME_REASON.get(str(last.get("result")), Reason.RUN_FAILED)
     return ("True" if reason is Reason.RUN_SUCCEEDED else "False"), reason
 
 
-def _tickets_condition(out: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:
-    conditions: list[dict[str, Any]] = out["conditions"]
+def _tickets_condition(out: ScanPolicyStatus, ctx: Context) -> list[Condition]:
+    conditions = out.get("conditions", [])
     if not ctx.jira:
         return remove_condition(conditions, TICKETS_SYNCED)
     last = out.get("lastRun")
+    args: tuple[ConditionStatus, Reason, str]
     if not isinstance(last, Mapping) or not last.get("completionTime"):
         args = ("Unknown", Reason.NOT_SYNCED_YET, "tickets are synced at the end of the next run")
     elif "tickets" in (last.get("stageFailures") or {}):
@@ -376,12 +483,13 @@ def _tickets_condition(out: dict[str, Any], ctx: Context) -> list[dict[str, Any]
     )
 
 
-def idle_status(current: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+def idle_status(current: Mapping[str, object], ctx: Context) -> ScanPolicyStatus:
     """No run in progress: Ready follows the last run (or Scheduled / Suspended)."""
     out = _base(current, ctx)
     out.pop("activeRun", None)
     last = out.get("lastRun")
     decision = ctx.decision
+    status: ConditionStatus
     if decision is not None and decision.suspended:
         status, reason = "False", Reason.SUSPENDED
         message = "suspended: no scheduled runs until spec.suspend is false (run-now still works)"
@@ -396,7 +504,9 @@ def idle_status(current: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     return _finish(out, ctx, status, reason, message)
 
 
-def invalid_status(current: Mapping[str, Any], ctx: Context, errors: Sequence[FieldError]) -> dict[str, Any]:
+def invalid_status(
+    current: Mapping[str, object], ctx: Context, errors: Sequence[FieldError]
+) -> ScanPolicyStatus:
     """The spec failed validation: Ready=False InvalidSpec naming the fields; nothing is scheduled."""
     out = _base(current, ctx)
     shown = [f"{e.path}: {e.reason}" for e in errors[:MAX_FIELD_ERRORS]]
@@ -407,13 +517,13 @@ def invalid_status(current: Mapping[str, Any], ctx: Context, errors: Sequence[Fi
     return _finish(out, ctx, "False", Reason.INVALID_SPEC, message)
 
 
-def not_granted_status(current: Mapping[str, Any], ctx: Context, message: str) -> dict[str, Any]:
+def not_granted_status(current: Mapping[str, object], ctx: Context, message: str) -> ScanPolicyStatus:
     """The spec names something no ScanAccessGrant allows: Ready=False AccessNotGranted; nothing runs."""
     out = _base(current, ctx)
     return _finish(out, ctx, "False", Reason.ACCESS_NOT_GRANTED, "access not granted: " + message)
 
 
-def running_status(current: Mapping[str, Any], ctx: Context, run: ActiveRun) -> dict[str, Any]:
+def running_status(current: Mapping[str, object], ctx: Context, run: ActiveRun) -> ScanPolicyStatus:
     """A run starts: record what it fulfils first, so a restart neither repeats nor loses it."""
     out = _base(current, ctx)
     out["activeRun"] = run.to_dict()
@@ -432,8 +542,8 @@ def running_status(current: Mapping[str, Any], ctx: Context, run: ActiveRun) -> 
 
 
 def finished_status(
-    current: Mapping[str, Any], ctx: Context, result: RunResult, trigger: Trigger
-) -> dict[str, Any]:
+    current: Mapping[str, object], ctx: Context, result: RunResult, trigger: Trigger
+) -> ScanPolicyStatus:
     """A run ended: lastRun, lastSuccessfulTime (a report was written), Ready from the outcome."""
     out = _base(current, ctx)
     out["lastRun"] = last_run_from_result(result, trigger)
@@ -442,7 +552,7 @@ def finished_status(
     return idle_status(out, ctx)
 
 
-def status_bytes(status: Mapping[str, Any]) -> int:
+def status_bytes(status: Mapping[str, object]) -> int:
     """The size of a status as the API server stores it (compact JSON, Go's escaping)."""
     text = json.dumps(status, separators=(",", ":"), ensure_ascii=False)
     return len(text.encode()) + 5 * sum(text.count(ch) for ch in "<>&\u2028\u2029")
@@ -451,7 +561,7 @@ def status_bytes(status: Mapping[str, Any]) -> int:
 # --------------------------------------------------------------------------- diff
 
 
-def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
+def status_patch(current: Mapping[str, object], desired: Mapping[str, object]) -> dict[str, object] | None:
     """The JSON merge patch (RFC 7386) from current to desired, or None when they are equal.
 
     Keys of the current status that are not in desired are removed (null), lists are replaced
@@ -461,15 +571,15 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
     return patch or None
 
 
-def _merge_diff(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    patch: dict[str, Any] = {}
+def _merge_diff(current: Mapping[str, object], desired: Mapping[str, object]) -> dict[str, object]:
+    patch: dict[str, object] = {}
     for key in current:
         if key not in desired:
             patch[key] = None
     for key, value in desired.items():
         old = current.get(key)
         if isinstance(value, Mapping) and isinstance(old, Mapping):
-            sub = _merge_diff(old, value)
+            sub = _merge_diff(cast("Mapping[str, object]", old), cast("Mapping[str, object]", value))
             if sub:
                 patch[key] = sub
         elif key not in current or old != value:
@@ -477,7 +587,7 @@ def _merge_diff(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[
     return patch
 
 
-def _strip_nulls(value: Any) -> Any:
+def _strip_nulls(value: object) -> object:
     # A null inside a merge patch means "delete"; a fresh object must not carry any.
     if isinstance(value, Mapping):
         return {k: _strip_nulls(v) for k, v in value.items() if v is not None}
