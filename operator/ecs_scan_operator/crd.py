@@ -355,11 +355,22 @@ DESCRIPTION = (
 )
 
 
-def crd() -> Schema:
-    """The whole CustomResourceDefinition document."""
+def _document(
+    *,
+    name: str,
+    kind: str,
+    plural: str,
+    scope: str,
+    short_names: list[str],
+    description: str,
+    properties: Schema,
+    columns: Sequence[Any],
+    status_subresource: bool,
+) -> Schema:
+    """A CustomResourceDefinition of ours: one served and stored version, our labels and category."""
     root = {
         "type": "object",
-        "description": DESCRIPTION,
+        "description": description,
         "required": ["spec"],
         "properties": {
             "apiVersion": _string(
@@ -367,15 +378,19 @@ def crd() -> Schema:
             ),
             "kind": _string("Kind is a string value representing the REST resource this object represents."),
             "metadata": {"type": "object"},
-            "spec": spec_schema(),
-            "status": status_schema(),
+            **properties,
         },
     }
+    version: Schema = {"name": API_VERSION, "served": True, "storage": True}
+    if status_subresource:
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = [c.to_wire() for c in columns]
+    version["schema"] = {"openAPIV3Schema": _ordered(root)}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": CRD_NAME,
+            "name": name,
             "labels": {
                 "app.kubernetes.io/name": "ecs-scan-operator",
                 "app.kubernetes.io/part-of": "ecs-scan-operator",
@@ -383,27 +398,33 @@ def crd() -> Schema:
         },
         "spec": {
             "group": API_GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": KIND.lower(),
-                "shortNames": ["sp", "scanpol"],
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
                 "categories": ["ecsscan"],  # not "all": `kubectl get all` stays about workloads
             },
-            "versions": [
-                {
-                    "name": API_VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [c.to_wire() for c in COLUMNS],
-                    "schema": {"openAPIV3Schema": _ordered(root)},
-                }
-            ],
+            "versions": [version],
         },
     }
+
+
+def crd() -> Schema:
+    """The whole ScanPolicy CustomResourceDefinition document."""
+    return _document(
+        name=CRD_NAME,
+        kind=KIND,
+        plural=PLURAL,
+        scope="Namespaced",
+        short_names=["sp", "scanpol"],
+        description=DESCRIPTION,
+        properties={"spec": spec_schema(), "status": status_schema()},
+        columns=COLUMNS,
+        status_subresource=True,
+    )
 
 
 class _Dumper(yaml.SafeDumper):
@@ -454,52 +475,18 @@ GRANT_DESCRIPTION = (
 
 
 def grant_crd() -> Schema:
-    """The ScanAccessGrant CustomResourceDefinition document."""
-    root = {
-        "type": "object",
-        "description": GRANT_DESCRIPTION,
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": _string(
-                "APIVersion defines the versioned schema of this representation of an object."
-            ),
-            "kind": _string("Kind is a string value representing the REST resource this object represents."),
-            "metadata": {"type": "object"},
-            "spec": spec_schema(GrantSpec),
-        },
-    }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": GRANT_CRD_NAME,
-            "labels": {
-                "app.kubernetes.io/name": "ecs-scan-operator",
-                "app.kubernetes.io/part-of": "ecs-scan-operator",
-            },
-        },
-        "spec": {
-            "group": API_GROUP,
-            "scope": "Cluster",
-            "names": {
-                "kind": GRANT_KIND,
-                "listKind": f"{GRANT_KIND}List",
-                "plural": GRANT_PLURAL,
-                "singular": GRANT_KIND.lower(),
-                "shortNames": ["sag"],
-                "categories": ["ecsscan"],
-            },
-            "versions": [
-                {
-                    "name": API_VERSION,
-                    "served": True,
-                    "storage": True,
-                    "additionalPrinterColumns": [c.to_wire() for c in GRANT_COLUMNS],
-                    "schema": {"openAPIV3Schema": _ordered(root)},
-                }
-            ],
-        },
-    }
+    """The ScanAccessGrant CustomResourceDefinition document (cluster-scoped, no status)."""
+    return _document(
+        name=GRANT_CRD_NAME,
+        kind=GRANT_KIND,
+        plural=GRANT_PLURAL,
+        scope="Cluster",
+        short_names=["sag"],
+        description=GRANT_DESCRIPTION,
+        properties={"spec": spec_schema(GrantSpec)},
+        columns=GRANT_COLUMNS,
+        status_subresource=False,
+    )
 
 
 def render_grants() -> str:

@@ -38,7 +38,15 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from ecs_scan_operator.core.policy import API_GROUP, API_VERSION, PolicyRef, PolicySpec, cel, errors_from
+from ecs_scan_operator.core.policy import (
+    API_GROUP,
+    API_VERSION,
+    DNS_LABEL_RE,
+    PolicyRef,
+    PolicySpec,
+    cel,
+    errors_from,
+)
 from ecs_scan_operator.errors import FieldError, InvalidPolicy
 
 GRANT_KIND = "ScanAccessGrant"
@@ -51,7 +59,6 @@ _PATTERN_RE = re.compile(r"^[A-Za-z0-9_+=,.@:/!'()*-]{1,512}$", re.ASCII)
 # No trailing '/': the admission policy compares the policy's URL (trailing '/' ignored) with
 # this one as written.
 _URL_RE = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~%/-]*[A-Za-z0-9._~%-])?$", re.ASCII)
-_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", re.ASCII)
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", re.ASCII)
 _HOST_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}$", re.ASCII)
 
@@ -175,7 +182,7 @@ class NamespaceSelector(_Model):
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
         for name in v:
-            if not _DNS_LABEL_RE.match(name):
+            if not DNS_LABEL_RE.match(name):
                 raise ValueError(f"{name!r} is not a namespace name")
         return v
 
@@ -187,7 +194,7 @@ class NamespaceSelector(_Model):
 class SecretKeyRef(_Model):
     """A key of a Secret, readable by the operator and, as a rule, not by the tenants."""
 
-    namespace: str = Field(json_schema_extra={"maxLength": 63, "pattern": _DNS_LABEL_RE.pattern})
+    namespace: str = Field(json_schema_extra={"maxLength": 63, "pattern": DNS_LABEL_RE.pattern})
     """The Secret's namespace (the operator's own, as a rule)."""
     name: str = Field(json_schema_extra={"maxLength": 253, "pattern": _DNS_SUBDOMAIN_RE.pattern})
     """The Secret's name."""
