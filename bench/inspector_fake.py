@@ -59,7 +59,7 @@ def strict_errors(value: Any, shape: Any) -> list[str]:
     return errors
 
 
-def _walk(value: Any, shape: Any, path: str, errors: list[str]) -> None:
+def _walk(value: Any, shape: Any, path: str, errors: list[str]) -> None:  # noqa: PLR0912 - one branch per botocore shape type and constraint it validates
     meta = shape.metadata
     kind = shape.type_name
     if kind == "structure" and isinstance(value, dict):

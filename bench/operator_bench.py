@@ -379,7 +379,7 @@ class Scenario:
     _snapshots: int = 0
     progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> dict[str, Any]:  # noqa: PLR0915 - the benchmark script, step by step in the order it reports
         out: dict[str, Any] = {"policies": self.policies, "namespaces": len(self.namespaces)}
         out["rssStartMiB"] = rss_mib(self.pid)[0]
         manifests = policy_manifests(self.policies, self.namespaces)

@@ -112,7 +112,7 @@ def map_aws_error(exc: Exception, what: str) -> ScanError:
     return err
 
 
-def _map(exc: Exception, what: str) -> ScanError:
+def _map(exc: Exception, what: str) -> ScanError:  # noqa: PLR0911 - one return per error class, in the order the classes are tested
     if isinstance(exc, NoCredentialsError):
         return AuthError(f"{what}: no AWS credentials found (default chain, IRSA or Pod Identity)")
     if isinstance(

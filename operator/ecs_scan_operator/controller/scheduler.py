@@ -266,7 +266,7 @@ class Scheduler:
         finally:
             entry.busy = False
 
-    async def _look_once(self, entry: Entry, obj: PolicyObject) -> bool:
+    async def _look_once(self, entry: Entry, obj: PolicyObject) -> bool:  # noqa: PLR0911 - one early return per plan variant and per write outcome
         """One plan carried out; True when the policy must be read and planned again at once."""
         entry.seen = obj.resource_version
         entry.due = None

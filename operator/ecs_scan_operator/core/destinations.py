@@ -120,7 +120,7 @@ def unmapped(address: IPAddress) -> IPAddress:
     return address
 
 
-def address_class(address: IPAddress) -> str | None:
+def address_class(address: IPAddress) -> str | None:  # noqa: PLR0911 - one return per address class, the most specific first
     """Why this address is not a public one (a short phrase), or None when it is public."""
     address = unmapped(address)
     if address.is_unspecified:

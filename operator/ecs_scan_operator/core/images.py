@@ -22,7 +22,7 @@ def _malformed(raw: str, reason: str) -> ImageRef:
     return ImageRef(raw=raw, kind=RefKind.MALFORMED, reason=reason)
 
 
-def parse_image(raw: str) -> ImageRef:
+def parse_image(raw: str) -> ImageRef:  # noqa: PLR0911, PLR0912 - one branch per reference form (ECR, pull-through, public ECR, Docker Hub, other)
     """Parse one reference; never raises: a bad one comes back as kind MALFORMED with the reason."""
     text = raw.strip()
     if not text:
