@@ -28,6 +28,7 @@ from ecs_scan_operator.core.model import (
 )
 from ecs_scan_operator.core.policy import PolicyRef, Suppression
 from ecs_scan_operator.core.report import (
+    UNSAFE_LINE_BREAKS,
     csv_cell,
     image_report_key,
     render_csv,
@@ -129,7 +130,8 @@ def _read_all_ways(text: str) -> dict[str, list[list[str]]]:
 @pytest.mark.parametrize(("leader", "trigger"), list(itertools.product(LEADERS, TRIGGERS)))
 def test_csv_cell_neutralises_a_trigger_after_any_leader(leader: str, trigger: str) -> None:
     text = leader + trigger + PAYLOAD
-    assert csv_cell(text) == "'" + text  # prefixed, the text kept
+    kept = text.translate(UNSAFE_LINE_BREAKS)  # odd line breaks become spaces
+    assert csv_cell(text) == "'" + kept  # prefixed, the text kept
 
 
 @pytest.mark.parametrize("text", ["\tplain", "\rplain", "\t", "\r"])
@@ -170,6 +172,7 @@ def test_summary_csv_every_column_every_leader_every_reader(where: str, leader: 
                 "family": img.families[0],
             }[where]
             assert original is not None, where
+            original = original.translate(UNSAFE_LINE_BREAKS)  # odd line breaks become spaces
             assert row[column] in (original, "'" + original)
 
 
@@ -182,9 +185,21 @@ def test_summary_csv_property_any_text_one_row_no_trigger(texts: list[str], wher
         assert len(rows) == len(images) + 1, how
         assert not any(_dangerous(cell) for row in rows for cell in row), how
     exact = list(csv.reader(io.StringIO(text, newline="")))
-    if where == "reason":  # kept: the input itself, after the one quote when it was dangerous
-        kept = [row[2][1:] if _dangerous(t) else row[2] for row, t in zip(exact[1:], texts, strict=True)]
-        assert kept == texts
+    if where == "reason":  # kept: the input itself (odd line breaks as spaces), after the one quote
+        wanted = [t.translate(UNSAFE_LINE_BREAKS) for t in texts]
+        kept = [row[2][1:] if _dangerous(t) else row[2] for row, t in zip(exact[1:], wanted, strict=True)]
+        assert kept == wanted
+
+
+@pytest.mark.parametrize("brk", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
+@pytest.mark.parametrize("after", ["\t", "=cmd|' /C calc'!A0", "\r=1"])
+def test_a_line_break_other_than_cr_lf_cannot_start_a_dangerous_line(brk: str, after: str) -> None:
+    # str.splitlines (and line-based importers) cut a cell at these: what follows must not become
+    # the start of a line that a spreadsheet evaluates or splits.
+    text = render_csv([_hostile_image("x" + brk + after, where="reason")])
+    assert brk not in text
+    for how, rows in _read_all_ways(text).items():
+        assert len(rows) == 2 and not any(_dangerous(cell) for cell in rows[1]), how
 
 
 def test_summary_csv_has_no_url_column() -> None:

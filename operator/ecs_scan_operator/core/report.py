@@ -123,12 +123,21 @@ def _ignorable(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp")
 
 
+# Line breaks other than CR and LF that line-based readers (Python's str.splitlines, some
+# importers) split on: inside a cell they would start a "new line" whose first character escapes
+# the check below. They mean nothing in a summary cell, so they become spaces (the per-image JSON
+# keeps the exact text). CR and LF stay: every cell is quoted.
+UNSAFE_LINE_BREAKS = str.maketrans(dict.fromkeys("\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
+
+
 def csv_cell(text: str) -> str:
     """A cell of outside data made inert for spreadsheets: a leading `'` before a formula trigger.
 
     OWASP: a cell whose first character after leading whitespace and control characters is one of
-    `= + - @` (or which starts with TAB or CR) is prefixed with a single quote; the text is kept.
+    `= + - @` (or which starts with TAB or CR) is prefixed with a single quote; the text is kept,
+    except that line breaks other than CR and LF become spaces (UNSAFE_LINE_BREAKS).
     """
+    text = text.translate(UNSAFE_LINE_BREAKS)
     if text[:1] in ("\t", "\r"):
         return "'" + text
     for ch in text:
