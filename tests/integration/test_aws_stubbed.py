@@ -516,6 +516,8 @@ def test_running_tasks_pages_followed_and_described_by_100(stubs: Stubs) -> None
             }
             for a in batch[:-1]
         ]
+        if start == 200:
+            tasks[0]["taskDefinitionArn"] = "not-an-arn"  # reported, not fatal for the other tasks
         failures = [{"arn": batch[-1], "reason": "MISSING" if start else "ACCESS_DENIED"}]
         s.add_response(
             "describe_tasks", {"tasks": tasks, "failures": failures}, {"cluster": cluster, "tasks": batch}
@@ -525,6 +527,9 @@ def test_running_tasks_pages_followed_and_described_by_100(stubs: Stubs) -> None
     )
     stubs.assert_done()
     assert [(t.family, t.service, t.launch_type, t.tasks) for t in listing.task_definitions] == [
-        ("web", "web", "EC2", 247)
+        ("web", "web", "EC2", 246)
     ]
-    assert listing.errors == [f"task {arns[99]}: ACCESS_DENIED"]
+    assert listing.errors == [
+        f"task {arns[99]}: ACCESS_DENIED",
+        f"task {arns[200]}: unreadable taskDefinitionArn",
+    ]

@@ -271,7 +271,14 @@ class EcsImageSource:
                     # A task that stopped between the two calls is MISSING: it no longer runs.
                     if failure.get("reason") != "MISSING":
                         listing.errors.append(f"task {failure.get('arn')}: {failure.get('reason')}")
-                tasks.extend(out.get("tasks", []))
+                for t in out.get("tasks", []):
+                    try:
+                        parse_td_arn(str(t.get("taskDefinitionArn", "")))
+                    except ValueError:
+                        # Reported, never dropped silently, and one odd answer fails no other task.
+                        listing.errors.append(f"task {t.get('taskArn')}: unreadable taskDefinitionArn")
+                        continue
+                    tasks.append(t)
         listing.task_definitions = running_task_definitions(tasks, selection, region)
         listing.families_matched = len({td.family for td in listing.task_definitions})
         return listing
