@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from ecs_scan_operator.concurrency import batched, parallel_map
-from ecs_scan_operator.core.images import parse_image
+from ecs_scan_operator.core.images import parse_image, running_image
 from ecs_scan_operator.core.keys import lease_key, run_folder, state_key
 from ecs_scan_operator.core.model import (
     ImageRef,
@@ -176,16 +176,34 @@ def collect_images(
         )
         for td in listing.task_definitions:
             for c in td.containers:
-                ref = parse_image(c.image)
+                # source: running: the digest the task runs is known, so the image is that digest
+                # (no tag resolution); a PENDING container has none yet and is reported as such.
+                ref = parse_image(running_image(c.image, c.digest) if td.tasks else c.image)
                 img = images.setdefault(_identity(ref), ImageResult(ref=ref))
-                img.uses.append(ImageUse(td.family, td.revision, c.name, td.arn, td.region or region))
+                img.uses.append(
+                    ImageUse(
+                        td.family,
+                        td.revision,
+                        c.name,
+                        td.arn,
+                        td.region or region,
+                        service=td.service,
+                        launch_type=td.launch_type,
+                        tasks=td.tasks,
+                    )
+                )
                 img.td_tags.update(td.tags)
+                if td.tasks and ref.digest is None:
+                    img.awaiting_digest = True
     out = sorted(images.values(), key=lambda i: i.ref.raw)
     for img in out:
         if img.ref.kind is RefKind.MALFORMED:
             img.status, img.reason = ImageStatus.UNSCANNABLE, f"malformed reference: {img.ref.reason}"
         elif not img.ref.scannable:
             img.status, img.reason = ImageStatus.UNSCANNABLE, img.ref.reason
+        elif img.awaiting_digest:
+            img.status = ImageStatus.NOT_SCANNED
+            img.reason = "container PENDING: ECS has not recorded the digest it runs yet (next run reads it)"
     return out
 
 
@@ -193,7 +211,7 @@ def resolve_digests(
     images: list[ImageResult], spec: PolicySpec, ports: Ports, result: RunResult, rlog: _RunLog
 ) -> None:
     """Stage 3: tags -> digests; not_found and failures recorded per image."""
-    todo = [i for i in images if i.ref.scannable]
+    todo = [i for i in images if i.ref.scannable and not i.awaiting_digest]
     if not todo:
         return
     try:

@@ -479,3 +479,57 @@ def test_enhanced_coverage_matches_in_every_partition(
     out = RegistryFindingsSource(stubs.clients).scans([(ref, digest)], [Severity.HIGH])
     stubs.assert_done()
     assert out[(ref, digest)].state is ScanState.COMPLETE, out[(ref, digest)].reason
+
+
+def test_running_tasks_pages_followed_and_described_by_100(stubs: Stubs) -> None:
+    """source: running: ListTasks (RUNNING, 100 a page) pages are followed, DescribeTasks takes 100 at
+    a time, a task that stopped in between (MISSING) is not an error, any other failure is.
+
+    moto never pages ListTasks, so only the Stubber proves the nextToken is followed.
+    """
+    source = EcsImageSource(stubs.clients, concurrency=1)
+    assert stubs.clients.workload("ecs", REGION) is not None
+    s = stubs.stub("ecs")
+    cluster = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/prod"
+    s.add_response(
+        "list_clusters",
+        {"clusterArns": [cluster, f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/staging"]},
+        {"maxResults": 100},
+    )
+    arns = [f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/prod/{i:032x}" for i in range(250)]
+    base = {"cluster": cluster, "desiredStatus": "RUNNING", "maxResults": 100}
+    s.add_response("list_tasks", {"taskArns": arns[:100], "nextToken": "p2"}, base)
+    s.add_response("list_tasks", {"taskArns": arns[100:200], "nextToken": "p3"}, base | {"nextToken": "p2"})
+    s.add_response("list_tasks", {"taskArns": arns[200:]}, base | {"nextToken": "p3"})
+    td = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/web:3"
+    for start in (0, 100, 200):
+        batch = arns[start : start + 100]
+        tasks = [
+            {
+                "taskArn": a,
+                "taskDefinitionArn": td,
+                "group": "service:web",
+                "launchType": "EC2",
+                "containers": [
+                    {"name": "app", "image": f"{ECR}/web:v1", "imageDigest": "sha256:" + "e" * 64}
+                ],
+            }
+            for a in batch[:-1]
+        ]
+        if start == 200:
+            tasks[0]["taskDefinitionArn"] = "not-an-arn"  # reported, not fatal for the other tasks
+        failures = [{"arn": batch[-1], "reason": "MISSING" if start else "ACCESS_DENIED"}]
+        s.add_response(
+            "describe_tasks", {"tasks": tasks, "failures": failures}, {"cluster": cluster, "tasks": batch}
+        )
+    listing = source.task_definitions(
+        TaskDefinitionsSpec(source="running", clusters=["prod"]), REGION, RevisionCache()
+    )
+    stubs.assert_done()
+    assert [(t.family, t.service, t.launch_type, t.tasks) for t in listing.task_definitions] == [
+        ("web", "web", "EC2", 246)
+    ]
+    assert listing.errors == [
+        f"task {arns[99]}: ACCESS_DENIED",
+        f"task {arns[200]}: unreadable taskDefinitionArn",
+    ]

@@ -26,6 +26,7 @@ from ecs_scan_operator.errors import NotFoundError, ScanError
 log = logging.getLogger(__name__)
 PAGE = 100  # the API's maximum page size for the list calls used here
 DESCRIBE_SERVICES_BATCH = 10
+DESCRIBE_TASKS_BATCH = 100  # DescribeTasks takes at most 100 task ARNs
 
 
 def parse_td_arn(arn: str) -> tuple[str, int]:
@@ -50,6 +51,53 @@ def _td_from_description(
         region=region,
         tags=tuple(sorted((str(t["key"]), str(t["value"])) for t in tags)),
     )
+
+
+def running_task_definitions(
+    tasks: list[dict[str, Any]], selection: TaskDefinitionsSpec, region: str
+) -> list[TaskDefinitionImages]:
+    """DescribeTasks answers -> one record per (revision, service, launch type, container digests).
+
+    The family comes from the task's taskDefinitionArn and include/exclude apply to it; the images and
+    digests come from the task itself (`containers[].image`, `.imageDigest`), so no
+    DescribeTaskDefinition is needed. A container without a digest (still PENDING) keeps digest None.
+    """
+    counts: dict[tuple[str, str, str, tuple[ContainerImage, ...]], int] = {}
+    for task in tasks:
+        arn = str(task.get("taskDefinitionArn", ""))
+        family, _ = parse_td_arn(arn)
+        if not family_selected(family, selection.include, selection.exclude):
+            continue
+        group = str(task.get("group", ""))
+        service = group.removeprefix("service:") if group.startswith("service:") else ""
+        containers = tuple(
+            sorted(
+                (
+                    ContainerImage(
+                        name=str(c.get("name", "")),
+                        image=str(c.get("image", "")),
+                        digest=str(c["imageDigest"]) if c.get("imageDigest") else None,
+                    )
+                    for c in task.get("containers", [])
+                ),
+                key=lambda c: (c.name, c.image, c.digest or ""),
+            )
+        )
+        key = (arn, service, str(task.get("launchType", "")), containers)
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        TaskDefinitionImages(
+            arn=arn,
+            family=parse_td_arn(arn)[0],
+            revision=parse_td_arn(arn)[1],
+            containers=containers,
+            region=region,
+            service=service,
+            launch_type=launch_type,
+            tasks=n,
+        )
+        for (arn, service, launch_type, containers), n in sorted(counts.items(), key=lambda kv: kv[0][:3])
+    ]
 
 
 class EcsImageSource:
@@ -150,6 +198,8 @@ class EcsImageSource:
         try:
             if selection.source is TaskDefinitionSource.SERVICES:
                 return self._from_services(ecs, selection, region, cache)
+            if selection.source is TaskDefinitionSource.RUNNING:
+                return self._from_running(ecs, selection, region)
             return self._latest(ecs, selection, region, cache)
         except (ClientError, BotoCoreError) as exc:
             raise map_aws_error(exc, f"ecs listing in {region}") from exc
@@ -194,17 +244,50 @@ class EcsImageSource:
         }
         return listing
 
-    def _from_services(
-        self, ecs: Any, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
-    ) -> TaskDefinitionListing:
-        listing = TaskDefinitionListing()
-        clusters = [
+    def _clusters(self, ecs: Any, selection: TaskDefinitionsSpec) -> list[str]:
+        return [
             arn
             for page in ecs.get_paginator("list_clusters").paginate(maxResults=PAGE)
             for arn in page.get("clusterArns", [])
             if not selection.clusters
             or any(fnmatchcase(arn.rsplit("/", 1)[-1], g) for g in selection.clusters)
         ]
+
+    def _from_running(self, ecs: Any, selection: TaskDefinitionsSpec, region: str) -> TaskDefinitionListing:
+        """The digests RUNNING tasks run: ListClusters, ListTasks pages, DescribeTasks by 100."""
+        listing = TaskDefinitionListing()
+        tasks: list[dict[str, Any]] = []
+        for cluster in self._clusters(ecs, selection):
+            arns = [
+                t
+                for page in ecs.get_paginator("list_tasks").paginate(
+                    cluster=cluster, desiredStatus="RUNNING", maxResults=PAGE
+                )
+                for t in page.get("taskArns", [])
+            ]
+            for i in range(0, len(arns), DESCRIBE_TASKS_BATCH):
+                out = ecs.describe_tasks(cluster=cluster, tasks=arns[i : i + DESCRIBE_TASKS_BATCH])
+                for failure in out.get("failures", []):
+                    # A task that stopped between the two calls is MISSING: it no longer runs.
+                    if failure.get("reason") != "MISSING":
+                        listing.errors.append(f"task {failure.get('arn')}: {failure.get('reason')}")
+                for t in out.get("tasks", []):
+                    try:
+                        parse_td_arn(str(t.get("taskDefinitionArn", "")))
+                    except ValueError:
+                        # Reported, never dropped silently, and one odd answer fails no other task.
+                        listing.errors.append(f"task {t.get('taskArn')}: unreadable taskDefinitionArn")
+                        continue
+                    tasks.append(t)
+        listing.task_definitions = running_task_definitions(tasks, selection, region)
+        listing.families_matched = len({td.family for td in listing.task_definitions})
+        return listing
+
+    def _from_services(
+        self, ecs: Any, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+    ) -> TaskDefinitionListing:
+        listing = TaskDefinitionListing()
+        clusters = self._clusters(ecs, selection)
         arns: set[str] = set()
         for cluster in clusters:
             services = [

@@ -99,3 +99,14 @@ def parse_image(raw: str) -> ImageRef:  # noqa: PLR0911, PLR0912 - one branch pe
         digest=digest,
         reason=f"registry {host} is not a private ECR registry, so Amazon Inspector does not scan it",
     )
+
+
+def running_image(image: str, digest: str | None) -> str:
+    """The reference a running container runs: its image pinned to the digest ECS recorded for it.
+
+    A reference already pinned by digest stays as written (ECS ran exactly that); without a digest
+    (the container is still PENDING) the image is returned unchanged.
+    """
+    if not digest or "@" in image:
+        return image
+    return f"{image}@{digest}"

@@ -121,6 +121,11 @@ class ImageUse:
     container: str
     task_definition_arn: str
     region: str = ""
+    # source: running only: the ECS service (`group: service:NAME`, "" for RunTask and scheduled
+    # tasks), the launch type and how many running tasks this use stands for.
+    service: str = ""
+    launch_type: str = ""
+    tasks: int = 0
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,9 @@ class ContainerImage:
 
     name: str
     image: str
+    # source: running only: the digest the task runs (`containers[].imageDigest`); None while the
+    # container is still PENDING (ECS records the digest once the image is pulled).
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,11 @@ class TaskDefinitionImages:
     containers: tuple[ContainerImage, ...]
     region: str = ""
     tags: tuple[tuple[str, str], ...] = ()
+    # source: running only: running tasks of this revision with the same service, launch type and
+    # container digests (tasks > 0 marks the running view; the declared view has 0).
+    service: str = ""
+    launch_type: str = ""
+    tasks: int = 0
 
 
 @dataclass(frozen=True)
@@ -221,6 +234,7 @@ class ImageResult:
     suppressed: list[tuple[Finding, str]] = field(default_factory=list)  # finding, suppression reason
     td_tags: dict[str, str] = field(default_factory=dict)  # tags of the task definitions using it (routing)
     repository_tags: dict[str, str] = field(default_factory=dict)  # ECR repository tags (routing)
+    awaiting_digest: bool = False  # source: running, container PENDING: no digest to resolve or scan yet
 
     @property
     def affected(self) -> bool:

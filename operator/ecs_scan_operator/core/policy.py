@@ -277,6 +277,7 @@ class TaskDefinitionSource(StrEnum):
 
     LATEST_REVISION = "latestRevision"
     SERVICES = "services"
+    RUNNING = "running"
 
 
 class TaskDefinitionsSpec(_Model):
@@ -290,18 +291,20 @@ class TaskDefinitionsSpec(_Model):
     source: TaskDefinitionSource = TaskDefinitionSource.LATEST_REVISION
     """How revisions are chosen. latestRevision: the newest ACTIVE revision of each family.
     services: the revisions that ECS services run (optionally only in
-    spec.taskDefinitions.clusters). Default latestRevision."""
+    spec.taskDefinitions.clusters). running: the image digests that RUNNING tasks run (services,
+    scheduled tasks and RunTask alike, optionally only in spec.taskDefinitions.clusters), from
+    ListTasks and DescribeTasks. Default latestRevision."""
     clusters: list[Glob] = Field(default_factory=list, max_length=200)
-    """ECS cluster name globs whose services are read; only with source: services. Empty means every
-    cluster. At most 200."""
+    """ECS cluster name globs whose services (source: services) or running tasks (source: running)
+    are read; only with those sources. Empty (the default) means every cluster. At most 200."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     "!has(self.clusters) || size(self.clusters) == 0"
-                    " || (has(self.source) && self.source == 'services')",
-                    "spec.taskDefinitions.clusters is only used with source: services",
+                    " || (has(self.source) && (self.source == 'services' || self.source == 'running'))",
+                    "spec.taskDefinitions.clusters is only used with source: services or running",
                     ".clusters",
                 )
             ]
@@ -310,8 +313,8 @@ class TaskDefinitionsSpec(_Model):
 
     @model_validator(mode="after")
     def _clusters_need_services(self) -> TaskDefinitionsSpec:
-        if self.clusters and self.source is not TaskDefinitionSource.SERVICES:
-            raise ValueError("clusters is only used with source: services")
+        if self.clusters and self.source not in (TaskDefinitionSource.SERVICES, TaskDefinitionSource.RUNNING):
+            raise ValueError("clusters is only used with source: services or running")
         return self
 
 

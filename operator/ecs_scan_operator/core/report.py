@@ -37,6 +37,9 @@ class ReportObject:
 def image_report_key(folder: str, img: ImageResult) -> str:
     """Where an affected image's JSON goes."""
     name = img.ref.tag or img.digest or img.ref.digest or "untagged"
+    if img.ref.tag and img.ref.digest:
+        # One tag, several digests running (source: running after the tag moved): one object each.
+        name = f"{img.ref.tag}@{img.ref.digest}"
     return image_key(folder, img.ref.repository or "unknown", name)
 
 
@@ -69,6 +72,11 @@ def image_document(
             # used by thousands of revisions; the index keeps the family names).
             "uses": [
                 {"family": u.family, "revision": u.revision, "container": u.container, "region": u.region}
+                | (
+                    {"service": u.service, "launchType": u.launch_type, "runningTasks": u.tasks}
+                    if u.tasks
+                    else {}
+                )
                 for u in sorted(img.uses)
             ],
             "runId": run_id,
