@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import threading
 from typing import Any
 
 import pytest
 
-from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 from ecs_scan_operator.controller.grants import GrantAccess, GrantIndex, read_external_id
 from ecs_scan_operator.controller.reconcile import RUN_NOW_ANNOTATION
 from ecs_scan_operator.core.grants import SecretKeyRef
-from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
-from ecs_scan_operator.core.result import RunResult
 from ecs_scan_operator.errors import NotFoundError, PermanentError
 from tests.unit.test_controller_worker import NS, SPEC, FakeKube, Harness, Runner, make, ready, until
 
@@ -58,30 +54,9 @@ class GrantKube(FakeKube):
         return dict(self.labels[namespace])
 
 
-class SpecRunner(Runner):
-    """Records the spec each run got (the external ID is filled in from the grant's Secret)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.specs: list[PolicySpec] = []
-        self.spec_lock = threading.Lock()
-
-    def __call__(
-        self,
-        policy: PolicyRef,
-        spec: PolicySpec,
-        run_id: str,
-        cancel: threading.Event,
-        creds: JiraCredentials | None,
-    ) -> RunResult:
-        with self.spec_lock:
-            self.specs.append(spec)
-        return super().__call__(policy, spec, run_id, cancel, creds)
-
-
 @pytest.fixture
 async def g() -> Any:
-    harness = make(SpecRunner())
+    harness = make(Runner())
     kube = GrantKube()
     harness.kube = kube
     harness.deps.kube = kube
@@ -121,7 +96,6 @@ async def test_a_grant_created_while_running_takes_effect_and_supplies_the_exter
     assert g.scheduler is not None
     g.scheduler.look_at_all()  # ... then every policy is looked at again
     await until(lambda: "lastRun" in g.kube.status("p"))
-    assert isinstance(g.runner, SpecRunner)
     assert g.runner.specs[0].aws.external_id == "s3cr3t-ext-id"
     assert g.kube.label_reads >= 1  # the grant selects by label
     everything = repr(g.kube.status("p")) + repr(g.events["p"].posted)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 from ecs_scan_operator.controller import runs
 from ecs_scan_operator.controller.reconcile import RUN_NOW_ANNOTATION
-from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, parse_spec
+from ecs_scan_operator.core.policy import PolicyRef, parse_spec
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.errors import LeaseHeld
 from tests.unit.test_controller_worker import NS, SPEC, Runner, make, metric, until
@@ -28,23 +27,14 @@ def test_execute_run_turns_lease_held_into_a_refused_result(monkeypatch: Any) ->
     assert result.refused == MESSAGE and result.outcome is Outcome.FAILED
 
 
-class RefusedRunner(Runner):
-    def __call__(
-        self,
-        policy: PolicyRef,
-        spec: PolicySpec,
-        run_id: str,
-        cancel: threading.Event,
-        creds: JiraCredentials | None,
-    ) -> RunResult:
-        result = super().__call__(policy, spec, run_id, cancel, creds)
-        result.refused = MESSAGE
-        result.errors = [MESSAGE]
-        return result
+def refused(result: RunResult) -> None:
+    """What execute_run returns when another process holds the lease."""
+    result.refused = MESSAGE
+    result.errors = [MESSAGE]
 
 
 async def test_refused_run_is_reported_and_not_counted_as_a_failed_run() -> None:
-    h = make(RefusedRunner())
+    h = make(Runner(shape=refused))
     try:
         h.kube.add_policy("p", SPEC, annotations={RUN_NOW_ANNOTATION: "go"})
         h.start("p")
@@ -62,24 +52,15 @@ async def test_refused_run_is_reported_and_not_counted_as_a_failed_run() -> None
         await h.stop_all()
 
 
-class DeniedRunner(Runner):
-    def __call__(
-        self,
-        policy: PolicyRef,
-        spec: PolicySpec,
-        run_id: str,
-        cancel: threading.Event,
-        creds: JiraCredentials | None,
-    ) -> RunResult:
-        result = super().__call__(policy, spec, run_id, cancel, creds)
-        result.record_error("2 image(s) failed digest resolution")
-        result.record_cause("ecr:DescribeImages AccessDeniedException", 2)
-        result.finish(result.completed or result.started)
-        return result
+def denied(result: RunResult) -> None:
+    """A run whose digest resolution was refused by ECR for two images."""
+    result.record_error("2 image(s) failed digest resolution")
+    result.record_cause("ecr:DescribeImages AccessDeniedException", 2)
+    result.finish(result.completed or result.started)
 
 
 async def test_the_event_and_status_name_each_cause_with_its_count() -> None:
-    h = make(DeniedRunner())
+    h = make(Runner(shape=denied))
     try:
         h.kube.add_policy("p", SPEC, annotations={RUN_NOW_ANNOTATION: "go"})
         h.start("p")

@@ -208,9 +208,19 @@ class Leader:
 
 
 class Runner:
-    """A fake run_fn: records calls, optionally blocks until released or cancelled."""
+    """A fake run_fn: records calls, optionally blocks until released or cancelled.
 
-    def __init__(self, *, block: bool = False, honour_cancel: bool = True) -> None:
+    `shape` changes the result before it is returned (a refused run, a run with error causes).
+    """
+
+    def __init__(
+        self,
+        *,
+        block: bool = False,
+        honour_cancel: bool = True,
+        shape: Callable[[RunResult], None] | None = None,
+    ) -> None:
+        self.shape = shape
         self.calls: list[tuple[str, str, JiraCredentials | None]] = []
         self.specs: list[PolicySpec] = []
         self.block = block
@@ -247,6 +257,8 @@ class Runner:
             result.report_uri = f"s3://ecs-scan-reports/ecs-scan/{run_id}/index.json"
             result.aws_calls = {"ecs:ListTaskDefinitions": 2, "ecr:DescribeImages": 1}
             result.finish(T0 + timedelta(seconds=5))
+            if self.shape is not None:
+                self.shape(result)
             return result
         finally:
             with self.lock:
