@@ -81,3 +81,31 @@ scheduledTime  # a key of a wire TypedDict
 stageFailures  # a key of a wire TypedDict
 startTime  # a key of a wire TypedDict
 suppressedFindings  # a key of a wire TypedDict
+
+# The data contract of issues #12 (runtime) and #13 (prioritise), added to core/model.py before the
+# stages that fill and read them are merged. TEMPORARY: remove each line as its reader lands.
+_.assessment
+_.running_tasks
+_.first_seen_running
+_.last_seen_running
+_.in_use_count
+_.last_in_use_at
+_.coverage_at_risk
+_.drift
+_.runtime
+_.redeploy_needed
+_.YES
+_.NO
+_.epss
+_.exploit_available
+_.last_known_exploit_at
+_.fix_available
+_.inspector_score
+_.remediation
+_.kev
+_.kev_date_added
+_.kev_date_due
+_.kev_action
+_.first_seen
+_.overdue
+_.signals

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -121,6 +121,7 @@ class ImageUse:
     container: str
     task_definition_arn: str
     region: str = ""
+    account: str = ""  # the AWS account of the task definition ("" : the policy's one account)
     # source: running only: the ECS service (`group: service:NAME`, "" for RunTask and scheduled
     # tasks), the launch type and how many running tasks this use stands for.
     service: str = ""
@@ -148,12 +149,55 @@ class TaskDefinitionImages:
     revision: int
     containers: tuple[ContainerImage, ...]
     region: str = ""
+    account: str = ""  # the AWS account of the task definition ("" : the policy's one account)
     tags: tuple[tuple[str, str], ...] = ()
     # source: running only: running tasks of this revision with the same service, launch type and
     # container digests (tasks > 0 marks the running view; the declared view has 0).
     service: str = ""
     launch_type: str = ""
     tasks: int = 0
+
+
+class FixAvailable(StrEnum):
+    """Inspector's `fixAvailable`; UNKNOWN where the scan has no such signal (BASIC)."""
+
+    YES = "YES"
+    NO = "NO"
+    PARTIAL = "PARTIAL"
+    UNKNOWN = ""
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What says how urgent a finding is, beyond its severity.
+
+    Amazon Inspector (ENHANCED) returns these per finding; BASIC scanning returns none of them, so
+    every field has an "unknown" value (None, UNKNOWN, "") that reports show as "unknown", never
+    as "no". `kev` comes from Inspector's SearchVulnerabilities (`cisaData`), read per distinct
+    CVE and cached in the state object.
+    """
+
+    epss: float | None = None  # epss.score, 0..1
+    exploit_available: bool | None = None  # exploitAvailable YES/NO
+    last_known_exploit_at: datetime | None = None  # exploitabilityDetails.lastKnownExploitAt
+    fix_available: FixAvailable = FixAvailable.UNKNOWN
+    inspector_score: float | None = None  # inspectorScore
+    remediation: str = ""  # remediation.recommendation.text
+    kev: bool | None = None  # on CISA's Known Exploited Vulnerabilities list (None: not looked up)
+    kev_date_added: date | None = None
+    kev_date_due: date | None = None
+    kev_action: str = ""
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The policy's verdict on one finding: priority P1..P4 and its SLA (see docs/prioritisation.md)."""
+
+    priority: str = ""  # "P1".."P4"; "" where the policy does not prioritise
+    actionable: bool = True  # matches the policy's actOn rules (or its severityThreshold)
+    first_seen: datetime | None = None  # first run that saw it (state object) or firstObservedAt
+    due: date | None = None
+    overdue: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,6 +213,8 @@ class Finding:
     url: str = ""
     first_observed: datetime | None = None
     title: str = ""
+    signals: Signals = field(default_factory=Signals)
+    assessment: Assessment = field(default_factory=Assessment)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, used in reports."""
@@ -208,6 +254,32 @@ class ImageScan:
 
 
 @dataclass(frozen=True)
+class RuntimeContext:
+    """Where and since when an image runs: the running view of one image (issue #12).
+
+    Filled from ListTasks/DescribeTasks or service revisions (clusters, services, tasks, the
+    digests running) and from Inspector's coverage (`inUseCount`, `lastInUseAt`); `tag_digest` is
+    the digest the tag points at now (ECR DescribeImages). Empty when nothing was looked up.
+    """
+
+    clusters: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    running_tasks: int = 0
+    running_digests: tuple[str, ...] = ()
+    tag_digest: str | None = None
+    first_seen_running: datetime | None = None  # first run that saw it running (state object)
+    last_seen_running: datetime | None = None
+    in_use_count: int | None = None  # Inspector coverage ecrContainerImage.inUseCount
+    last_in_use_at: datetime | None = None  # Inspector coverage ecrContainerImage.lastInUseAt
+    coverage_at_risk: bool = False  # running longer than Inspector's rescan window: findings stale
+
+    @property
+    def drift(self) -> bool:
+        """The tag now points at a digest that no running task uses."""
+        return bool(self.tag_digest and self.running_digests and self.tag_digest not in self.running_digests)
+
+
+@dataclass(frozen=True)
 class Resolution:
     """The outcome of resolving an image reference to a digest."""
 
@@ -235,6 +307,10 @@ class ImageResult:
     td_tags: dict[str, str] = field(default_factory=dict)  # tags of the task definitions using it (routing)
     repository_tags: dict[str, str] = field(default_factory=dict)  # ECR repository tags (routing)
     awaiting_digest: bool = False  # source: running, container PENDING: no digest to resolve or scan yet
+    runtime: RuntimeContext | None = None  # the running view, when the policy asked for one
+    # The tag already points at a digest without these findings while running tasks still use this
+    # one: the ticket stays open and says so (issue #12).
+    redeploy_needed: bool = False
 
     @property
     def affected(self) -> bool:
