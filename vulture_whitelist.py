@@ -35,9 +35,8 @@ DOES_NOT_EXIST  # core/grants.py label selector operator "DoesNotExist"
 NEW  # core/tickets/model.py StatusCategory: Jira's statusCategory.key
 INDETERMINATE  # core/tickets/model.py StatusCategory
 
-# Fields of the ScanAccessGrant CRD: part of its schema (crd.py), recorded for later enforcement.
-destinations  # core/grants.py NotificationGrant
-notifications  # core/grants.py GrantSpec
+# Protocol methods: the signature a callable must have, called through the protocol.
+_.__call__  # controller/runs.py RunFn
 
 # Data that is part of a value's identity or explains a decision; tests check it on purpose.
 task_definition_arn  # core/model.py ImageUse: in its equality and order (two accounts, same family:revision)

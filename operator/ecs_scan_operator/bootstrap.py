@@ -54,6 +54,7 @@ def build_ports(
     session_identity: bool = True,
     notify_secrets: Callable[[str], Mapping[str, SecretStr]] | None = None,
     notify_allow_private: bool = False,
+    notify_destinations: tuple[str, ...] | None = None,
 ) -> Ports:
     """Real adapters: ECS, ECR, Inspector, S3 (or a local folder), Jira when configured.
 
@@ -75,7 +76,9 @@ def build_ports(
     if spec.notify and notify_secrets is not None:
         from ecs_scan_operator.adapters.notify_http import HttpNotifier
 
-        notifier = HttpNotifier(notify_secrets, allow_private=notify_allow_private)
+        notifier = HttpNotifier(
+            notify_secrets, allow_private=notify_allow_private, granted=notify_destinations
+        )
     counter = clients.counter
     return Ports(
         images=EcsImageSource(clients, concurrency=concurrency),

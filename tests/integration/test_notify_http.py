@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from ecs_scan_operator.pipeline import run_policy
 from ecs_scan_operator.ports import Ports
 from tests.support.fakes import FakeDigests, FakeFindings, FakeImageSource, FixedClock, MemorySink
 from tests.support.notify_receivers import Receiver, receiver
+from tests.support.tls import make_ca
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 POLICY = PolicyRef(namespace="team-a", name="nightly")
@@ -244,3 +246,72 @@ def test_a_slow_receiver_hits_the_total_deadline() -> None:
         for c in conns:
             c.close()
         server.close()
+
+
+def _resolver(answers: dict[str, list[str]], calls: list[str]) -> Any:
+    def resolve(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return list(answers.get(host, []))
+
+    return resolve
+
+
+def test_the_message_goes_to_the_checked_address_under_the_urls_name() -> None:
+    # hooks.internal resolves nowhere but in our resolver: delivery proves the connection went to
+    # the address that was checked, and that the name was resolved once (no second answer, as a
+    # rebinding DNS server would give, is ever asked for).
+    with receiver("slack") as slack:
+        port = slack.url.split(":")[2].split("/")[0]
+        url = f"http://hooks.internal:{port}/hook/slack"
+        calls: list[str] = []
+        notifier = fast(
+            lambda n: {"url": SecretStr(url)}, resolver=_resolver({"hooks.internal": ["127.0.0.1"]}, calls)
+        )
+        notifier.send(spec().notify[0], {"text": "x", "blocks": []})
+        assert [r.status for r in slack.received] == [200]
+        assert slack.received[0].headers["host"] == f"hooks.internal:{port}"
+        assert calls == ["hooks.internal"]
+
+
+@pytest.mark.parametrize(("cert_name", "delivered"), [("hooks.test", True), ("other.test", False)])
+def test_https_to_the_checked_address_verifies_the_urls_name(
+    tmp_path: Path, cert_name: str, delivered: bool
+) -> None:
+    # The TLS name (SNI and the certificate check) is the URL's host, not the pinned address: a
+    # certificate for another name is refused although the address is the checked one.
+    ca = make_ca(tmp_path)
+    with receiver("slack", tls=ca.issue(cert_name)) as slack:
+        port = slack.url.split(":")[2].split("/")[0]
+        url = f"https://hooks.test:{port}/hook/slack"
+        resolve = _resolver({"hooks.test": ["127.0.0.1"]}, [])
+        notifier = fast(lambda n: {"url": SecretStr(url)}, resolver=resolve, verify=ca.ca_file, attempts=1)
+        if delivered:
+            notifier.send(spec().notify[0], {"text": "x", "blocks": []})
+            assert [r.status for r in slack.received] == [200]
+        else:
+            with pytest.raises(NotifyError, match="SSLError"):
+                notifier.send(spec().notify[0], {"text": "x", "blocks": []})
+            assert slack.received == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://hooks.slack.com/services/T2/B/x", "https://127.0.0.1/hook", "https://hooks.example.com/x"],
+)
+def test_a_url_the_grant_does_not_list_is_refused_before_resolving(url: str) -> None:
+    calls: list[str] = []
+    notifier = fast(
+        lambda n: {"url": SecretStr(url)},
+        granted=("https://hooks.slack.com/services/T1", "*.webhook.office.com"),
+        resolver=_resolver({}, calls),
+    )
+    with pytest.raises(NotifyError, match="not among the granted notification destinations"):
+        notifier.send(spec().notify[0], {"text": "x", "blocks": []})
+    assert calls == [] and notifier.requests == 0
+
+
+def test_a_granted_url_is_delivered() -> None:
+    with receiver("slack") as slack:
+        notifier = fast(secrets(slack), granted=("127.0.0.1",))
+        notifier.send(spec().notify[0], {"text": "x", "blocks": []})
+        assert [r.status for r in slack.received] == [200]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -124,8 +125,8 @@ def webhook_problem(headers: dict[str, str], body: bytes, key: bytes) -> str:
 
 
 @contextmanager
-def receiver(kind: str, signing_key: bytes = b"") -> Iterator[Receiver]:
-    """Run a receiver of `kind` (slack, teams, webhook) until the block ends."""
+def receiver(kind: str, signing_key: bytes = b"", tls: tuple[str, str] | None = None) -> Iterator[Receiver]:
+    """Run a receiver of `kind` (slack, teams, webhook) until the block ends; HTTPS with `tls` (cert, key)."""
     state = Receiver(kind=kind, url="", signing_key=signing_key)
     lock = threading.Lock()
 
@@ -160,7 +161,13 @@ def receiver(kind: str, signing_key: bytes = b"") -> Iterator[Receiver]:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook/{kind}"
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/hook/{kind}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -188,3 +188,34 @@ async def test_the_grants_private_jira_hosts_travel_with_the_runs_credentials(g:
     await until(lambda: "lastRun" in g.kube.status("p"))
     ((_, _, creds),) = g.runner.calls
     assert creds is not None and creds.allowed_hosts == ("10.0.0.5",)
+
+
+async def test_the_grants_notification_destinations_travel_with_the_run(g: Harness) -> None:
+    # The notifier checks the URL it reads from the Secret against exactly these entries.
+    assert isinstance(g.kube, GrantKube)
+    dests = ["https://hooks.slack.com/services/TA/"]
+    g.kube.grants.append(grant_obj("team-a", **{**TEAM_A["spec"], "notifications": {"destinations": dests}}))
+    g.deps.grants = GrantAccess(g.kube)
+    g.deps.grants.prime()
+    g.kube.secrets[("ops", "ext")] = _secret("ext-id")
+    notify = [{"name": "chat", "type": "slack", "secret": "chat-hook"}]
+    g.kube.add_policy("p", {**POLICY, "notify": notify}, annotations={RUN_NOW_ANNOTATION: "now"})
+    g.start("p")
+    await until(lambda: "lastRun" in g.kube.status("p"))
+    assert g.runner.notify_destinations == [tuple(dests)]
+
+
+async def test_without_granted_destinations_a_notifying_policy_does_not_run(g: Harness) -> None:
+    assert isinstance(g.kube, GrantKube)
+    g.kube.grants.append(grant_obj("team-a", **TEAM_A["spec"]))
+    g.deps.grants = GrantAccess(g.kube)
+    g.deps.grants.prime()
+    notify = [{"name": "chat", "type": "slack", "secret": "chat-hook"}]
+    g.kube.add_policy("p", {**POLICY, "notify": notify}, annotations={RUN_NOW_ANNOTATION: "now"})
+    g.start("p")
+    await until(
+        lambda: any(c.get("reason") == "AccessNotGranted" for c in g.kube.status("p").get("conditions", []))
+    )
+    conditions = {c["type"]: c for c in g.kube.status("p")["conditions"]}
+    assert "spec.notify[0]" in conditions["Ready"]["message"]
+    assert g.runner.calls == []

@@ -117,8 +117,10 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
         session_identity: bool,
         notify_secrets: Any,
         notify_allow_private: bool,
+        notify_destinations: tuple[str, ...] | None,
     ) -> str:
         seen["creds"], seen["session_identity"] = jira_credentials, session_identity
+        seen["notify_destinations"] = notify_destinations
         seen["state_key"] = state_key.get_secret_value()
         assert notify_secrets is None and notify_allow_private is False  # the spec has no notify
         return "ports"
@@ -136,11 +138,12 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
     cancel = threading.Event()
     creds = JiraCredentials(token=SecretStr("x"))
     try:
-        execute_run(REF, SPEC, "r9", cancel, creds, Clock())
+        execute_run(REF, SPEC, "r9", cancel, creds, Clock(), notify_destinations=("hooks.slack.com",))
     finally:
         get_settings.cache_clear()
     assert seen == {
         "creds": creds,
+        "notify_destinations": ("hooks.slack.com",),
         "state_key": "s" * 40,
         "session_identity": True,
         "run_id": "r9",
@@ -192,7 +195,9 @@ def test_notify_secrets_are_read_in_the_run_only_for_policies_that_notify(
 async def test_pool_tracks_active_runs_until_their_thread_ends() -> None:
     release = threading.Event()
 
-    def fn(policy: PolicyRef, spec: Any, run_id: str, cancel: threading.Event, creds: Any) -> RunResult:
+    def fn(
+        policy: PolicyRef, spec: Any, run_id: str, cancel: threading.Event, creds: Any, /, **_: Any
+    ) -> RunResult:
         release.wait(5)
         return RunResult(run_id=run_id, policy=policy.key, started=Clock().now())
 

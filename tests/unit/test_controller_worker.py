@@ -222,6 +222,7 @@ class Runner:
     ) -> None:
         self.shape = shape
         self.calls: list[tuple[str, str, JiraCredentials | None]] = []
+        self.notify_destinations: list[tuple[str, ...] | None] = []
         self.specs: list[PolicySpec] = []
         self.block = block
         self.honour_cancel = honour_cancel
@@ -238,9 +239,13 @@ class Runner:
         run_id: str,
         cancel: threading.Event,
         creds: JiraCredentials | None,
+        /,
+        *,
+        notify_destinations: tuple[str, ...] | None = None,
     ) -> RunResult:
         with self.lock:
             self.calls.append((policy.key, run_id, creds))
+            self.notify_destinations.append(notify_destinations)
             self.specs.append(spec)
             self.running += 1
             self.max_running = max(self.max_running, self.running)

@@ -46,6 +46,7 @@ TEAM_A = grant(
         {"bucket": "shared-reports", "prefix": "team-a", "kmsKey": "alias/team-a"},
     ],
     jira={"urls": ["https://a.atlassian.net", "http://10.0.0.5:8080"], "allowPrivateHosts": ["10.0.0.5"]},
+    notifications={"destinations": ["https://hooks.slack.com/services/TA/", "*.webhook.office.com"]},
 )
 TEAM_B = grant(
     "team-b",
@@ -179,6 +180,7 @@ def test_allowed_names_the_grant(
         grant=grant_name,
         external_id_secret=granting.spec.aws.external_id_secret_ref,
         jira_private_hosts=tuple(granting.spec.jira.allow_private_hosts),
+        notify_destinations=tuple(granting.spec.notifications.destinations),
     )
 
 
@@ -386,3 +388,44 @@ def test_the_allowing_grant_hands_its_private_jira_hosts_to_the_run() -> None:
     assert isinstance(allowed, Allowed) and allowed.jira_private_hosts == ("10.0.0.5",)
     public = check(B, {"team": "b"}, spec(role=ROLE_B, region="us-west-2", bucket="reports-team-b"), GRANTS)
     assert isinstance(public, Allowed) and public.jira_private_hosts == ()
+
+
+NOTIFY: dict[str, Any] = {"notify": [{"name": "chat", "type": "slack", "secret": "chat-hook"}]}
+
+
+def test_notifications_need_a_grant_that_lists_destinations() -> None:
+    # The URL is in a Secret the operator reads when sending; at plan time a grant without any
+    # destination already refuses the policy, naming the entry.
+    policy_b = spec(role=ROLE_B, region="us-west-2", bucket="reports-team-b", **NOTIFY)
+    refused = check(B, {"team": "b"}, policy_b, GRANTS)
+    assert isinstance(refused, Refused) and refused.field == "spec.notify[0]"
+    assert "destination chat" in refused.reason and refused.granted == ()
+    allowed = check(A, {"team": "a"}, spec(**NOTIFY), GRANTS)
+    assert isinstance(allowed, Allowed)
+    assert allowed.notify_destinations == ("https://hooks.slack.com/services/TA/", "*.webhook.office.com")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "https://hooks.slack.com/services/T1?x=1",  # a query is no prefix
+        "https://user@hooks.slack.com/",  # credentials
+        "javascript:alert(1)",
+        "hooks slack com",
+        "https://hooks.slack.com/a b",
+        "ftp://hooks.slack.com/",
+        "hooks.slack.com/x",  # a path needs the scheme
+    ],
+)
+def test_a_notification_destination_entry_is_a_url_prefix_or_a_host_pattern(entry: str) -> None:
+    with pytest.raises(ValueError, match="destinations"):
+        GrantSpec.model_validate({"namespaces": {"names": ["a"]}, "notifications": {"destinations": [entry]}})
+
+
+@pytest.mark.parametrize("pattern", ["role", "arn:aws:iam::1:role/*", "*", "eu-*"])
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", "\n\n", "\nx"])
+def test_grant_patterns_match_the_whole_value_never_up_to_a_line_break(pattern: str, suffix: str) -> None:
+    # re.match with "$" would accept "role\n": every pattern form, every line-break tail.
+    value = pattern.replace("*", "x")
+    assert matches(pattern, value)
+    assert not matches(pattern, value + suffix)

@@ -48,6 +48,7 @@ from ecs_scan_operator.adapters.jira_wire import (
     parse_server_info,
     retry_after,
 )
+from ecs_scan_operator.adapters.pinned_http import PinnedHostAdapter
 from ecs_scan_operator.core.destinations import Allowed, AllowList, Refused, decide
 from ecs_scan_operator.core.result import clip
 from ecs_scan_operator.errors import AuthError, NotFoundError, PermanentError, ScanError, TransientError
@@ -225,19 +226,12 @@ class _TLSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 
-class _Adapter(HTTPAdapter):
+class _Adapter(PinnedHostAdapter):
     """Connections under the watchdog; for HTTPS to a checked IP, SNI and the certificate
-    check use the host name."""
-
-    def __init__(self, server_hostname: str | None = None) -> None:
-        self._server_hostname = server_hostname
-        super().__init__(max_retries=0)  # retries are ours alone (see call())
+    check use the host name (PinnedHostAdapter)."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        """The pool manager: watched connections, told which name to expect on the certificate."""
-        if self._server_hostname:
-            kwargs["server_hostname"] = self._server_hostname
-            kwargs["assert_hostname"] = self._server_hostname
+        """The pinned pool manager, with watched connections."""
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
 

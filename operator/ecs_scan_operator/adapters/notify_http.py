@@ -5,7 +5,10 @@ The URL (and the webhook's signing key) come from the destination's Secret, read
 the credential). Each send has a total deadline (connect, response and body together), at most
 `attempts` tries (connection errors, 5xx and 429, with Retry-After honoured up to the deadline),
 no redirects (one could lead to a private address), and the destination rules of
-core/notify_destinations.py checked on the resolved addresses before connecting.
+core/notify_destinations.py checked on the resolved addresses before connecting. The connection
+then goes to the checked address (adapters/pinned_http.py), so a DNS answer that changes between
+the check and the request cannot send the message elsewhere. In tenancy mode `grants`, the URL
+must also be one the allowing ScanAccessGrant lists (notifications.destinations).
 
 The generic webhook's body is signed: ``X-Ecsscan-Signature: sha256=<hex HMAC-SHA256 of
 "<timestamp>.<body>">`` with ``X-Ecsscan-Timestamp: <unix seconds>``, so a receiver can check
@@ -27,7 +30,13 @@ from urllib.parse import urlsplit
 import requests
 from pydantic import SecretStr
 
-from ecs_scan_operator.core.notify_destinations import DestinationRefused, check_addresses, check_url
+from ecs_scan_operator.adapters.pinned_http import PinnedHostAdapter, pinned
+from ecs_scan_operator.core.notify_destinations import (
+    DestinationRefused,
+    check_addresses,
+    check_granted,
+    check_url,
+)
 from ecs_scan_operator.core.policy import NotifyDestination, NotifyType
 from ecs_scan_operator.errors import PermanentError, ScanError, TransientError
 
@@ -49,12 +58,16 @@ def sign(key: bytes, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def _resolve(host: str, port: int) -> list[str]:
+Resolver = Callable[[str, int], list[str]]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (TCP), in the resolver's order; [] when it does not resolve."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
+    except (OSError, UnicodeError):
         return []
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 class HttpNotifier:
@@ -65,19 +78,23 @@ class HttpNotifier:
         secrets: SecretReader,
         *,
         allow_private: bool = False,
+        granted: tuple[str, ...] | None = None,
         deadline: float = 20.0,
         attempts: int = 3,
         backoff: float = 1.0,
-        session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
+        resolver: Resolver = system_resolver,
+        verify: bool | str = True,
     ) -> None:
+        """`granted`: the allowing grant's notifications.destinations (None: open mode, no grant)."""
         self._secrets = secrets
         self._allow_private = allow_private
+        self._granted = granted
+        self._resolver = resolver
+        self._verify = verify
         self._deadline = deadline
         self._attempts = max(1, attempts)
         self._backoff = backoff
-        self._session = session or requests.Session()
-        self._session.trust_env = False  # no proxy from the environment in front of the address check
         self._clock = clock
         self.requests = 0
 
@@ -107,13 +124,24 @@ class HttpNotifier:
             headers[SIGNATURE_HEADER] = sign(raw, stamp, body)
         try:
             host = check_url(target, allow_private=self._allow_private)
-            port = urlsplit(target).port or (443 if target.startswith("https") else 80)
-            check_addresses(host, _resolve(host, port), allow_private=self._allow_private)
+            if self._granted is not None:
+                check_granted(target, self._granted)
+            parts = urlsplit(target)
+            addresses = self._resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
+            check_addresses(host, addresses, allow_private=self._allow_private)
         except DestinationRefused as exc:
             raise NotifyError(f"{name}: refused: {exc}") from None
-        self._post(name, target, body, headers)
+        pinned_url, headers["Host"] = pinned(target, addresses[0])
+        session = requests.Session()
+        session.trust_env = False  # no proxy from the environment in front of the address check
+        session.verify = self._verify
+        session.mount(f"{parts.scheme}://", PinnedHostAdapter(host if parts.scheme == "https" else None))
+        with session:
+            self._post(session, name, pinned_url, body, headers)
 
-    def _post(self, name: str, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+    def _post(
+        self, session: requests.Session, name: str, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> None:
         ends = time.monotonic() + self._deadline
         last = ""
         for attempt in range(1, self._attempts + 1):
@@ -123,7 +151,7 @@ class HttpNotifier:
                 break
             wait = 0.0
             try:
-                status, retry_after = self._once(url, body, headers, ends)
+                status, retry_after = self._once(session, url, body, headers, ends)
             except TransientError as exc:
                 last, wait = str(exc), self._backoff * attempt
             else:
@@ -141,12 +169,12 @@ class HttpNotifier:
         raise NotifyError(f"{name}: {last} after {attempt} attempt(s)")
 
     def _once(
-        self, url: str, body: bytes, headers: Mapping[str, str], ends: float
+        self, session: requests.Session, url: str, body: bytes, headers: Mapping[str, str], ends: float
     ) -> tuple[int, float | None]:
         left = max(0.1, ends - time.monotonic())
         self.requests += 1
         try:
-            resp = self._session.post(
+            resp = session.post(
                 url, data=body, headers=dict(headers), timeout=(min(left, 10.0), left),
                 allow_redirects=False, stream=True,
             )  # fmt: skip

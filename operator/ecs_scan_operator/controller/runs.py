@@ -12,10 +12,10 @@ import base64
 import binascii
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import SecretStr
 
@@ -32,7 +32,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RunFn = Callable[[PolicyRef, PolicySpec, str, threading.Event, "JiraCredentials | None"], RunResult]
+
+class RunFn(Protocol):
+    """What a worker thread runs: execute_run, or a test's stand-in."""
+
+    def __call__(
+        self,
+        policy: PolicyRef,
+        spec: PolicySpec,
+        run_id: str,
+        cancel: threading.Event,
+        jira_credentials: JiraCredentials | None,
+        /,
+        *,
+        notify_destinations: tuple[str, ...] | None = None,
+    ) -> RunResult: ...
 
 
 def read_jira_credentials(kube: KubeApi, namespace: str, secret: str) -> JiraCredentials:
@@ -68,8 +82,12 @@ def execute_run(
     session_identity: bool = True,
     kube: KubeApi | None = None,
     notify_allow_private: bool = False,
+    notify_destinations: tuple[str, ...] | None = None,
 ) -> RunResult:
-    """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled."""
+    """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled.
+
+    `notify_destinations`: the allowing grant's notification destinations (None in open mode).
+    """
     from ecs_scan_operator.bootstrap import build_ports
     from ecs_scan_operator.pipeline import run_policy
     from ecs_scan_operator.settings import get_settings
@@ -93,6 +111,7 @@ def execute_run(
             session_identity=session_identity,
             notify_secrets=notify_secrets,
             notify_allow_private=notify_allow_private,
+            notify_destinations=notify_destinations,
         )
         return run_policy(policy, spec, ports, clock, run_id=run_id, cancel=cancel)
     except Cancelled:
@@ -140,10 +159,13 @@ class RunPool:
         policy: PolicyRef,
         spec: PolicySpec,
         credentials: JiraCredentials | None,
+        notify_destinations: tuple[str, ...] | None = None,
     ) -> RunHandle:
         """Start a run in a worker thread; it stays `active` until the thread is done."""
         cancel = threading.Event()
-        future = self._executor.submit(self._run_fn, policy, spec, run_id, cancel, credentials)
+        future = self._executor.submit(
+            self._run_fn, policy, spec, run_id, cancel, credentials, notify_destinations=notify_destinations
+        )
         handle = RunHandle(uid=uid, run_id=run_id, future=future, cancel=cancel)
         with self._lock:
             self._active[uid] = handle

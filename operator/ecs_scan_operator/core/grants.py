@@ -73,7 +73,8 @@ def pattern_regex(pattern: str) -> str:
 
 def matches(pattern: str, value: str) -> bool:
     """Whether a value matches a grant pattern."""
-    return re.match(pattern_regex(pattern), value) is not None
+    # fullmatch: with re.match, "$" would also match before a trailing newline ("role\n").
+    return re.fullmatch(pattern_regex(pattern), value) is not None
 
 
 def _check_pattern(value: str) -> str:
@@ -261,13 +262,20 @@ class JiraGrant(_Model):
     in-cluster Jira). Others are refused."""
 
 
-class NotificationGrant(_Model):
-    """Notification destinations (recorded now; enforced once notifications exist)."""
+_NOTIFY_DEST_RE = re.compile(
+    r"^(https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?|[A-Za-z0-9*.-]{1,253})$", re.ASCII
+)
 
-    destinations: list[Annotated[str, Field(min_length=1, max_length=2048)]] = Field(
-        default_factory=list, max_length=50
-    )
-    """URLs or hosts notifications may go to."""
+
+class NotificationGrant(_Model):
+    """Where the namespaces' notifications may be sent (the URLs themselves are in their Secrets)."""
+
+    destinations: list[
+        Annotated[str, Field(min_length=1, max_length=2048, pattern=_NOTIFY_DEST_RE.pattern)]
+    ] = Field(default_factory=list, max_length=50)
+    """URL prefixes (https://hooks.slack.com/services/T0123/: same scheme, host and port, the path
+    continuing at a /) or host patterns (hooks.slack.com, *.webhook.office.com). Checked on the URL
+    read from the destination's Secret, before anything is sent; empty: no notifications."""
 
 
 class GrantSpec(_Model):
@@ -329,6 +337,9 @@ class Allowed:
     # Hosts of the Jira URL this grant lets credentials reach although they resolve to a private
     # address: the run's destination check allows them on top of the operator's own list.
     jira_private_hosts: tuple[str, ...] = ()
+    # Where its notifications may go (URL prefixes or host patterns); None in open mode: anywhere
+    # public (the operator's own destination rules still apply).
+    notify_destinations: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -488,6 +499,17 @@ def _fields(spec: PolicySpec) -> list[_Field]:
                     lambda g: g.jira.allow_private_hosts,
                 )
             )
+    for i, dest in enumerate(spec.notify):
+        # The URL is in the destination's Secret, checked against the grant when sending; what
+        # can be known now is whether the grant allows notifications at all.
+        out.append(
+            _Field(
+                f"spec.notify[{i}]",
+                f"destination {dest.name}: no notification destinations are granted to this namespace",
+                lambda g: bool(g.notifications.destinations),
+                lambda g: g.notifications.destinations,
+            )
+        )
     return out
 
 
@@ -518,6 +540,7 @@ def check(
         grant=winner.name,
         external_id_secret=winner.spec.aws.external_id_secret_ref,
         jira_private_hosts=tuple(winner.spec.jira.allow_private_hosts),
+        notify_destinations=tuple(winner.spec.notifications.destinations),
     )
 
 

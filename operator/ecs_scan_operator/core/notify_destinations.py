@@ -6,6 +6,11 @@ destinations are allowed: loopback, link-local (the cloud metadata endpoint 169.
 private (RFC 1918, fc00::/7), carrier-grade NAT, unspecified, multicast and reserved addresses are
 refused, so a policy author cannot make the operator post into the cluster or the VPC.
 
+In tenancy mode `grants` the URL must also be one the allowing ScanAccessGrant lists in
+`notifications.destinations` (`check_granted`): an entry with a scheme is a URL prefix (same
+scheme, host and port; the path continues at a `/`), an entry without one is a host pattern
+(`*` any run, as in every grant pattern): `hooks.slack.com`, `*.webhook.office.com`.
+
 Which addresses are public is decided once for Jira and notifications alike
 (core/destinations.py `address_class`); only the URL rules and the switch differ.
 """
@@ -17,6 +22,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from ecs_scan_operator.core.destinations import address_class
+from ecs_scan_operator.core.grants import matches
 
 
 class DestinationRefused(ValueError):
@@ -56,3 +62,28 @@ def check_addresses(host: str, addresses: Iterable[str], *, allow_private: bool)
                 f"{host} resolves to a non-public address ({addr}, {why});"
                 " private destinations are not allowed"
             )
+
+
+def _prefix_allows(entry: str, url: str) -> bool:
+    want, got = urlsplit(entry), urlsplit(url)
+    try:
+        same_site = (want.scheme, want.hostname, want.port) == (got.scheme, got.hostname, got.port)
+    except ValueError:
+        return False
+    path = want.path.rstrip("/")
+    return same_site and (got.path == path or got.path.startswith(path + "/"))
+
+
+def check_granted(url: str, destinations: Iterable[str]) -> None:
+    """Raise DestinationRefused unless one granted destination (URL prefix or host pattern) allows `url`."""
+    host = (urlsplit(url).hostname or "").lower()
+    entries = list(destinations)
+    for entry in entries:
+        if "://" in entry:
+            if _prefix_allows(entry, url):
+                return
+        elif host and matches(entry.lower(), host):
+            return
+    if not entries:
+        raise DestinationRefused("no notification destinations are granted to this namespace")
+    raise DestinationRefused(f"{host or 'the URL'} is not among the granted notification destinations")
