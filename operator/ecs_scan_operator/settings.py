@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     @classmethod
     def _namespaces(cls, value: list[str]) -> list[str]:
         for ns in value:
-            if not DNS_LABEL_RE.match(ns):
+            if not DNS_LABEL_RE.fullmatch(ns):
                 raise ValueError(f"{ns!r} is not a namespace name")
         return sorted(set(value))
 

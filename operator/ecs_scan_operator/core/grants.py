@@ -78,7 +78,7 @@ def matches(pattern: str, value: str) -> bool:
 
 
 def _check_pattern(value: str) -> str:
-    if not _PATTERN_RE.match(value):
+    if not _PATTERN_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a pattern: 1 to 512 letters, digits, _+=,.@:/!'()- and * (any run)"
         )
@@ -86,7 +86,7 @@ def _check_pattern(value: str) -> str:
 
 
 def _check_url(value: str) -> str:
-    if not _URL_RE.match(value):
+    if not _URL_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not an http(s) base URL (no credentials, query, fragment, * or trailing /)"
         )
@@ -183,7 +183,7 @@ class NamespaceSelector(_Model):
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
         for name in v:
-            if not DNS_LABEL_RE.match(name):
+            if not DNS_LABEL_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a namespace name")
         return v
 
@@ -313,7 +313,7 @@ def parse_grant(doc: Any) -> Grant:
         problems.append(FieldError("kind", f"must be {GRANT_KIND}"))
     meta = doc.get("metadata") or {}
     name = meta.get("name", "") if isinstance(meta, Mapping) else ""
-    if not isinstance(name, str) or not _DNS_SUBDOMAIN_RE.match(name):
+    if not isinstance(name, str) or not _DNS_SUBDOMAIN_RE.fullmatch(name):
         problems.append(FieldError("metadata.name", "must be a lowercase DNS name"))
     spec = None
     try:

@@ -35,7 +35,7 @@ def parse_image(raw: str) -> ImageRef:  # noqa: PLR0911, PLR0912 - one branch pe
     name, digest = text, None
     if "@" in text:
         name, digest = text.rsplit("@", 1)
-        if not _DIGEST_RE.match(digest):
+        if not _DIGEST_RE.fullmatch(digest):
             return _malformed(raw, f"digest {digest!r} is not sha256:<64 hex>")
 
     host = ""
@@ -48,16 +48,16 @@ def parse_image(raw: str) -> ImageRef:  # noqa: PLR0911, PLR0912 - one branch pe
     colon = name.rfind(":")
     if colon > last_slash:
         name, tag = name[:colon], name[colon + 1 :]
-        if not _TAG_RE.match(tag):
+        if not _TAG_RE.fullmatch(tag):
             return _malformed(raw, f"tag {tag!r} is not a valid tag")
-    if not _REPO_RE.match(name):
+    if not _REPO_RE.fullmatch(name):
         return _malformed(
             raw, f"repository {name!r} is not a valid repository name (lowercase, digits, ._-/)"
         )
     if tag is None and digest is None:
         tag = "latest"
 
-    ecr = _ECR_HOST_RE.match(host) if host else None
+    ecr = _ECR_HOST_RE.fullmatch(host) if host else None
     if ecr:
         return ImageRef(
             raw=raw,

@@ -107,7 +107,7 @@ class _Matching:
         pattern, what = self.pattern, self.what
 
         def check(value: str) -> str:
-            if not pattern.match(value):
+            if not pattern.fullmatch(value):
                 raise ValueError(f"{value!r} is not {what}")
             return value
 
@@ -127,7 +127,7 @@ def check_glob(value: str) -> str:
         raise ValueError("empty pattern")
     if len(value) > 255:
         raise ValueError("pattern longer than 255 characters")
-    if not _GLOB_CHARS.match(value):
+    if not _GLOB_CHARS.fullmatch(value):
         raise ValueError(f"pattern {value!r} has characters other than letters, digits, _-.:/@ and * ? [ ] !")
     depth = 0
     for ch in value:
@@ -238,7 +238,7 @@ class AwsSpec(_Model):
     @field_validator("external_id")
     @classmethod
     def _external_id(cls, v: str | None) -> str | None:
-        if v is not None and not _EXTERNAL_ID_RE.match(v):
+        if v is not None and not _EXTERNAL_ID_RE.fullmatch(v):
             raise ValueError("must be 2 to 1224 characters of letters, digits and +=,.@:/-")
         return v
 
@@ -334,7 +334,7 @@ class Suppression(_Model):
     @field_validator("vulnerability_id")
     @classmethod
     def _vuln(cls, v: str) -> str:
-        if not _VULN_ID_RE.match(v):
+        if not _VULN_ID_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a vulnerability id such as CVE-2024-1234 or GHSA-xxxx-xxxx-xxxx")
         return v
 
@@ -385,7 +385,7 @@ class S3ReportSpec(_Model):
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, v: str) -> str:
-        if not _BUCKET_RE.match(v) or ".." in v or _IPV4_RE.match(v) or v.startswith("xn--"):
+        if not _BUCKET_RE.fullmatch(v) or ".." in v or _IPV4_RE.match(v) or v.startswith("xn--"):
             raise ValueError(
                 f"{v!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.' and '-', "
                 "starting and ending with a letter or digit)"
@@ -396,7 +396,7 @@ class S3ReportSpec(_Model):
     @classmethod
     def _prefix(cls, v: str) -> str:
         v = v.strip("/")
-        if not v or not _PREFIX_RE.match(v) or any(part in ("", ".", "..") for part in v.split("/")):
+        if not v or not _PREFIX_RE.fullmatch(v) or any(part in ("", ".", "..") for part in v.split("/")):
             raise ValueError(
                 f"{v!r} is not a safe key prefix (letters, digits, !_.*'()-/, no empty or '..' parts)"
             )
@@ -405,7 +405,7 @@ class S3ReportSpec(_Model):
     @field_validator("kms_key_id")
     @classmethod
     def _kms(cls, v: str | None) -> str | None:
-        if v is not None and not _KMS_RE.match(v):
+        if v is not None and not _KMS_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a KMS key id, alias or ARN")
         return v
 
@@ -485,7 +485,7 @@ class JiraRoute(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not DNS_LABEL_RE.match(v) or v == "default":
+        if not DNS_LABEL_RE.fullmatch(v) or v == "default":
             raise ValueError(f"{v!r} must be a lowercase DNS label (a-z, 0-9, '-') other than 'default'")
         return v
 
@@ -553,7 +553,7 @@ class JiraSpec(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not _JIRA_URL_RE.match(v):
+        if not _JIRA_URL_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not an http(s) URL of a Jira site")
         if "@" in v.split("/")[2]:
             raise ValueError("credentials do not belong in the URL; use credentialsSecret")
@@ -562,7 +562,7 @@ class JiraSpec(_Model):
     @field_validator("credentials_secret")
     @classmethod
     def _secret(cls, v: str) -> str:
-        if not _DNS_SUBDOMAIN_RE.match(v):
+        if not _DNS_SUBDOMAIN_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a Kubernetes Secret name")
         return v
 
@@ -654,14 +654,14 @@ class NotifyDestination(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not DNS_LABEL_RE.match(v):
+        if not DNS_LABEL_RE.fullmatch(v):
             raise ValueError(f"{v!r} must be a lowercase DNS label (a-z, 0-9, '-')")
         return v
 
     @field_validator("secret")
     @classmethod
     def _secret(cls, v: str) -> str:
-        if not _DNS_SUBDOMAIN_RE.match(v):
+        if not _DNS_SUBDOMAIN_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a Kubernetes Secret name")
         return v
 
@@ -853,9 +853,9 @@ def parse_document(doc: Any) -> tuple[PolicyRef, PolicySpec]:
         meta = doc.get("metadata") or {}
         name = meta.get("name", "") if isinstance(meta, Mapping) else ""
         namespace = (meta.get("namespace") if isinstance(meta, Mapping) else None) or "default"
-        if not isinstance(name, str) or not _DNS_SUBDOMAIN_RE.match(name):
+        if not isinstance(name, str) or not _DNS_SUBDOMAIN_RE.fullmatch(name):
             problems.append(FieldError("metadata.name", "must be a lowercase DNS name"))
-        if not isinstance(namespace, str) or not DNS_LABEL_RE.match(namespace):
+        if not isinstance(namespace, str) or not DNS_LABEL_RE.fullmatch(namespace):
             problems.append(FieldError("metadata.namespace", "must be a lowercase DNS label"))
         try:
             spec = parse_spec(doc.get("spec"))
