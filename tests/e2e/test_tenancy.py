@@ -382,6 +382,26 @@ def test_the_operator_refuses_without_calling_aws_and_follows_grant_changes(
     )
     assert "spec.aws.region: region us-east-1 is not granted" in cond["message"] and "eu-*" in cond["message"]
 
+    # team-b's namespace loses the label its grant selects: the Namespace watch tells the operator,
+    # which refuses the policy there; the label back, it is allowed again
+    label_key = next(iter(tenants.label))
+    path = f"/api/v1/namespaces/{tenants.b}"
+    patch = "application/merge-patch+json"
+    status, body = kube_cluster.request(
+        "PATCH", path, {"metadata": {"labels": {label_key: None}}}, content_type=patch
+    )
+    assert status == 200, body
+    cond = wait_for(
+        "the relabelled namespace to be refused",
+        lambda: (c := _ready(b, "theirs")).get("reason") == "AccessNotGranted" and c,
+    )
+    assert f"no ScanAccessGrant selects namespace {tenants.b}" in cond["message"]
+    status, body = kube_cluster.request(
+        "PATCH", path, {"metadata": {"labels": tenants.label}}, content_type=patch
+    )
+    assert status == 200, body
+    wait_for("the label back to allow it", lambda: _ready(b, "theirs").get("reason") != "AccessNotGranted")
+
     # the operator only read the grants: no finalizer, annotation or field manager of its own
     for grant in (tenancy_name(tenants.grant_a), tenancy_name(tenants.grant_b)):
         status, body = kube_cluster.request("GET", f"{GRANTS_PATH}/{grant}")
@@ -447,6 +467,10 @@ def test_tenants_can_neither_read_nor_change_grants_and_the_operator_only_reads(
         assert can_i(operator, verb)
     for verb in ("create", "update", "patch", "delete", "deletecollection"):
         assert not can_i(operator, verb), verb
+    # the Namespace watch (labels for grants that select by label): read-only
+    for verb in ("get", "list", "watch", "create", "patch", "delete"):
+        res = kubectl("auth", "can-i", verb, "namespaces", f"--as={operator}", check=False)
+        assert res.stdout.strip() == ("yes" if verb in ("get", "list", "watch") else "no"), (verb, res.stderr)
     # (grants are cluster-scoped: a request for them carries no namespace, so her namespace's
     # Role never applies; `can-i -n` would ask a question no real request asks)
     for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):

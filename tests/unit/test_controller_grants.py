@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ecs_scan_operator.controller.grants import GrantAccess, GrantIndex, read_external_id
+from ecs_scan_operator.controller.grants import GrantAccess, GrantIndex, NamespaceLabels, read_external_id
 from ecs_scan_operator.controller.reconcile import RUN_NOW_ANNOTATION
 from ecs_scan_operator.core.grants import SecretKeyRef
 from ecs_scan_operator.errors import NotFoundError, PermanentError
@@ -219,3 +219,32 @@ async def test_without_granted_destinations_a_notifying_policy_does_not_run(g: H
     conditions = {c["type"]: c for c in g.kube.status("p")["conditions"]}
     assert "spec.notify[0]" in conditions["Ready"]["message"]
     assert g.runner.calls == []
+
+
+def ns_obj(name: str, labels: dict[str, str] | None) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+def test_the_namespace_watch_keeps_labels_and_says_when_they_changed() -> None:
+    seen = NamespaceLabels()
+    assert seen.get(NS) is None
+    assert seen.apply(None, ns_obj(NS, {"team": "a"})) is True  # the listing
+    assert seen.apply("MODIFIED", ns_obj(NS, {"team": "a"})) is False  # e.g. a status change
+    assert seen.apply("MODIFIED", ns_obj(NS, {"team": "a", "env": "prod"})) is True
+    assert seen.apply("MODIFIED", ns_obj(NS, None)) is True and seen.get(NS) == {}
+    assert seen.apply("DELETED", ns_obj(NS, None)) is True and seen.get(NS) is None
+    assert seen.apply("DELETED", ns_obj(NS, None)) is False
+    assert seen.apply("ADDED", {"metadata": {}}) is False  # nameless: ignored
+
+
+def test_once_the_watch_saw_the_namespace_a_look_reads_no_api() -> None:
+    kube = GrantKube()
+    kube.grants.append(grant_obj("by-label", namespaces={"selector": {"matchLabels": {"team": "a"}}}))
+    access = GrantAccess(kube)
+    access.prime()
+    first = asyncio.run(access.tenancy(NS))  # not seen by the watch yet: one GET
+    assert kube.label_reads == 1 and first.namespace_labels == {"team": "a"}
+    access.namespaces.apply(None, ns_obj(NS, {"team": "b"}))
+    for _ in range(50):
+        later = asyncio.run(access.tenancy(NS))
+    assert kube.label_reads == 1 and later.namespace_labels == {"team": "b"}  # the watch's answer

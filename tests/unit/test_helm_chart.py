@@ -337,7 +337,7 @@ SCANNING = ("ClusterRole", "", f"{RELEASE}-ecs-scan-operator-kopf-scanning")
 GRANTS = ("ClusterRole", "", "scan-ecs-scan-operator-grants")
 GRANT_RULES = [
     {"apiGroups": ["ecsscan.io"], "resources": ["scanaccessgrants"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
 ]
 
 

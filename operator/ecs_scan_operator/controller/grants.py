@@ -5,7 +5,11 @@ kept by a kopf event handler on scanaccessgrants (handlers.py), which also wakes
 loops: a grant created, changed or deleted takes effect at once, without a restart. A grant the
 model refuses grants nothing (and is logged); the API server's schema makes that rare.
 
-Namespace labels are read only when some grant selects namespaces by label.
+Namespace labels matter only when some grant selects namespaces by label. They come from a
+watch on Namespaces (handlers.py, grants mode), kept in NamespaceLabels: a look at a policy then
+reads no API at all, and a label change makes every policy look again at once (a namespace that
+gains or loses a label gains or loses its grants without waiting for a schedule). Until the watch
+has listed a namespace, its labels are read with one GET.
 """
 
 from __future__ import annotations
@@ -82,12 +86,44 @@ def _parse(obj: Mapping[str, Any]) -> Grant | None:
         return None
 
 
+class NamespaceLabels:
+    """namespace -> labels, as the Namespace watch last saw them; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._labels: dict[str, dict[str, str]] = {}
+
+    def apply(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:
+        """One watch event; whether the namespace's labels changed (a deletion counts)."""
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        if not name:
+            return False
+        with self._lock:
+            before = self._labels.get(name)
+            if event_type == "DELETED":
+                self._labels.pop(name, None)
+                return before is not None
+            labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+            self._labels[name] = labels
+            return before != labels
+
+    def get(self, namespace: str) -> dict[str, str] | None:
+        """The labels last seen, or None when the watch has not seen the namespace."""
+        with self._lock:
+            labels = self._labels.get(namespace)
+            return None if labels is None else dict(labels)
+
+
 class GrantAccess:
     """What the policy loops ask in grants mode."""
 
-    def __init__(self, api: GrantApi, index: GrantIndex | None = None) -> None:
+    def __init__(
+        self, api: GrantApi, index: GrantIndex | None = None, namespaces: NamespaceLabels | None = None
+    ) -> None:
         self.api = api
         self.index = index or GrantIndex()
+        self.namespaces = namespaces or NamespaceLabels()
 
     def prime(self) -> None:
         """List the grants once (startup), before any policy is judged."""
@@ -98,7 +134,10 @@ class GrantAccess:
         grants = self.index.snapshot()
         labels: dict[str, str] = {}
         if any(g.spec.namespaces.selector is not None for g in grants):
-            labels = await asyncio.to_thread(self.api.namespace_labels, namespace)
+            seen = self.namespaces.get(namespace)
+            labels = (
+                seen if seen is not None else await asyncio.to_thread(self.api.namespace_labels, namespace)
+            )
         return Tenancy(grants, labels)
 
     async def with_external_id(self, spec: PolicySpec, ref: SecretKeyRef | None) -> PolicySpec:

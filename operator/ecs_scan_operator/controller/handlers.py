@@ -211,6 +211,16 @@ if SETTINGS.tenancy_mode == "grants":
         if scheduler is not None:
             scheduler.look_at_all()
 
+    @kopf.on.event("", "v1", "namespaces")
+    async def namespace_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """A Namespace listed, added, relabelled or deleted: keep its labels; a change is looked at now."""
+        deps: Deps | None = getattr(memo, "deps", None)
+        scheduler: Scheduler | None = getattr(memo, "scheduler", None)
+        if deps is None or deps.grants is None:
+            return
+        if deps.grants.namespaces.apply(type, body) and scheduler is not None:
+            scheduler.look_at_all()
+
 
 @kopf.on.probe(id="leader")
 def leader(memo: kopf.Memo, **_: Any) -> bool:
