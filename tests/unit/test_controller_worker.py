@@ -817,9 +817,13 @@ async def test_memory_is_handed_back_once_the_events_stop(
     for name in ("a", "b", "c"):
         h.kube.add_policy(name, SPEC)
         h.start(name)
-    await until(lambda: len(released) == 1)
-    assert released == [3]  # after the burst, not during it
+    # Released once the status writes stop for QUIET_BEFORE_TRIM: on a busy machine the three
+    # starts may be further apart than that, so a release may also come between them; what must
+    # hold is a release after the last write and none once nothing happens.
+    await until(lambda: bool(released) and released[-1] == 3)
+    assert released == sorted(set(released))  # never twice for the same quiet spell
+    done = len(released)
     await asyncio.sleep(0.4)
-    assert released == [3]  # nothing happened since: nothing to release
+    assert len(released) == done  # nothing happened since: nothing to release
     monkeypatch.undo()
     scheduler_module.release_memory()  # the real one runs anywhere (glibc or not)
