@@ -126,6 +126,9 @@ class ImageUse:
     service: str = ""
     launch_type: str = ""
     tasks: int = 0
+    # The AWS account that owns the task definition ("" when the source does not say: the
+    # single-account sources read the policy's own account).
+    account: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ class TaskDefinitionImages:
     service: str = ""
     launch_type: str = ""
     tasks: int = 0
+    account: str = ""  # the owning AWS account, when the source says (source: awsConfig does)
 
 
 @dataclass(frozen=True)
