@@ -253,3 +253,82 @@ def test_an_aggregator_that_denies_fails_each_region_naming_the_cause(aws: str) 
     assert "taskDefinitions[eu-west-1]" in text
     assert "config:SelectAggregateResourceConfig AccessDeniedException" in text
     assert not [op for op in result.aws_calls if op.startswith("ecs:")]
+
+
+# --- the emulation refuses what Config would refuse (so the tests above could fail) ---
+
+
+@pytest.fixture
+def config_client(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ConfigAggregatorFake]:
+    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    fake = ConfigAggregatorFake(_estate(), name="org", region=US)
+    c = boto3.client("config", region_name=US)
+    fake.attach(c)
+    return c, fake
+
+
+TD = "resourceType = 'AWS::ECS::TaskDefinition'"
+REFUSED = {
+    # Config refuses these:
+    "a property the schema does not list": (
+        {"Expression": f"SELECT configuration.Revision WHERE {TD}"},
+        "InvalidExpression",
+    ),
+    "Limit above 100": ({"Limit": 101}, "ValidationException"),
+    "an expression over 4096 characters": (
+        {"Expression": f"SELECT arn WHERE {TD}" + " " * 4096},
+        "ValidationException",
+    ),
+    "a token it did not issue": ({"NextToken": "not-a-token"}, "InvalidNextTokenException"),
+    "an unknown aggregator": (
+        {"ConfigurationAggregatorName": "other"},
+        "NoSuchConfigurationAggregatorException",
+    ),
+    # Config may accept these, the emulation does not (it parses only what the operator sends):
+    "LIKE": (
+        {"Expression": f"SELECT arn WHERE {TD} AND configuration.Family LIKE 'w%'"},
+        "InvalidExpression",
+    ),
+    "an aggregate function": ({"Expression": f"SELECT arn, COUNT(*) WHERE {TD}"}, "InvalidExpression"),
+    "another resource type": (
+        {"Expression": "SELECT arn WHERE resourceType = 'AWS::ECS::Service'"},
+        "InvalidExpression",
+    ),
+}
+
+
+@pytest.mark.parametrize(("change", "code"), list(REFUSED.values()), ids=list(REFUSED))
+def test_the_emulation_refuses_what_config_would_and_what_it_does_not_emulate(
+    config_client: tuple[Any, ConfigAggregatorFake], change: dict[str, Any], code: str
+) -> None:
+    c, fake = config_client
+    request = {
+        "ConfigurationAggregatorName": "org",
+        "Expression": select_expression(US),
+        "Limit": 100,
+    } | change
+    with pytest.raises(c.exceptions.ClientError) as info:
+        c.select_aggregate_resource_config(**request)
+    assert code in info.value.response["Error"]["Code"]
+    assert fake.rejected
+
+
+def test_the_emulation_pages_and_binds_tokens_to_their_query(
+    config_client: tuple[Any, ConfigAggregatorFake],
+) -> None:
+    c, _ = config_client
+    first = c.select_aggregate_resource_config(
+        ConfigurationAggregatorName="org", Expression=select_expression(US), Limit=100
+    )
+    assert len(first["Results"]) == 100
+    assert first["QueryInfo"]["SelectFields"][0] == {"Name": "accountId"}
+    other = select_expression(US, ["web-00"])
+    with pytest.raises(c.exceptions.ClientError, match="InvalidNextToken"):
+        c.select_aggregate_resource_config(
+            ConfigurationAggregatorName="org", Expression=other, Limit=100, NextToken=first["NextToken"]
+        )
+    narrowed = c.select_aggregate_resource_config(ConfigurationAggregatorName="org", Expression=other)
+    assert len(narrowed["Results"]) == 3  # web-00's three ACTIVE revisions (its INACTIVE one left out)
+    assert "NextToken" not in narrowed
