@@ -480,9 +480,11 @@ def render(results: Mapping[str, Mapping[str, Any]], dest: Path) -> str:
                 f"{c['every']}th, {c['keptChanged']} of them kept by the policy) got a new ACTIVE revision "
                 "with the same containers (a configuration-only deploy).",
             ]
-    overhead = Path(__file__).parent / "results" / "s3_overhead.md"  # bench/s3_overhead.py (issue 10)
-    if overhead.is_file():
-        lines += ["", overhead.read_text(encoding="utf-8").rstrip()]
+    # Sections other bench scripts write: bench/s3_overhead.py (issue 10), bench/config_inventory.py (16).
+    for name in ("s3_overhead.md", "config_inventory.md"):
+        extra = Path(__file__).parent / "results" / name
+        if extra.is_file():
+            lines += ["", extra.read_text(encoding="utf-8").rstrip()]
     lines += ["", _METHOD]
     text = "\n".join(lines).rstrip("\n") + "\n"
     kept = _kept_sections(dest)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ecs_scan_operator.adapters.aws_config import ConfigImageSource
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrDigestResolver
 from ecs_scan_operator.adapters.ecs import EcsImageSource
@@ -13,10 +14,10 @@ from ecs_scan_operator.adapters.local_report import LocalReportSink
 from ecs_scan_operator.adapters.s3_report import S3ReportSink
 from ecs_scan_operator.adapters.scanning import RegistryFindingsSource
 from ecs_scan_operator.core.grants import role_session
-from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
+from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, TaskDefinitionSource
 from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
 from ecs_scan_operator.errors import ScanError
-from ecs_scan_operator.ports import Ports, ReportSink, TicketSink
+from ecs_scan_operator.ports import ImageSource, Ports, ReportSink, TicketSink
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -81,7 +82,7 @@ def build_ports(
         )
     counter = clients.counter
     return Ports(
-        images=EcsImageSource(clients, concurrency=concurrency),
+        images=image_source(spec, clients, concurrency),
         digests=EcrDigestResolver(clients),
         findings=RegistryFindingsSource(clients),
         reports=reports,
@@ -91,6 +92,14 @@ def build_ports(
         state_key=state_key,
         notifier=notifier,
     )
+
+
+def image_source(spec: PolicySpec, clients: AwsClients, concurrency: int = 8) -> ImageSource:
+    """Where task definitions come from: an AWS Config aggregator (source: awsConfig), else ECS."""
+    selection = spec.task_definitions
+    if selection.source is TaskDefinitionSource.AWS_CONFIG and selection.config_aggregator is not None:
+        return ConfigImageSource(clients, selection.config_aggregator, spec.aws.all_regions[0])
+    return EcsImageSource(clients, concurrency=concurrency)
 
 
 class UnavailableTicketSink:

@@ -190,6 +190,7 @@ def collect_images(
                         service=td.service,
                         launch_type=td.launch_type,
                         tasks=td.tasks,
+                        account=td.account,
                     )
                 )
                 img.td_tags.update(td.tags)

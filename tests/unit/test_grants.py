@@ -97,6 +97,19 @@ B = PolicyRef(namespace="team-b", name="p")
             "spec.aws.regions[1]",
             None,
         ),
+        # source: awsConfig reaches the aggregator's region too
+        (
+            A,
+            {},
+            spec(
+                taskDefinitions={
+                    "source": "awsConfig",
+                    "configAggregator": {"name": "org", "region": "us-west-2"},
+                }
+            ),
+            "spec.taskDefinitions.configAggregator.region",
+            ("eu-*", "us-east-1"),
+        ),
         # the operator's own identity is not granted to team-a
         (A, {}, spec(role=None), "spec.aws.roleArn", (ROLE_A,)),
         # a registry role outside the pattern; the pattern is anchored
@@ -151,6 +164,17 @@ def test_refused_names_the_field_and_what_is_granted(
     [
         (A, {}, spec(), "team-a"),
         (A, {}, spec(region="us-east-1", prefix="/scans/x/"), "team-a"),
+        (
+            A,
+            {},
+            spec(
+                taskDefinitions={
+                    "source": "awsConfig",
+                    "configAggregator": {"name": "org", "region": "us-east-1"},
+                }
+            ),
+            "team-a",
+        ),
         (A, {}, spec(aws={"registryRoleArn": "arn:aws:iam::333333333333:role/ecr-read"}), "team-a"),
         (A, {}, spec(bucket="shared-reports", prefix="team-a", s3={"kmsKeyId": "alias/team-a"}), "team-a"),
         (A, {}, spec(**jira("https://a.atlassian.net/")), "team-a"),

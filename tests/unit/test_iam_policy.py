@@ -33,6 +33,7 @@ POLICY = ROOT / "docs" / "iam-policy.json"
 #: from elsewhere without naming the service).
 MODULE_SERVICE = {
     "ecs.py": "ecs",
+    "aws_config.py": "config",
     "ecr.py": "ecr",
     "inspector.py": "inspector2",
     "s3_report.py": "s3",
@@ -217,7 +218,9 @@ def test_policy_actions_exist() -> None:
         if prefix == "s3":
             assert action in set(S3_ACTIONS.values()) | set(IMPLICIT), action
             continue
-        assert prefix in ("ecr", "ecs", "inspector2", "sts", "kms"), f"{action}: unknown service {prefix}"
+        assert prefix in ("config", "ecr", "ecs", "inspector2", "sts", "kms"), (
+            f"{action}: unknown service {prefix}"
+        )
         service = prefix  # for these services the IAM prefix is the botocore service name
         assert name in _operations(service).values(), f"{action}: not an operation of {service}"
 

@@ -64,6 +64,15 @@ VALID = [
     ("aws.registryRoleArn", "arn:aws:iam::210987654321:role/path/ecr-read"),
     ("taskDefinitions", {"include": ["payments-*", "orders-[ab]*"], "exclude": ["*-sandbox"]}),
     ("taskDefinitions", {"source": "services", "clusters": ["prod-*"]}),
+    ("taskDefinitions", {"source": "awsConfig", "configAggregator": {"name": "org-aggregator"}}),
+    (
+        "taskDefinitions",
+        {
+            "source": "awsConfig",
+            "configAggregator": {"name": "Org_1-x", "region": "us-east-1"},
+            "include": ["p-*"],
+        },
+    ),
     ("severityThreshold", "CRITICAL"),
     ("suppressions", [{"vulnerabilityId": "CVE-2024-1234", "reason": "r", "expires": "2020-01-01"}]),
     (
@@ -106,6 +115,55 @@ INVALID = [
     ("taskDefinitions.exclude", ["x y"], "spec.taskDefinitions.exclude[0]", "characters"),
     ("taskDefinitions.clusters", ["prod"], "spec.taskDefinitions", "only used with source: services"),
     ("taskDefinitions.source", "everything", "spec.taskDefinitions.source", "latestRevision"),
+    ("taskDefinitions.source", "everything", "spec.taskDefinitions.source", "awsConfig"),
+    (
+        "taskDefinitions.source",
+        "awsConfig",
+        "spec.taskDefinitions",
+        "configAggregator is required with source: awsConfig",
+    ),
+    (
+        "taskDefinitions",
+        {"configAggregator": {"name": "org"}},
+        "spec.taskDefinitions",
+        "only used with source: awsConfig",
+    ),
+    (
+        "taskDefinitions",
+        {"source": "running", "configAggregator": {"name": "org"}},
+        "spec.taskDefinitions",
+        "only used with source: awsConfig",
+    ),
+    (
+        "taskDefinitions",
+        {"source": "awsConfig", "configAggregator": {"name": "my aggregator"}},
+        "spec.taskDefinitions.configAggregator.name",
+        "not an AWS Config aggregator name",
+    ),
+    (
+        "taskDefinitions",
+        {"source": "awsConfig", "configAggregator": {"name": "a" * 257}},
+        "spec.taskDefinitions.configAggregator.name",
+        "not an AWS Config aggregator name",
+    ),
+    (
+        "taskDefinitions",
+        {"source": "awsConfig", "configAggregator": {}},
+        "spec.taskDefinitions.configAggregator.name",
+        "required field is missing",
+    ),
+    (
+        "taskDefinitions",
+        {"source": "awsConfig", "configAggregator": {"name": "org", "region": "global"}},
+        "spec.taskDefinitions.configAggregator.region",
+        "region name",
+    ),
+    (
+        "taskDefinitions",
+        {"source": "awsConfig", "configAggregator": {"name": "org", "arn": "x"}},
+        "spec.taskDefinitions.configAggregator.arn",
+        "unknown field",
+    ),
     ("severityThreshold", "SEVERE", "spec.severityThreshold", "CRITICAL"),
     ("severityThreshold", "UNTRIAGED", "spec.severityThreshold", "CRITICAL"),
     (

@@ -438,6 +438,18 @@ def _fields(spec: PolicySpec) -> list[_Field]:
                 lambda g: g.aws.regions,
             )
         )
+    aggregator = spec.task_definitions.config_aggregator
+    if aggregator is not None and aggregator.region is not None:
+        # source: awsConfig calls the aggregator's region, which may be none of spec.aws's.
+        where = aggregator.region
+        out.append(
+            _Field(
+                "spec.taskDefinitions.configAggregator.region",
+                f"region {where} is not granted to this namespace",
+                lambda g: any(matches(p, where) for p in g.aws.regions),
+                lambda g: g.aws.regions,
+            )
+        )
     bucket, prefix, kms = s3.bucket, s3.prefix, s3.kms_key_id
     out.append(
         _Field(

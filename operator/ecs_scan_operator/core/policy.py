@@ -278,6 +278,28 @@ class TaskDefinitionSource(StrEnum):
     LATEST_REVISION = "latestRevision"
     SERVICES = "services"
     RUNNING = "running"
+    AWS_CONFIG = "awsConfig"
+
+
+#: An AWS Config aggregator name, as SelectAggregateResourceConfig takes it (the service model's pattern).
+_AGGREGATOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$", re.ASCII)
+
+
+class ConfigAggregatorSpec(_Model):
+    """The AWS Config aggregator that source: awsConfig queries (docs/aws-config-source.md)."""
+
+    name: str = Field(json_schema_extra={"minLength": 1, "maxLength": 256, "pattern": _AGGREGATOR_RE.pattern})
+    """The configuration aggregator's name (1 to 256 letters, digits, _ and -), in the account the
+    policy's roleArn (or the operator's own credentials) reads from."""
+    region: Region | None = None
+    """The region the aggregator lives in, e.g. us-east-1. Default: the first region of spec.aws."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _AGGREGATOR_RE.match(v):
+            raise ValueError(f"{v!r} is not an AWS Config aggregator name (1-256 letters, digits, _ and -)")
+        return v
 
 
 class TaskDefinitionsSpec(_Model):
@@ -293,10 +315,16 @@ class TaskDefinitionsSpec(_Model):
     services: the revisions that ECS services run (optionally only in
     spec.taskDefinitions.clusters). running: the image digests that RUNNING tasks run (services,
     scheduled tasks and RunTask alike, optionally only in spec.taskDefinitions.clusters), from
-    ListTasks and DescribeTasks. Default latestRevision."""
+    ListTasks and DescribeTasks. awsConfig: the newest ACTIVE revision of each family in every
+    account and region an AWS Config aggregator records (spec.taskDefinitions.configAggregator),
+    from SelectAggregateResourceConfig pages instead of one DescribeTaskDefinition per family; as
+    fresh as Config's recording (docs/aws-config-source.md). Default latestRevision."""
     clusters: list[Glob] = Field(default_factory=list, max_length=200)
     """ECS cluster name globs whose services (source: services) or running tasks (source: running)
     are read; only with those sources. Empty (the default) means every cluster. At most 200."""
+    config_aggregator: ConfigAggregatorSpec | None = None
+    """The AWS Config aggregator that source: awsConfig queries; required with that source and only
+    used with it."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -306,15 +334,27 @@ class TaskDefinitionsSpec(_Model):
                     " || (has(self.source) && (self.source == 'services' || self.source == 'running'))",
                     "spec.taskDefinitions.clusters is only used with source: services or running",
                     ".clusters",
-                )
+                ),
+                cel(
+                    "(has(self.source) && self.source == 'awsConfig') == has(self.configAggregator)",
+                    "spec.taskDefinitions.configAggregator is required with source: awsConfig, only there",
+                    ".configAggregator",
+                ),
             ]
         }
     )
 
     @model_validator(mode="after")
-    def _clusters_need_services(self) -> TaskDefinitionsSpec:
+    def _source_fields(self) -> TaskDefinitionsSpec:
         if self.clusters and self.source not in (TaskDefinitionSource.SERVICES, TaskDefinitionSource.RUNNING):
             raise ValueError("clusters is only used with source: services or running")
+        if self.source is TaskDefinitionSource.AWS_CONFIG and self.config_aggregator is None:
+            raise ValueError(
+                "configAggregator is required with source: awsConfig (the name of the AWS Config "
+                "aggregator to query, and its region)"
+            )
+        if self.config_aggregator is not None and self.source is not TaskDefinitionSource.AWS_CONFIG:
+            raise ValueError("configAggregator is only used with source: awsConfig")
         return self
 
 

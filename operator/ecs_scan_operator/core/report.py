@@ -72,6 +72,7 @@ def image_document(
             # used by thousands of revisions; the index keeps the family names).
             "uses": [
                 {"family": u.family, "revision": u.revision, "container": u.container, "region": u.region}
+                | ({"account": u.account} if u.account else {})
                 | (
                     {"service": u.service, "launchType": u.launch_type, "runningTasks": u.tasks}
                     if u.tasks
