@@ -127,9 +127,6 @@ class ImageUse:
     service: str = ""
     launch_type: str = ""
     tasks: int = 0
-    # The AWS account that owns the task definition ("" when the source does not say: the
-    # single-account sources read the policy's own account).
-    account: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,7 +156,6 @@ class TaskDefinitionImages:
     service: str = ""
     launch_type: str = ""
     tasks: int = 0
-    account: str = ""  # the owning AWS account, when the source says (source: awsConfig does)
 
 
 class FixAvailable(StrEnum):
