@@ -77,10 +77,12 @@ def build_ports(
 
         notifier = HttpNotifier(notify_secrets, allow_private=notify_allow_private)
     counter = clients.counter
+    findings = RegistryFindingsSource(clients)
     return Ports(
         images=EcsImageSource(clients, concurrency=concurrency),
         digests=EcrDigestResolver(clients),
-        findings=RegistryFindingsSource(clients),
+        findings=findings,
+        coverage=findings,  # the same registry scan types: one lookup each
         reports=reports,
         tickets=tickets,
         aws_calls=counter.by_operation,

@@ -15,11 +15,12 @@ import secrets
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from ecs_scan_operator.concurrency import batched, parallel_map
+from ecs_scan_operator.core.coverage import RescanWindow, at_risk
 from ecs_scan_operator.core.images import parse_image, running_image
 from ecs_scan_operator.core.keys import lease_key, run_folder, state_key
 from ecs_scan_operator.core.model import (
@@ -325,6 +326,42 @@ def read_findings(
     return expired_used
 
 
+def flag_coverage(
+    images: list[ImageResult], ports: Ports, result: RunResult, rlog: _RunLog, now: datetime
+) -> None:
+    """The running view: flag digests that ran past Inspector's re-scan window (CoverageAtRisk).
+
+    One GetConfiguration per registry (account, region) that has a running image; a registry
+    whose setting cannot be read is named in the result (the condition says Unknown), never a
+    failed run: the findings themselves were read.
+    """
+    running = [i for i in images if i.runtime is not None and i.ref.scannable]
+    if not running or ports.coverage is None:
+        return
+    result.running_view = True
+    windows: dict[tuple[str, str], RescanWindow | None] = {}
+    for key in sorted({(i.ref.account or "", i.ref.region or "") for i in running}):
+        try:
+            windows[key] = ports.coverage.rescan_window(*key)
+        except ScanError as exc:
+            windows[key] = None
+            result.coverage_unknown = clip(str(exc))
+            rlog("rescan_window_unreadable", "warning", account=key[0], region=key[1], error=clip(str(exc)))
+    settings: set[str] = set()
+    for img in running:
+        window = windows.get((img.ref.account or "", img.ref.region or ""))
+        if img.runtime is not None and window is not None and at_risk(window, img.runtime, now):
+            img.runtime = replace(img.runtime, coverage_at_risk=True)
+            settings.add(window.describe())
+    result.rescan_windows = sorted(settings)
+    rlog(
+        "coverage_checked",
+        registries=len(windows),
+        atRisk=sum(1 for i in running if i.runtime is not None and i.runtime.coverage_at_risk),
+        windows=sorted(w.describe() for w in windows.values() if w is not None),
+    )
+
+
 def notify(
     policy: PolicyRef,
     spec: PolicySpec,
@@ -478,6 +515,8 @@ class _Run:
             expired_used = read_findings(
                 self.images, spec, self.ports, result, rlog, self.started.date(), self.guard, self.progress
             )
+            self.guard.enter("coverage")
+            flag_coverage(self.images, self.ports, result, rlog, self.started)
         except RunAborted as exc:
             self.abort(exc)
         self.apply_rules(expired_used)

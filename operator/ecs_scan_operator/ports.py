@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
+from ecs_scan_operator.core.coverage import RescanWindow
 from ecs_scan_operator.core.model import ImageRef, ImageScan, Resolution, Severity, TaskDefinitionListing
 from ecs_scan_operator.core.policy import NotifyDestination, TaskDefinitionsSpec
 from ecs_scan_operator.core.state import RevisionCache
@@ -67,6 +68,14 @@ class StoredObject:
 
     body: bytes
     etag: str
+
+
+class CoverageSettings(Protocol):
+    """How long the scanner keeps re-scanning an image (Inspector's ECR re-scan window)."""
+
+    def rescan_window(self, account: str, region: str) -> RescanWindow | None:
+        """The window of one registry; None when it has none (BASIC). Raises ScanError."""
+        ...
 
 
 class ReportSink(Protocol):
@@ -135,3 +144,4 @@ class Ports:
     aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
     state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged
     notifier: Notifier | None = None
+    coverage: CoverageSettings | None = None  # the running view's CoverageAtRisk (issue #12)

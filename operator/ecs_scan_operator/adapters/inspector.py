@@ -17,6 +17,7 @@ from ecs_scan_operator.adapters.aws_session import AwsClients, map_aws_error
 from ecs_scan_operator.adapters.ecr import parse_enhanced_finding
 from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
 from ecs_scan_operator.core.arns import ecr_image_arn
+from ecs_scan_operator.core.coverage import RescanWindow
 from ecs_scan_operator.core.model import Finding, ImageRef, ImageScan, ScanState, ScanType, Severity
 
 FILTER_LIST_MAX = 10
@@ -165,3 +166,23 @@ class InspectorScanner:
         for part in parallel_map(read, jobs, self._workers):
             out.update(part)
         return out
+
+
+def rescan_window(clients: AwsClients, account: str, region: str) -> RescanWindow:
+    """Inspector's ECR re-scan settings of the registry in `region` (`GetConfiguration`, one call).
+
+    Asked without `accountId`: the registry client's own account (naming another account needs
+    Inspector's delegated administrator). Failures are mapped to ScanError.
+    """
+    try:
+        resp = clients.registry("inspector2", region).get_configuration()
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(exc, f"inspector2:GetConfiguration {region}") from exc
+    state = (resp.get("ecrConfiguration") or {}).get("rescanDurationState") or {}
+    return RescanWindow(
+        account=account,
+        region=region,
+        rescan_duration=str(state.get("rescanDuration") or ""),
+        pull_date_rescan_duration=str(state.get("pullDateRescanDuration") or ""),
+        pull_date_rescan_mode=str(state.get("pullDateRescanMode") or ""),
+    )

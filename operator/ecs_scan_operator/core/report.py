@@ -58,6 +58,9 @@ def _image_summary(img: ImageResult, new_ids: Sequence[str]) -> dict[str, Any]:
         "suppressed": len(img.suppressed),
         "newSinceLastRun": len(new_ids),
         "families": img.families,
+        # The running view (issue #12); false without one. The runtime context itself is beside.
+        "redeployNeeded": img.redeploy_needed,
+        "coverageAtRisk": bool(img.runtime and img.runtime.coverage_at_risk),
     }
 
 
@@ -103,6 +106,8 @@ def render_csv(images: Sequence[ImageResult]) -> str:
             *[s.value.lower() for s in SEVERITY_ORDER],
             "suppressed",
             "families",
+            "redeploy_needed",
+            "coverage_at_risk",
         ]
     )
     for img in images:
@@ -116,9 +121,18 @@ def render_csv(images: Sequence[ImageResult]) -> str:
                 *[counts[s.value] for s in SEVERITY_ORDER],
                 len(img.suppressed),
                 csv_cell(" ".join(img.families)),
+                _flag(img, img.redeploy_needed),
+                _flag(img, bool(img.runtime and img.runtime.coverage_at_risk)),
             ]
         )
     return buf.getvalue()
+
+
+def _flag(img: ImageResult, value: bool) -> str:
+    """yes/no for an image with a running view; empty without one (nothing was looked up)."""
+    if img.runtime is None and not value:
+        return ""
+    return "yes" if value else "no"
 
 
 # What a spreadsheet evaluates when it leads a cell (OWASP CSV injection), with the full-width forms
