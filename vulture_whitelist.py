@@ -59,6 +59,8 @@ apiVersion  # a key of a wire TypedDict
 completionTime  # a key of a wire TypedDict
 dryRun  # a key of a wire TypedDict
 errorCauses  # a key of a wire TypedDict
+redeployNeeded  # a key of a wire TypedDict (lastRun, the running view)
+coverageAtRisk  # a key of a wire TypedDict (lastRun, the running view)
 errorsTotal  # a key of a wire TypedDict
 expiredSuppressions  # a key of a wire TypedDict
 findingsBySeverity  # a key of a wire TypedDict

@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 
 from ecs_scan_operator.core.model import RuntimeContext
 
-LIFETIME = "LIFETIME"
 LAST_IN_USE_AT = "LAST_IN_USE_AT"
 _DAYS = re.compile(r"DAYS_([0-9]{1,5})")
 SETTING = "inspector2 ecrConfiguration.rescanDurationState"
@@ -50,11 +49,6 @@ class RescanWindow:
     rescan_duration: str = ""  # LIFETIME | DAYS_n ("" when Inspector returned none)
     pull_date_rescan_duration: str = ""  # DAYS_n
     pull_date_rescan_mode: str = ""  # LAST_PULL_DATE | LAST_IN_USE_AT
-
-    @property
-    def limited(self) -> bool:
-        """Whether Inspector ever stops re-scanning under these settings."""
-        return duration(self.rescan_duration) is not None
 
     def describe(self) -> str:
         """`rescanDuration=DAYS_30, pullDateRescanDuration=DAYS_14 (LAST_PULL_DATE) in 1234/eu-west-1`."""
