@@ -62,7 +62,7 @@ def running_task_definitions(
     digests come from the task itself (`containers[].image`, `.imageDigest`), so no
     DescribeTaskDefinition is needed. A container without a digest (still PENDING) keeps digest None.
     """
-    counts: dict[tuple[str, str, str, tuple[ContainerImage, ...]], int] = {}
+    counts: dict[tuple[str, str, str, str, tuple[ContainerImage, ...]], int] = {}
     for task in tasks:
         arn = str(task.get("taskDefinitionArn", ""))
         family, _ = parse_td_arn(arn)
@@ -83,7 +83,8 @@ def running_task_definitions(
                 key=lambda c: (c.name, c.image, c.digest or ""),
             )
         )
-        key = (arn, service, str(task.get("launchType", "")), containers)
+        cluster = str(task.get("clusterArn", "")).rsplit("/", 1)[-1]
+        key = (arn, cluster, service, str(task.get("launchType", "")), containers)
         counts[key] = counts.get(key, 0) + 1
     return [
         TaskDefinitionImages(
@@ -95,8 +96,11 @@ def running_task_definitions(
             service=service,
             launch_type=launch_type,
             tasks=n,
+            cluster=cluster,
         )
-        for (arn, service, launch_type, containers), n in sorted(counts.items(), key=lambda kv: kv[0][:3])
+        for (arn, cluster, service, launch_type, containers), n in sorted(
+            counts.items(), key=lambda kv: kv[0][:4]
+        )
     ]
 
 

@@ -127,6 +127,7 @@ class ImageUse:
     service: str = ""
     launch_type: str = ""
     tasks: int = 0
+    cluster: str = ""  # the running view only: the ECS cluster's name
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class TaskDefinitionImages:
     service: str = ""
     launch_type: str = ""
     tasks: int = 0
+    cluster: str = ""  # the running view only: the ECS cluster's name
 
 
 class FixAvailable(StrEnum):
@@ -251,6 +253,10 @@ class ImageScan:
     scanned_at: datetime | None = None
     scan_type: ScanType | Literal[""] = ""  # "" until scanned
     cause: str = ""  # FAILED: the outside call that failed, "service:Operation ErrorCode"
+    # ENHANCED only, from the coverage answer (ListCoverage resourceMetadata.ecrImage): how many
+    # running ECS tasks / EKS pods Inspector counts on this digest, and when it last saw one.
+    in_use_count: int | None = None
+    last_in_use_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -296,26 +296,15 @@ class TaskDefinitionsSpec(_Model):
     ListTasks and DescribeTasks. Default latestRevision."""
     clusters: list[Glob] = Field(default_factory=list, max_length=200)
     """ECS cluster name globs whose services (source: services) or running tasks (source: running)
-    are read; only with those sources. Empty (the default) means every cluster. At most 200."""
+    are read. With source: latestRevision, setting clusters adds the running view: per image, the
+    digest its tag points at now and the digests RUNNING tasks in these clusters run (drift where
+    they differ), and those running digests are scanned too. Empty (the default) means every
+    cluster for services and running, and no running view for latestRevision. At most 200."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!has(self.clusters) || size(self.clusters) == 0"
-                    " || (has(self.source) && (self.source == 'services' || self.source == 'running'))",
-                    "spec.taskDefinitions.clusters is only used with source: services or running",
-                    ".clusters",
-                )
-            ]
-        }
-    )
-
-    @model_validator(mode="after")
-    def _clusters_need_services(self) -> TaskDefinitionsSpec:
-        if self.clusters and self.source not in (TaskDefinitionSource.SERVICES, TaskDefinitionSource.RUNNING):
-            raise ValueError("clusters is only used with source: services or running")
-        return self
+    @property
+    def running_view(self) -> bool:
+        """The policy looks at what runs (tasks or service revisions), not only at what is declared."""
+        return self.source is not TaskDefinitionSource.LATEST_REVISION or bool(self.clusters)
 
 
 class Suppression(_Model):
