@@ -110,7 +110,8 @@ def image(repo: str, days: float | None, region: str = REGION) -> ImageResult:
 
 
 def _run(images: list[ImageResult], cov: Coverage | None) -> tuple[RunResult, list[tuple[str, Any]]]:
-    result = RunResult(run_id="r1", policy="ns/p", started=NOW)
+    # The pipeline says whether the policy has a running view (spec.taskDefinitions).
+    result = RunResult(run_id="r1", policy="ns/p", started=NOW, running_view=any(i.runtime for i in images))
     log: list[tuple[str, Any]] = []
     flag_coverage(images, Ports(cov), result, lambda ev, *a, **kw: log.append((ev, kw)), NOW)  # type: ignore[arg-type]
     result.add_images(images)

@@ -119,7 +119,6 @@ class RunResult:
         self.affected_images = sum(1 for i in images if i.affected)
         self.redeploy_needed = sum(1 for i in images if i.redeploy_needed)
         self.coverage_at_risk = sum(1 for i in images if i.runtime is not None and i.runtime.coverage_at_risk)
-        self.running_view = self.running_view or any(i.runtime is not None for i in images)
         for img in images:
             if img.status is ImageStatus.FAILED:
                 self.record_cause(img.cause)

@@ -123,13 +123,12 @@ def _runtime_content(img: ImageResult) -> list[object]:
     Only the stable parts: where it runs, which digests, since when, and the two flags. The task
     count, "last seen" and Inspector's in-use figures move every run; rewriting the description
     for them would churn every ticket (they are shown as of the last rewrite). Empty without a
-    running view, so tickets of policies without one keep their fingerprint.
+    running view (a runtime with Inspector's in-use figures only), so tickets of policies without
+    one keep their fingerprint.
     """
     rt = img.runtime
-    if rt is None and not img.redeploy_needed:
-        return []
-    if rt is None:
-        return [{"redeploy": True}]
+    if rt is None or not rt.running_digests:  # no running view (perhaps Inspector's in-use figures)
+        return [{"redeploy": True}] if img.redeploy_needed else []
     return [
         {
             "redeploy": img.redeploy_needed,

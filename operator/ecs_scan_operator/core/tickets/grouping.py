@@ -111,7 +111,7 @@ def group_of(image: ImageResult, group_by: GroupBy) -> tuple[str, str]:
 
 
 def _running(image: ImageResult) -> bool:
-    return image.runtime is not None or any(u.tasks for u in image.uses)
+    return any(u.tasks for u in image.uses)
 
 
 def group_images(images: Iterable[ImageResult], jira: JiraSpec) -> list[Group]:

@@ -171,7 +171,8 @@ def _intro(request: TicketRequest, group: Group, note: str | None) -> list[str]:
 
 
 def _has_runtime(group: Group) -> bool:
-    return any(i.runtime is not None for i in group.images)
+    """Some image has a running view (not only Inspector's in-use figures)."""
+    return any(i.runtime is not None and i.runtime.running_digests for i in group.images)
 
 
 def _when(at: datetime | None) -> str:
