@@ -70,6 +70,7 @@ def _scan_result(digest: str, findings: list[dict[str, Any]]) -> dict[str, Any]:
     }
     model = botocore.session.get_session().get_service_model("ecr")
     shape = model.operation_model("DescribeImageScanFindings").output_shape
+    assert shape is not None
     report = ParamValidator().validate(answer, shape)
     assert not report.has_errors(), report.generate_report()
     return answer
@@ -85,7 +86,10 @@ def _configure_scans(endpoint: str) -> None:
             {"key": "package_version", "value": "9.6p1"},
         ],
     }
-    body = {"results": [_scan_result(V1, [vulnerable]), _scan_result(V2, [])], "region": REGION}
+    body: dict[str, Any] = {
+        "results": [_scan_result(V1, [vulnerable]), _scan_result(V2, [])],
+        "region": REGION,
+    }
     resp = requests.post(f"{endpoint}/moto-api/static/ecr/scan-finding-results", json=body, timeout=10)
     resp.raise_for_status()
 
