@@ -77,8 +77,10 @@ def build_ports(
 
         notifier = HttpNotifier(notify_secrets, allow_private=notify_allow_private)
     counter = clients.counter
+    ecs = EcsImageSource(clients, concurrency=concurrency)
     return Ports(
-        images=EcsImageSource(clients, concurrency=concurrency),
+        images=ecs,
+        td_tags=ecs,
         digests=EcrDigestResolver(clients),
         findings=RegistryFindingsSource(clients),
         reports=reports,
