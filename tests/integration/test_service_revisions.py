@@ -1,4 +1,5 @@
-"""source: services, the running view from service revisions, and the running view's task-definition tags.
+"""source: services, the running view from service revisions; the running view's task-definition tags;
+Inspector's in-use counts.
 
 moto has no service revisions (DescribeServices carries no `currentServiceRevisions`, and there is
 no DescribeServiceRevisions), so the ECS answers here are emulated with botocore's Stubber: it
@@ -18,6 +19,9 @@ from botocore.stub import Stubber
 
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecs import EcsImageSource
+from ecs_scan_operator.adapters.inspector import InspectorScanner, image_arn
+from ecs_scan_operator.core.images import parse_image
+from ecs_scan_operator.core.model import ScanState, Severity
 from ecs_scan_operator.core.policy import TaskDefinitionsSpec
 from ecs_scan_operator.core.state import TD_TAGS_TTL, RevisionCache
 
@@ -54,6 +58,10 @@ class Stubs:
     @property
     def stub(self) -> Stubber:
         return self.stubbers[0]
+
+
+def eq(*values: str) -> list[dict[str, str]]:
+    return [{"comparison": "EQUALS", "value": v} for v in values]
 
 
 def service(name: str, *, revisions: list[tuple[str, int]] | None = None, running: int = 0) -> dict[str, Any]:
@@ -243,3 +251,48 @@ def test_running_view_tags_read_once_per_revision_and_refreshed_after_the_ttl(
     tags, errors = source.revision_tags([TD], cache, NOW + 3 * TD_TAGS_TTL)
     assert tags == {} and len(errors) == 1 and TD in errors[0]
     s.assert_no_pending_responses()
+
+
+def test_inspector_coverage_in_use_count_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ListCoverage's resourceMetadata.ecrImage.inUseCount / lastInUseAt reach the scan (no extra call)."""
+    stubs = Stubs(monkeypatch)
+    i2 = stubs.clients.registry("inspector2", REGION)
+    assert i2 is not None
+    s = stubs.stubbers[-1]
+    ref, digest = parse_image(f"{ECR}/web:v1"), OLD
+    criteria = {"resourceType": eq("AWS_ECR_CONTAINER_IMAGE"), "resourceId": eq(image_arn(ref, digest))}
+    s.add_response(
+        "list_coverage",
+        {
+            "coveredResources": [
+                {
+                    "accountId": ACCOUNT,
+                    "resourceId": image_arn(ref, digest),
+                    "resourceType": "AWS_ECR_CONTAINER_IMAGE",
+                    "scanType": "PACKAGE",
+                    "scanStatus": {"statusCode": "ACTIVE", "reason": "SUCCESSFUL"},
+                    "resourceMetadata": {"ecrImage": {"inUseCount": 12, "lastInUseAt": NOW}},
+                }
+            ]
+        },
+        {"filterCriteria": criteria, "maxResults": 200},
+    )
+    s.add_response(
+        "list_findings",
+        {"findings": []},
+        {
+            "filterCriteria": {
+                "resourceType": eq("AWS_ECR_CONTAINER_IMAGE"),
+                "awsAccountId": eq(ACCOUNT),
+                "ecrImageHash": eq(digest),
+                "findingStatus": eq("ACTIVE"),
+                "severity": eq("HIGH"),
+            },
+            "maxResults": 100,
+        },
+    )
+    scan = InspectorScanner(stubs.clients, REGION, workers=1).scans([(ref, digest)], [Severity.HIGH])[
+        (ref, digest)
+    ]
+    s.assert_no_pending_responses()
+    assert (scan.state, scan.in_use_count, scan.last_in_use_at) == (ScanState.COMPLETE, 12, NOW)
