@@ -78,8 +78,10 @@ def build_ports(
         notifier = HttpNotifier(notify_secrets, allow_private=notify_allow_private)
     counter = clients.counter
     findings = RegistryFindingsSource(clients)
+    ecs = EcsImageSource(clients, concurrency=concurrency)
     return Ports(
-        images=EcsImageSource(clients, concurrency=concurrency),
+        images=ecs,
+        td_tags=ecs,
         digests=EcrDigestResolver(clients),
         findings=findings,
         coverage=findings,  # the same registry scan types: one lookup each

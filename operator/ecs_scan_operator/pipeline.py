@@ -219,6 +219,37 @@ def collect_images(
     return out
 
 
+def running_td_tags(
+    images: list[ImageResult],
+    spec: PolicySpec,
+    ports: Ports,
+    state: RunState,
+    result: RunResult,
+    now: datetime,
+) -> None:
+    """Task-definition tags of the running view's revisions, only when a Jira route matches on them.
+
+    Tasks and service revisions do not carry their task definition's tags; the declared view
+    reads them with the revision. Cached in the state (core/state.py TD_TAGS_TTL).
+    """
+    if (
+        ports.td_tags is None
+        or spec.jira is None
+        or not any(r.match.task_definition_tags for r in spec.jira.routes)
+    ):
+        return
+    arns = sorted({u.task_definition_arn for i in images for u in i.uses if u.tasks})
+    if not arns:
+        return
+    tags, errors = ports.td_tags.revision_tags(arns, state.cache, now)
+    for err in errors:
+        result.record_error(f"task-definition tags: {err}")
+    for img in images:
+        for u in img.uses:
+            if u.tasks:
+                img.td_tags.update(tags.get(u.task_definition_arn, ()))
+
+
 def resolve_digests(
     images: list[ImageResult], spec: PolicySpec, ports: Ports, result: RunResult, rlog: _RunLog
 ) -> None:
@@ -618,6 +649,7 @@ class _Run:
             self._progress("task definitions", 0, 1)
             errors_before = result.errors_total
             self.images = collect_images(spec, self.ports, self.state, result, rlog, self.guard)
+            running_td_tags(self.images, spec, self.ports, self.state, result, self.started)
             inventory_errors = result.errors_total - errors_before  # listing errors only, not the state's
             self._progress("task definitions", 1, 1)
             self.guard.enter("digests")

@@ -38,6 +38,16 @@ class ImageSource(Protocol):
         ...
 
 
+class TaskDefinitionTags(Protocol):
+    """Tags of task-definition revisions that the running view found (they route Jira tickets)."""
+
+    def revision_tags(
+        self, arns: Sequence[str], cache: RevisionCache, now: datetime
+    ) -> tuple[dict[str, tuple[tuple[str, str], ...]], list[str]]:
+        """Tags by revision ARN (cached in `cache` for a while: tags are mutable) and the errors."""
+        ...
+
+
 class DigestResolver(Protocol):
     """Tags to digests, in each image's own registry."""
 
@@ -145,3 +155,4 @@ class Ports:
     state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged
     notifier: Notifier | None = None
     coverage: CoverageSettings | None = None  # the running view's CoverageAtRisk (issue #12)
+    td_tags: TaskDefinitionTags | None = None  # the running view's revision tags, read when a route asks

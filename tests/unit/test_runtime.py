@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from ecs_scan_operator.core.images import parse_image
-from ecs_scan_operator.core.model import ImageResult, ImageUse
+from ecs_scan_operator.core.model import (
+    ContainerImage,
+    Finding,
+    ImageRef,
+    ImageResult,
+    ImageScan,
+    ImageUse,
+    Resolution,
+    ScanState,
+    ScanType,
+    Severity,
+    TaskDefinitionImages,
+    TaskDefinitionListing,
+)
+from ecs_scan_operator.core.policy import PolicyRef, TaskDefinitionsSpec, parse_spec
 from ecs_scan_operator.core.runtime import (
     RUNNING_KEEP,
     RUNNING_LIMIT,
@@ -19,7 +39,10 @@ from ecs_scan_operator.core.runtime import (
     runtime_context,
     track_running,
 )
-from ecs_scan_operator.core.state import TD_TAGS_TTL, RunState, dump_state, load_state
+from ecs_scan_operator.core.state import TD_TAGS_TTL, RevisionCache, RunState, dump_state, load_state
+from ecs_scan_operator.pipeline import run_policy
+from ecs_scan_operator.ports import Ports
+from tests.support.fakes import FixedClock, MemorySink
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 OLD, NEW, OTHER = ("sha256:" + c * 64 for c in "abc")
@@ -140,3 +163,137 @@ def test_running_and_td_tags_survive_the_state_and_are_bounded_by_trust() -> Non
     # Without a key the tags (they steer ticket routing) are neither written nor read; first/last seen is.
     unkeyed = load_state(dump_state(state, "r1", {}), key=None)
     assert unkeyed.cache.tags == {} and unkeyed.running == state.running
+
+
+# ------------------------------------------------------------------ through the pipeline (fakes)
+
+
+@dataclass
+class Fleet:
+    """An ImageSource: declared revisions (tasks 0) and running records, as the ECS adapter returns them."""
+
+    tds: list[TaskDefinitionImages]
+
+    def task_definitions(
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+    ) -> TaskDefinitionListing:
+        return TaskDefinitionListing(task_definitions=list(self.tds), families_matched=1)
+
+
+@dataclass
+class Tags:
+    """A resolver whose tags point where the test says."""
+
+    digests: dict[str, str]
+    asked: list[str] = field(default_factory=list)
+
+    def resolve(self, refs: Sequence[ImageRef]) -> dict[ImageRef, Resolution]:
+        self.asked.extend(r.raw for r in refs if not r.digest)
+        return {r: Resolution(r.digest or self.digests[f"{r.repository}:{r.tag}"]) for r in refs}
+
+    def repository_tags(self, refs: Sequence[ImageRef]) -> dict[tuple[str, str, str], dict[str, str]]:
+        return {}
+
+
+@dataclass
+class ByDigest:
+    """Findings per digest; Inspector's in-use count on every answer."""
+
+    findings: dict[str, list[str]]
+    asked: list[str] = field(default_factory=list)
+
+    def scans(
+        self, images: Sequence[tuple[ImageRef, str]], severities: Sequence[Severity]
+    ) -> dict[tuple[ImageRef, str], ImageScan]:
+        self.asked.extend(d for _, d in images)
+        return {
+            (r, d): ImageScan(
+                ScanState.COMPLETE,
+                tuple(Finding(v, Severity.HIGH, "openssl") for v in self.findings.get(d, [])),
+                scan_type=ScanType.ENHANCED,
+                in_use_count=7,
+                last_in_use_at=T0,
+            )
+            for r, d in images
+        }
+
+
+def td(
+    digest: str | None, tasks: int, *, service: str = "web", cluster: str = "prod"
+) -> TaskDefinitionImages:
+    containers = (ContainerImage("app", f"{ECR}/web:v1", digest),)
+    arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/web:3"
+    return TaskDefinitionImages(
+        arn, "web", 3, containers, "us-east-1", service=service, tasks=tasks, cluster=cluster
+    )
+
+
+def run(
+    tds: list[TaskDefinitionImages],
+    findings: dict[str, list[str]],
+    td_spec: dict[str, Any],
+    sink: MemorySink,
+    clock: FixedClock | None = None,
+) -> tuple[dict[str, dict[str, Any]], Tags, ByDigest]:
+    spec = parse_spec(
+        {
+            "schedule": "@daily",
+            "aws": {"region": "us-east-1"},
+            "taskDefinitions": td_spec,
+            "report": {"s3": {"bucket": "reports", "prefix": "scans"}},
+        }
+    )
+    tags, scans = Tags({"web:v1": NEW}), ByDigest(findings)
+    ports = Ports(images=Fleet(tds), digests=tags, findings=scans, reports=sink, state_key=KEY)
+    result = run_policy(PolicyRef(namespace="ns", name="p"), spec, ports, clock or FixedClock())
+    index_key = sorted(k for k in sink.objects if k.endswith("/index.json"))[-1]
+    images = {i["image"]: i for i in json.loads(sink.objects[index_key])["images"]}
+    assert result.outcome.value == "Succeeded", result.errors
+    return images, tags, scans
+
+
+@pytest.mark.parametrize(("new_findings", "redeploy"), [([], True), (["CVE-9"], True), (["CVE-1"], False)])
+def test_running_source_redeploy_needed_reads_the_tags_digest_once(
+    new_findings: list[str], redeploy: bool
+) -> None:
+    images, tags, scans = run(
+        [td(OLD, 3)], {OLD: ["CVE-1"], NEW: new_findings}, {"source": "running"}, MemorySink()
+    )
+    row = images[f"{ECR}/web:v1@{OLD}"]
+    assert row["redeployNeeded"] is redeploy
+    rt = row["runtime"]
+    assert (rt["tagDigest"], rt["drift"], rt["runningDigests"], rt["runningTasks"]) == (NEW, True, [OLD], 3)
+    assert (rt["clusters"], rt["services"], rt["inUseCount"]) == (["prod"], ["web"], 7)
+    assert tags.asked == [f"{ECR}/web:v1"]
+    assert sorted(scans.asked) == sorted([OLD, NEW])  # one extra read: the tag's digest, not a row
+
+
+def test_latest_revision_with_clusters_adds_the_running_view() -> None:
+    tds = [td(None, 0, service="", cluster=""), td(OLD, 2), td(NEW, 1)]
+    images, _, scans = run(tds, {OLD: ["CVE-1"]}, {"clusters": ["prod"]}, MemorySink())
+    # The declared row took in the tasks running its digest; the old digest is a row of its own.
+    assert set(images) == {f"{ECR}/web:v1", f"{ECR}/web:v1@{OLD}"}
+    declared = images[f"{ECR}/web:v1"]["runtime"]
+    assert (declared["tagDigest"], declared["runningDigests"], declared["runningTasks"]) == (
+        NEW,
+        sorted([NEW, OLD]),
+        1,
+    )
+    assert declared["drift"] is False
+    old = images[f"{ECR}/web:v1@{OLD}"]
+    assert old["runtime"]["drift"] is True and old["redeployNeeded"] is True
+    assert sorted(scans.asked) == sorted([OLD, NEW])  # no extra read: the declared row is the tag's digest
+
+
+def test_first_seen_running_survives_runs_and_the_csv_carries_it() -> None:
+    sink, clock = MemorySink(), FixedClock()
+    first = clock.now()
+    run([td(OLD, 3)], {OLD: ["CVE-1"]}, {"source": "running"}, sink, clock)
+    clock.advance(hours=6)
+    images, _, _ = run([td(OLD, 3)], {OLD: ["CVE-1"]}, {"source": "running"}, sink, clock)
+    rt = images[f"{ECR}/web:v1@{OLD}"]["runtime"]
+    assert (rt["firstSeenRunning"], rt["lastSeenRunning"]) == (first.isoformat(), clock.now().isoformat())
+    csv_key = sorted(k for k in sink.objects if k.endswith("/summary.csv"))[-1]
+    rows = list(csv.DictReader(io.StringIO(sink.objects[csv_key].decode())))
+    assert rows[0]["first_seen_running"] == first.isoformat()
+    assert (rows[0]["tag_digest"], rows[0]["drift"], rows[0]["redeploy_needed"]) == (NEW, "yes", "yes")

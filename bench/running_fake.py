@@ -1,0 +1,216 @@
+"""ECS ListTasks and DescribeTasks of a running fleet, emulated in the calling process (issue #12).
+
+moto's tasks carry no `imageDigest` (ECS records it once a container has pulled its image), list
+only a task's first container, and starting thousands of them through moto takes minutes; so, as
+`bench/inspector_fake.py` does for Inspector, a `before-call` handler registered last on ECS
+clients answers these two operations from a deterministic running fleet, inside botocore (the
+latency model, registered first, has already accounted the call). Everything else (ListClusters,
+DescribeTaskDefinition, ECR, S3) is moto. It is strict, like the Inspector emulation: the request
+is checked against the operation's input shape (and the limits botocore does not check, e.g. at most
+100 tasks per DescribeTasks, maxResults 1..100), the answer against the output shape; ListTasks
+pages by `maxResults` with an opaque `nextToken` bound to the request.
+
+The running fleet (`running_fleet`): `tasks` tasks spread over `clusters` clusters `bench-<k>`,
+round-robin over every family of the fleet (all environments: include/exclude decide what is
+kept), each task running the family's latest ACTIVE revision; 80% of the families are services
+(`group: service:<family>`), the rest RunTask / scheduled (`family:<family>`). Containers carry the
+digest of their image from the catalog; in every 10th family the app container still runs the digest
+its tag pointed at before the last push (the digest of the next tag of the same repository): the
+tag drifted. External images carry a made-up digest (never scanned).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+from bench.fleet import ACCOUNT, REGION, REGISTRY, FleetSize, families, image
+from bench.inspector_fake import strict_errors
+
+DRIFT_EVERY = 10  # every 10th family: the app tag was pushed again, its tasks still run the old digest
+SERVICE_SHARE = 0.8
+
+
+def cluster_arn(k: int) -> str:
+    """The ARN of benchmark cluster k."""
+    return f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/bench-{k}"
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    """One running task: where, which revision, which images with which digests."""
+
+    arn: str
+    cluster: int
+    family: str
+    td_arn: str
+    group: str
+    containers: tuple[tuple[str, str, str], ...]  # name, image, digest
+
+
+def _external_digest(uri: str) -> str:
+    return "sha256:" + hashlib.sha256(uri.encode()).hexdigest()
+
+
+def running_fleet(size: FleetSize, seed: int, tasks: int, clusters: int) -> list[RunningTask]:
+    """The fleet's running tasks (pure, deterministic)."""
+    fams = list(families(size, seed))
+    out = []
+    for n in range(tasks):
+        fam = fams[n % len(fams)]
+        uris = fam.images(size, seed, size.revisions)
+        digests = []
+        for name, uri in zip(("app", "sidecar", "init"), uris, strict=True):
+            if not uri.startswith(REGISTRY + "/"):
+                digests.append((name, uri, _external_digest(uri)))
+                continue
+            repo, _, tag = uri[len(REGISTRY) + 1 :].rpartition(":")
+            t = int(tag.split(".")[1])  # tag_of: 1.t.0, 2.t.0, 0.t.1
+            if name == "app" and fam.index % DRIFT_EVERY == 0:
+                # the tag moved on: the task runs what it pointed at before (the next tag's image)
+                t = (t + 1) % size.tags_per_repo
+            digests.append((name, uri, image(repo, t, seed).digest))
+        group = f"service:{fam.name}" if (fam.index % 10) < SERVICE_SHARE * 10 else f"family:{fam.name}"
+        k = fam.index % clusters
+        out.append(
+            RunningTask(
+                arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/bench-{k}/{n:032x}",
+                cluster=k,
+                family=fam.name,
+                td_arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{fam.name}:{size.revisions}",
+                group=group,
+                containers=tuple(digests),
+            )
+        )
+    return out
+
+
+def bounds(tasks: list[RunningTask], clusters: int) -> dict[str, int]:
+    """The ECS part of the lower bound: ListClusters, ListTasks pages and DescribeTasks by 100."""
+    per_cluster = Counter(t.cluster for t in tasks)
+    pages = sum(max(1, math.ceil(per_cluster.get(k, 0) / 100)) for k in range(clusters))
+    return {
+        "ecs:ListClusters": 1,
+        "ecs:ListTasks": pages,
+        "ecs:DescribeTasks": sum(math.ceil(n / 100) for n in per_cluster.values()),
+    }
+
+
+class EcsRunningFake:
+    """Answers ListTasks / DescribeTasks of ECS clients from a running fleet."""
+
+    def __init__(self, tasks: list[RunningTask]) -> None:
+        self._by_cluster: dict[str, list[RunningTask]] = defaultdict(list)
+        self._by_arn = {t.arn: t for t in tasks}
+        for t in tasks:
+            self._by_cluster[cluster_arn(t.cluster)].append(t)
+        self._lock = threading.Lock()
+        self.cpu_seconds = 0.0
+        self.calls: Counter[str] = Counter()
+        self.rejected: list[str] = []
+
+    def attach(self, client: Any) -> None:
+        """Answer ECS ListTasks / DescribeTasks of this client (registered last: accounted first)."""
+        if client.meta.service_model.service_name == "ecs":
+            client.meta.events.register_last("before-call.ecs.ListTasks", self._answer)
+            client.meta.events.register_last("before-call.ecs.DescribeTasks", self._answer)
+
+    def _answer(self, model: Any, params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        started = time.thread_time()
+        try:
+            raw = params.get("body") or b"{}"
+            body = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            with self._lock:
+                self.calls[model.name] += 1
+            errors = strict_errors(body, model.input_shape) + self._limits(model.name, body)
+            if errors:
+                with self._lock:
+                    self.rejected.append(f"{model.name}: {'; '.join(errors)}")
+                return _error("InvalidParameterException", "; ".join(errors))
+            out = self._list(body) if model.name == "ListTasks" else self._describe(body)
+            errors = strict_errors(out, model.output_shape)
+            if errors:  # a bug in this emulation, not in the caller
+                raise AssertionError(f"emulated {model.name} answer breaks the model: {errors}")
+            out["ResponseMetadata"] = {"HTTPStatusCode": 200, "HTTPHeaders": {}, "RetryAttempts": 0}
+            return AWSResponse(f"https://ecs.{REGION}.amazonaws.com", 200, HTTPHeaders(), None), out
+        finally:
+            with self._lock:
+                self.cpu_seconds += time.thread_time() - started
+
+    @staticmethod
+    def _limits(op: str, body: dict[str, Any]) -> list[str]:
+        if op == "ListTasks" and not 1 <= int(body.get("maxResults", 100)) <= 100:
+            return ["maxResults must be 1..100"]
+        if op == "DescribeTasks" and not 1 <= len(body.get("tasks", [])) <= 100:
+            return ["tasks: 1..100 task ARNs"]
+        return []
+
+    def _cluster(self, body: dict[str, Any]) -> list[RunningTask]:
+        name = str(body.get("cluster", "default"))
+        arn = name if name.startswith("arn:") else f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{name}"
+        return self._by_cluster.get(arn, [])
+
+    def _list(self, body: dict[str, Any]) -> dict[str, Any]:
+        tasks = self._cluster(body)
+        if body.get("desiredStatus", "RUNNING") != "RUNNING":
+            tasks = []
+        if body.get("serviceName"):
+            tasks = [t for t in tasks if t.group == f"service:{body['serviceName']}"]
+        query = hashlib.sha256(
+            json.dumps({k: v for k, v in body.items() if k != "nextToken"}).encode()
+        ).hexdigest()
+        start = 0
+        if body.get("nextToken"):
+            token = json.loads(base64.urlsafe_b64decode(str(body["nextToken"]).encode()))
+            if token.get("q") != query:
+                raise AssertionError("nextToken of another request")
+            start = int(token["o"])
+        size = int(body.get("maxResults", 100))
+        page = tasks[start : start + size]
+        out: dict[str, Any] = {"taskArns": [t.arn for t in page]}
+        if start + size < len(tasks):
+            out["nextToken"] = base64.urlsafe_b64encode(
+                json.dumps({"o": start + size, "q": query}).encode()
+            ).decode()
+        return out
+
+    def _describe(self, body: dict[str, Any]) -> dict[str, Any]:
+        found, failures = [], []
+        for arn in body.get("tasks", []):
+            t = self._by_arn.get(arn)
+            if t is None:
+                failures.append({"arn": arn, "reason": "MISSING"})
+                continue
+            found.append(
+                {
+                    "taskArn": t.arn,
+                    "clusterArn": cluster_arn(t.cluster),
+                    "taskDefinitionArn": t.td_arn,
+                    "group": t.group,
+                    "launchType": "FARGATE",
+                    "lastStatus": "RUNNING",
+                    "desiredStatus": "RUNNING",
+                    "containers": [
+                        {"name": n, "image": i, "imageDigest": d, "lastStatus": "RUNNING", "taskArn": t.arn}
+                        for n, i, d in t.containers
+                    ],
+                }
+            )
+        return {"tasks": found, "failures": failures}
+
+
+def _error(code: str, message: str) -> tuple[AWSResponse, dict[str, Any]]:
+    parsed = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": 400, "HTTPHeaders": {}, "RetryAttempts": 0},
+    }
+    return AWSResponse(f"https://ecs.{REGION}.amazonaws.com", 400, HTTPHeaders(), None), parsed
