@@ -78,6 +78,7 @@ class RunResult:
     # a registry's setting could not be read.
     running_view: bool = False
     redeploy_needed: int = 0
+    redeploy_images: list[str] = field(default_factory=list)  # the first MAX_ERRORS of them, for people
     coverage_at_risk: int = 0
     rescan_windows: list[str] = field(default_factory=list)
     coverage_unknown: str = ""
@@ -118,6 +119,7 @@ class RunResult:
         self.findings_by_severity = {s.value: sev.get(s.value, 0) for s in SEVERITY_ORDER}
         self.affected_images = sum(1 for i in images if i.affected)
         self.redeploy_needed = sum(1 for i in images if i.redeploy_needed)
+        self.redeploy_images = sorted(i.ref.display for i in images if i.redeploy_needed)[:MAX_ERRORS]
         self.coverage_at_risk = sum(1 for i in images if i.runtime is not None and i.runtime.coverage_at_risk)
         for img in images:
             if img.status is ImageStatus.FAILED:
