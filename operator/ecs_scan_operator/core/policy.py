@@ -629,8 +629,9 @@ class NotifyDestination(_Model):
     )
     """The events sent: new (a finding not seen before), reopened (a finding reported fixed came
     back), fixed (a finding gone from a scanned image), runFailed (the run ended PartialFailure),
-    overdue and redeployNeeded (accepted; sent once the work that detects them lands). Default
-    [new, reopened, runFailed]."""
+    redeployNeeded (a running view shows tasks still running an affected digest while its tag
+    already points at a digest without the findings; once per image and digest), overdue
+    (accepted; sent once the work that detects it lands). Default [new, reopened, runFailed]."""
     filter: NotifyFilter = Field(default_factory=NotifyFilter, json_schema_extra={"default": {}})
     """Which images this destination hears about. Default all the policy's images."""
     min_severity: Literal["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = "HIGH"
