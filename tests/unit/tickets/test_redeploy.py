@@ -144,3 +144,17 @@ def test_without_a_running_view_the_text_and_fingerprint_are_as_before() -> None
     ticket = ticket_from(create)
     (same,) = plan([plain], [ticket])
     assert same.action is Action.UNCHANGED
+
+
+def test_the_redeploy_banner_escapes_what_it_names_and_stays_within_the_budget() -> None:
+    hostile = tuple(f"svc{i}|[x]{{y}}*z*" for i in range(30))
+    images = [
+        running(f"sha256:{i:064x}", [HIGH], tag_digest=V2, redeploy=True, services=hostile)
+        for i in range(1, 400)
+    ]
+    (create,) = plan(images, [])
+    text = create.fields.description
+    assert text is not None and text.startswith("*Redeploy needed:*")
+    assert "svc0\\|\\[x\\]\\{y\\}\\*z\\*" in text and "svc0|[x]" not in text
+    assert "and 25 more" in text  # services named: the first five
+    assert len(text) <= 32_000
