@@ -33,7 +33,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from bench.fleet import ACCOUNT, REGION, REGISTRY, FleetSize, families, image
+from bench.fleet import ACCOUNT, REGION, REGISTRY, Family, FleetSize, families, image
 from bench.inspector_fake import strict_errors
 
 DRIFT_EVERY = 10  # every 10th family: the app tag was pushed again, its tasks still run the old digest
@@ -61,34 +61,43 @@ def _external_digest(uri: str) -> str:
     return "sha256:" + hashlib.sha256(uri.encode()).hexdigest()
 
 
+def _containers(fam: Family, size: FleetSize, seed: int) -> tuple[tuple[str, str, str], ...]:
+    """(name, image, digest) of the containers a task of this family runs."""
+    out = []
+    for name, uri in zip(("app", "sidecar", "init"), fam.images(size, seed, size.revisions), strict=True):
+        if not uri.startswith(REGISTRY + "/"):
+            out.append((name, uri, _external_digest(uri)))
+            continue
+        repo, _, tag = uri[len(REGISTRY) + 1 :].rpartition(":")
+        t = int(tag.split(".")[1])  # tag_of: 1.t.0, 2.t.0, 0.t.1
+        if name == "app" and fam.index % DRIFT_EVERY == 0:
+            # the tag moved on: the task runs what it pointed at before (the next tag's image)
+            t = (t + 1) % size.tags_per_repo
+        out.append((name, uri, image(repo, t, seed).digest))
+    return tuple(out)
+
+
 def running_fleet(size: FleetSize, seed: int, tasks: int, clusters: int) -> list[RunningTask]:
-    """The fleet's running tasks (pure, deterministic)."""
+    """The fleet's running tasks (pure, deterministic); the tasks of a family share its strings."""
     fams = list(families(size, seed))
+    shared: dict[int, tuple[str, str, tuple[tuple[str, str, str], ...]]] = {}
     out = []
     for n in range(tasks):
         fam = fams[n % len(fams)]
-        uris = fam.images(size, seed, size.revisions)
-        digests = []
-        for name, uri in zip(("app", "sidecar", "init"), uris, strict=True):
-            if not uri.startswith(REGISTRY + "/"):
-                digests.append((name, uri, _external_digest(uri)))
-                continue
-            repo, _, tag = uri[len(REGISTRY) + 1 :].rpartition(":")
-            t = int(tag.split(".")[1])  # tag_of: 1.t.0, 2.t.0, 0.t.1
-            if name == "app" and fam.index % DRIFT_EVERY == 0:
-                # the tag moved on: the task runs what it pointed at before (the next tag's image)
-                t = (t + 1) % size.tags_per_repo
-            digests.append((name, uri, image(repo, t, seed).digest))
-        group = f"service:{fam.name}" if (fam.index % 10) < SERVICE_SHARE * 10 else f"family:{fam.name}"
+        if fam.index not in shared:
+            group = f"service:{fam.name}" if (fam.index % 10) < SERVICE_SHARE * 10 else f"family:{fam.name}"
+            td_arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{fam.name}:{size.revisions}"
+            shared[fam.index] = (td_arn, group, _containers(fam, size, seed))
+        td_arn, group, containers = shared[fam.index]
         k = fam.index % clusters
         out.append(
             RunningTask(
                 arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/bench-{k}/{n:032x}",
                 cluster=k,
                 family=fam.name,
-                td_arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{fam.name}:{size.revisions}",
+                td_arn=td_arn,
                 group=group,
-                containers=tuple(digests),
+                containers=containers,
             )
         )
     return out

@@ -430,7 +430,7 @@ def assess_runtime(
             running: set[str] = {img.ref.digest or ""}
         else:
             tag_digest = img.digest
-            running = set(by_tag.get(tag_key(img.ref), set()))
+            running = set(by_tag.get(tag_key(img.ref), set())) if img.ref.tag else set()
             if runs and img.digest:
                 running.add(img.digest)
         key = running_key(img.ref, digest) if digest and runs else ""
@@ -442,13 +442,14 @@ def assess_runtime(
             in_use_count=count,
             last_in_use_at=at,
         )
-        img.redeploy_needed = decide_redeploy(
-            digest=digest if runs else None,
-            running_tasks=img.runtime.running_tasks,
-            findings=[f.vulnerability_id for f in img.findings],
-            tag_digest=tag_digest,
-            tag_findings=_tag_findings(img, tag_digest, seen, spec, now.date()),
-        )
+        if runs and img.findings and tag_digest and tag_digest != digest:  # else it cannot be true
+            img.redeploy_needed = decide_redeploy(
+                digest=digest,
+                running_tasks=img.runtime.running_tasks,
+                findings=[f.vulnerability_id for f in img.findings],
+                tag_digest=tag_digest,
+                tag_findings=_tag_findings(img, tag_digest, seen, spec, now.date()),
+            )
 
 
 def _tag_findings(

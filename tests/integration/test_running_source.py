@@ -176,3 +176,42 @@ def test_running_digests_end_to_end(aws: str) -> None:
             "runningTasks": 130,
         }
     ]
+
+
+def test_latest_revision_with_clusters_adds_the_running_view(aws: str) -> None:
+    ecr, ecs = client("ecr"), client("ecs")
+    client("s3").create_bucket(Bucket=BUCKET)
+    ecr.create_repository(repositoryName="web")
+    for tag, digest in (("v1-old", D_OLD), ("v1", D_NEW)):
+        ecr.put_image(repositoryName="web", imageManifest=manifest(digest), imageTag=tag, imageDigest=digest)
+    ecs.create_cluster(clusterName="prod")
+    web = register("web", f"{ECR}/web:v1")
+    run_tasks("prod", web, 3, group="service:web")
+    injected: list[dict[str, Any]] = []
+    hook = digest_hook({f"{ECR}/web:v1": D_OLD}, injected)
+    spec = parse_spec(
+        {
+            "schedule": "@daily",
+            "aws": {"region": REGION},
+            "taskDefinitions": {"clusters": ["prod"]},  # source latestRevision (the default)
+            "report": {"s3": {"bucket": BUCKET, "prefix": "scans"}},
+        }
+    )
+    ref = PolicyRef(namespace="sec", name="latest")
+    ports = build_ports(ref, spec, clients=AwsClients(hooks=[hook]), state_key=SecretStr("s" * 32))
+    result = run_policy(ref, spec, ports, FixedClock(), run_id="run-1")
+    assert result.outcome is Outcome.SUCCEEDED, result.errors
+    folder = "scans/2026-11-28/sec/latest/run-1"
+    index = json.loads(client("s3").get_object(Bucket=BUCKET, Key=f"{folder}/index.json")["Body"].read())
+    images = {i["image"]: i for i in index["images"]}
+    # The declared view stays (the tag's current digest); the digest that runs is a row of its own.
+    assert set(images) == {f"{ECR}/web:v1", f"{ECR}/web:v1@{D_OLD}"}
+    declared = images[f"{ECR}/web:v1"]
+    assert declared["digest"] == D_NEW
+    assert (declared["runtime"]["runningDigests"], declared["runtime"]["drift"]) == ([D_OLD], True)
+    assert declared["runtime"]["runningTasks"] == 0  # nothing runs the tag's current digest
+    running = images[f"{ECR}/web:v1@{D_OLD}"]["runtime"]
+    assert (running["tagDigest"], running["runningTasks"], running["services"]) == (D_NEW, 3, ["web"])
+    calls = result.aws_calls
+    assert calls["ecs:DescribeTaskDefinition"] == 1 and calls["ecs:DescribeTasks"] == 1
+    assert calls["ecr:DescribeImages"] == 1  # the declared tag and the running row's tag: one call

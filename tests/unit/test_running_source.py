@@ -60,7 +60,8 @@ def test_family_and_revision_from_a_task_definition_arn(arn: str, family: str, r
     ("image", "digest", "expected"),
     [
         (f"{ECR}/app:v1", D1, f"{ECR}/app:v1@{D1}"),  # the tag, pinned to what runs
-        (f"{ECR}/app", D1, f"{ECR}/app@{D1}"),  # no tag (latest implied)
+        (f"{ECR}/app", D1, f"{ECR}/app:latest@{D1}"),  # no tag: ECS pulled latest, the tag is kept
+        ("busybox", D1, f"busybox:latest@{D1}"),
         (f"{ECR}/app@{D2}", D2, f"{ECR}/app@{D2}"),  # already pinned: as written
         (f"{ECR}/app:v1", None, f"{ECR}/app:v1"),  # PENDING: no digest yet
         (f"{ECR}/app:v1", "", f"{ECR}/app:v1"),

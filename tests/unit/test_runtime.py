@@ -219,9 +219,14 @@ class ByDigest:
 
 
 def td(
-    digest: str | None, tasks: int, *, service: str = "web", cluster: str = "prod"
+    digest: str | None,
+    tasks: int,
+    *,
+    service: str = "web",
+    cluster: str = "prod",
+    image: str = f"{ECR}/web:v1",
 ) -> TaskDefinitionImages:
-    containers = (ContainerImage("app", f"{ECR}/web:v1", digest),)
+    containers = (ContainerImage("app", image, digest),)
     arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/web:3"
     return TaskDefinitionImages(
         arn, "web", 3, containers, "us-east-1", service=service, tasks=tasks, cluster=cluster
@@ -243,7 +248,7 @@ def run(
             "report": {"s3": {"bucket": "reports", "prefix": "scans"}},
         }
     )
-    tags, scans = Tags({"web:v1": NEW}), ByDigest(findings)
+    tags, scans = Tags({"web:v1": NEW, "web:latest": NEW}), ByDigest(findings)
     ports = Ports(images=Fleet(tds), digests=tags, findings=scans, reports=sink, state_key=KEY)
     result = run_policy(PolicyRef(namespace="ns", name="p"), spec, ports, clock or FixedClock())
     index_key = sorted(k for k in sink.objects if k.endswith("/index.json"))[-1]
@@ -297,3 +302,12 @@ def test_first_seen_running_survives_runs_and_the_csv_carries_it() -> None:
     rows = list(csv.DictReader(io.StringIO(sink.objects[csv_key].decode())))
     assert rows[0]["first_seen_running"] == first.isoformat()
     assert (rows[0]["tag_digest"], rows[0]["drift"], rows[0]["redeploy_needed"]) == (NEW, "yes", "yes")
+
+
+def test_an_untagged_reference_runs_latest_and_its_drift_is_seen() -> None:
+    images, tags, _ = run(
+        [td(OLD, 1, image=f"{ECR}/web")], {OLD: ["CVE-1"]}, {"source": "running"}, MemorySink()
+    )
+    row = images[f"{ECR}/web:latest@{OLD}"]
+    assert tags.asked == [f"{ECR}/web:latest"]
+    assert (row["runtime"]["tagDigest"], row["runtime"]["drift"], row["redeployNeeded"]) == (NEW, True, True)

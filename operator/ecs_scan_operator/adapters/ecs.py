@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -56,55 +57,74 @@ def _td_from_description(
     )
 
 
-def running_task_definitions(
-    tasks: list[dict[str, Any]], selection: TaskDefinitionsSpec, region: str
-) -> list[TaskDefinitionImages]:
-    """DescribeTasks answers -> one record per (revision, service, launch type, container digests).
+class RunningGroups:
+    """DescribeTasks answers folded, batch by batch, into one count per (revision, cluster, service,
+    launch type, container digests): memory holds the groups, never the tasks (15,000 tasks of
+    about 3 KB each would be 45 MB).
 
     The family comes from the task's taskDefinitionArn and include/exclude apply to it; the images and
     digests come from the task itself (`containers[].image`, `.imageDigest`), so no
     DescribeTaskDefinition is needed. A container without a digest (still PENDING) keeps digest None.
     """
-    counts: dict[tuple[str, str, str, str, tuple[ContainerImage, ...]], int] = {}
-    for task in tasks:
-        arn = str(task.get("taskDefinitionArn", ""))
-        family, _ = parse_td_arn(arn)
-        if not family_selected(family, selection.include, selection.exclude):
-            continue
-        group = str(task.get("group", ""))
-        service = group.removeprefix("service:") if group.startswith("service:") else ""
-        containers = tuple(
-            sorted(
-                (
-                    ContainerImage(
-                        name=str(c.get("name", "")),
-                        image=str(c.get("image", "")),
-                        digest=str(c["imageDigest"]) if c.get("imageDigest") else None,
-                    )
-                    for c in task.get("containers", [])
-                ),
-                key=lambda c: (c.name, c.image, c.digest or ""),
+
+    def __init__(self, selection: TaskDefinitionsSpec, region: str) -> None:
+        self._selection = selection
+        self._region = region
+        self._counts: dict[tuple[str, str, str, str, tuple[ContainerImage, ...]], int] = {}
+
+    def add(self, tasks: Sequence[dict[str, Any]]) -> None:
+        """Count a batch of DescribeTasks `tasks[]`."""
+        for task in tasks:
+            arn = str(task.get("taskDefinitionArn", ""))
+            family, _ = parse_td_arn(arn)
+            if not family_selected(family, self._selection.include, self._selection.exclude):
+                continue
+            group = str(task.get("group", ""))
+            service = group.removeprefix("service:") if group.startswith("service:") else ""
+            containers = tuple(
+                sorted(
+                    (
+                        ContainerImage(
+                            name=sys.intern(str(c.get("name", ""))),
+                            image=sys.intern(str(c.get("image", ""))),
+                            digest=sys.intern(str(c["imageDigest"])) if c.get("imageDigest") else None,
+                        )
+                        for c in task.get("containers", [])
+                    ),
+                    key=lambda c: (c.name, c.image, c.digest or ""),
+                )
             )
-        )
-        cluster = str(task.get("clusterArn", "")).rsplit("/", 1)[-1]
-        key = (arn, cluster, service, str(task.get("launchType", "")), containers)
-        counts[key] = counts.get(key, 0) + 1
-    return [
-        TaskDefinitionImages(
-            arn=arn,
-            family=parse_td_arn(arn)[0],
-            revision=parse_td_arn(arn)[1],
-            containers=containers,
-            region=region,
-            service=service,
-            launch_type=launch_type,
-            tasks=n,
-            cluster=cluster,
-        )
-        for (arn, cluster, service, launch_type, containers), n in sorted(
-            counts.items(), key=lambda kv: kv[0][:4]
-        )
-    ]
+            cluster = str(task.get("clusterArn", "")).rsplit("/", 1)[-1]
+            key = (sys.intern(arn), cluster, service, str(task.get("launchType", "")), containers)
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def result(self) -> list[TaskDefinitionImages]:
+        """One record per group, in a stable order."""
+        return [
+            TaskDefinitionImages(
+                arn=arn,
+                family=parse_td_arn(arn)[0],
+                revision=parse_td_arn(arn)[1],
+                containers=containers,
+                region=self._region,
+                service=service,
+                launch_type=launch_type,
+                tasks=n,
+                cluster=cluster,
+            )
+            for (arn, cluster, service, launch_type, containers), n in sorted(
+                self._counts.items(), key=lambda kv: kv[0][:4]
+            )
+        ]
+
+
+def running_task_definitions(
+    tasks: list[dict[str, Any]], selection: TaskDefinitionsSpec, region: str
+) -> list[TaskDefinitionImages]:
+    """DescribeTasks answers -> one record per (revision, cluster, service, launch type, digests)."""
+    groups = RunningGroups(selection, region)
+    groups.add(tasks)
+    return groups.result()
 
 
 class EcsImageSource:
@@ -232,7 +252,6 @@ class EcsImageSource:
                 if isinstance(got, ScanError):
                     errors.append(f"{arn}: tags not read: {got}")
                     continue
-                cache.put(got)
                 cache.put_tags(arn, got.tags, now)
                 out[arn] = got.tags
         return out, errors
@@ -306,17 +325,17 @@ class EcsImageSource:
         ]
 
     def _running_tasks(
-        self, ecs: Any, cluster: str, listing: TaskDefinitionListing, service: str = ""
-    ) -> list[dict[str, Any]]:
-        """DescribeTasks answers of a cluster's RUNNING tasks (of one service when named), 100 a call."""
+        self, ecs: Any, cluster: str, listing: TaskDefinitionListing, groups: RunningGroups, service: str = ""
+    ) -> None:
+        """A cluster's RUNNING tasks (of one service when named) into `groups`, DescribeTasks 100 a call."""
         kwargs: dict[str, Any] = {"cluster": cluster, "desiredStatus": "RUNNING", "maxResults": PAGE}
         if service:
             kwargs["serviceName"] = service
         arns = [
             t for page in ecs.get_paginator("list_tasks").paginate(**kwargs) for t in page.get("taskArns", [])
         ]
-        tasks: list[dict[str, Any]] = []
         for i in range(0, len(arns), DESCRIBE_TASKS_BATCH):
+            tasks: list[dict[str, Any]] = []
             out = ecs.describe_tasks(cluster=cluster, tasks=arns[i : i + DESCRIBE_TASKS_BATCH])
             for failure in out.get("failures", []):
                 # A task that stopped between the two calls is MISSING: it no longer runs.
@@ -330,15 +349,15 @@ class EcsImageSource:
                     listing.errors.append(f"task {t.get('taskArn')}: unreadable taskDefinitionArn")
                     continue
                 tasks.append(t)
-        return tasks
+            groups.add(tasks)
 
     def _from_running(self, ecs: Any, selection: TaskDefinitionsSpec, region: str) -> TaskDefinitionListing:
         """The digests RUNNING tasks run: ListClusters, ListTasks pages, DescribeTasks by 100."""
         listing = TaskDefinitionListing()
-        tasks: list[dict[str, Any]] = []
+        groups = RunningGroups(selection, region)
         for cluster in self._clusters(ecs, selection):
-            tasks.extend(self._running_tasks(ecs, cluster, listing))
-        listing.task_definitions = running_task_definitions(tasks, selection, region)
+            self._running_tasks(ecs, cluster, listing, groups)
+        listing.task_definitions = groups.result()
         listing.families_matched = len({td.family for td in listing.task_definitions})
         return listing
 
@@ -436,10 +455,10 @@ class EcsImageSource:
                     cluster=cluster.rsplit("/", 1)[-1],
                 )
             )
-        tasks_of: list[dict[str, Any]] = []
+        groups = RunningGroups(selection, region)
         for cluster, service in sorted(fallback):
-            tasks_of.extend(self._running_tasks(ecs, cluster, listing, service=service))
-        return out + running_task_definitions(tasks_of, selection, region)
+            self._running_tasks(ecs, cluster, listing, groups, service=service)
+        return out + groups.result()
 
     def _from_services(
         self, ecs: Any, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
