@@ -19,6 +19,10 @@ for months may then show "no findings" that are only stale. The rules (`at_risk`
   when the digest has run for at least that long, since tasks that keep running pull nothing;
   no pull window set: only the push window counts;
 - at risk when both windows are exceeded; an unknown setting says nothing (not at risk).
+
+"First seen running" is when this policy's runs first saw the digest run (the state object), a
+lower bound of how long it has run: a digest that ran before the policy existed is flagged late,
+never early.
 """
 
 from __future__ import annotations
