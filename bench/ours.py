@@ -200,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     hooks = [model.attach, fake.attach]
     ecs_fake = None
     if args.running_tasks:
-        from bench.running_fake import EcsRunningFake, running_fleet
+        from bench.running_fake import EcsRunningFake
 
-        ecs_fake = EcsRunningFake(running_fleet(size, args.seed, args.running_tasks, args.clusters))
+        ecs_fake = EcsRunningFake(size, args.seed, args.running_tasks, args.clusters)
         hooks.append(ecs_fake.attach)
     clients = AwsClients(session_name="bench", hooks=hooks)
     policy = PolicyRef(namespace=NAMESPACE, name=POLICY_NAME)

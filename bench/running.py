@@ -140,7 +140,10 @@ def run_fleet(name: str, *, seed: int, latency: float, work: Path) -> dict[str, 
         common += ["--running-tasks", str(tasks), "--clusters", str(CLUSTERS), "--jira-url", jira.url]
         for key in ("ours_first", "ours_rerun"):
             mark = jira.mark()
-            runs[key] = _run_child("bench.ours", common, env, work / f"running-{name}-{key}.json", log)
+            # MALLOC_ARENA_MAX=2 as in the image (Dockerfile): without it each of the run's threads
+            # may get a malloc arena of its own, and the peak RSS measures fragmentation.
+            child_env = dict(env, MALLOC_ARENA_MAX="2")
+            runs[key] = _run_child("bench.ours", common, child_env, work / f"running-{name}-{key}.json", log)
             runs[key]["jiraServer"] = _jira_counts(jira.since(mark))
     finally:
         server.stop()
@@ -209,7 +212,8 @@ def section(results: Mapping[str, Mapping[str, Any]]) -> str:
         "",
         "Written by `bench/running.py` (`make bench-running`, `make bench-running FLEETS=L`);",
         "do not edit by hand.",
-        "`taskDefinitions.source: running` over 3 clusters; ListTasks/DescribeTasks emulated with digests",
+        "`taskDefinitions.source: running` over 3 clusters, `MALLOC_ARENA_MAX=2` as in the image (the fleet",
+        "sections above run without it); ListTasks/DescribeTasks emulated with digests",
         "(bench/running_fake.py: every 10th family's app tag was pushed again while its tasks run the old",
         "digest), Inspector emulated, the rest moto. Lower bound terms in the module docstring.",
         "",

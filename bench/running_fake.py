@@ -33,7 +33,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from bench.fleet import ACCOUNT, REGION, REGISTRY, Family, FleetSize, families, image
+from bench.fleet import ACCOUNT, REGION, REGISTRY, Family, FleetSize, families, family, image
 from bench.inspector_fake import strict_errors
 
 DRIFT_EVERY = 10  # every 10th family: the app tag was pushed again, its tasks still run the old digest
@@ -77,30 +77,25 @@ def _containers(fam: Family, size: FleetSize, seed: int) -> tuple[tuple[str, str
     return tuple(out)
 
 
+def task_of(size: FleetSize, seed: int, n: int, clusters: int, fam: Family | None = None) -> RunningTask:
+    """Running task n of the fleet (tasks go round-robin over every family)."""
+    fam = fam or family(size, seed, n % size.families)
+    group = f"service:{fam.name}" if (fam.index % 10) < SERVICE_SHARE * 10 else f"family:{fam.name}"
+    k = fam.index % clusters
+    return RunningTask(
+        arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/bench-{k}/{n:032x}",
+        cluster=k,
+        family=fam.name,
+        td_arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{fam.name}:{size.revisions}",
+        group=group,
+        containers=_containers(fam, size, seed),
+    )
+
+
 def running_fleet(size: FleetSize, seed: int, tasks: int, clusters: int) -> list[RunningTask]:
-    """The fleet's running tasks (pure, deterministic); the tasks of a family share its strings."""
+    """The fleet's running tasks (pure, deterministic; for the bounds, in the driver's process)."""
     fams = list(families(size, seed))
-    shared: dict[int, tuple[str, str, tuple[tuple[str, str, str], ...]]] = {}
-    out = []
-    for n in range(tasks):
-        fam = fams[n % len(fams)]
-        if fam.index not in shared:
-            group = f"service:{fam.name}" if (fam.index % 10) < SERVICE_SHARE * 10 else f"family:{fam.name}"
-            td_arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{fam.name}:{size.revisions}"
-            shared[fam.index] = (td_arn, group, _containers(fam, size, seed))
-        td_arn, group, containers = shared[fam.index]
-        k = fam.index % clusters
-        out.append(
-            RunningTask(
-                arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/bench-{k}/{n:032x}",
-                cluster=k,
-                family=fam.name,
-                td_arn=td_arn,
-                group=group,
-                containers=containers,
-            )
-        )
-    return out
+    return [task_of(size, seed, n, clusters, fams[n % len(fams)]) for n in range(tasks)]
 
 
 def bounds(tasks: list[RunningTask], clusters: int) -> dict[str, int]:
@@ -115,13 +110,15 @@ def bounds(tasks: list[RunningTask], clusters: int) -> dict[str, int]:
 
 
 class EcsRunningFake:
-    """Answers ListTasks / DescribeTasks of ECS clients from a running fleet."""
+    """Answers ListTasks / DescribeTasks of ECS clients from a running fleet, computing each task when
+    it is asked for (the pipeline's process holds task numbers, not tasks: its memory is measured)."""
 
-    def __init__(self, tasks: list[RunningTask]) -> None:
-        self._by_cluster: dict[str, list[RunningTask]] = defaultdict(list)
-        self._by_arn = {t.arn: t for t in tasks}
-        for t in tasks:
-            self._by_cluster[cluster_arn(t.cluster)].append(t)
+    def __init__(self, size: FleetSize, seed: int, tasks: int, clusters: int) -> None:
+        self._size, self._seed, self._clusters = size, seed, clusters
+        self._by_cluster: dict[str, list[int]] = defaultdict(list)
+        for n in range(tasks):
+            self._by_cluster[cluster_arn((n % size.families) % clusters)].append(n)
+        self._tasks = tasks
         self._lock = threading.Lock()
         self.cpu_seconds = 0.0
         self.calls: Counter[str] = Counter()
@@ -163,17 +160,24 @@ class EcsRunningFake:
             return ["tasks: 1..100 task ARNs"]
         return []
 
-    def _cluster(self, body: dict[str, Any]) -> list[RunningTask]:
+    def _cluster(self, body: dict[str, Any]) -> list[int]:
         name = str(body.get("cluster", "default"))
         arn = name if name.startswith("arn:") else f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{name}"
         return self._by_cluster.get(arn, [])
 
+    def _task(self, n: int) -> RunningTask:
+        return task_of(self._size, self._seed, n, self._clusters)
+
     def _list(self, body: dict[str, Any]) -> dict[str, Any]:
-        tasks = self._cluster(body)
+        tasks = (
+            [self._task(n) for n in self._cluster(body)] if body.get("serviceName") else self._cluster(body)
+        )
         if body.get("desiredStatus", "RUNNING") != "RUNNING":
             tasks = []
         if body.get("serviceName"):
-            tasks = [t for t in tasks if t.group == f"service:{body['serviceName']}"]
+            tasks = [
+                t for t in tasks if isinstance(t, RunningTask) and t.group == f"service:{body['serviceName']}"
+            ]
         query = hashlib.sha256(
             json.dumps({k: v for k, v in body.items() if k != "nextToken"}).encode()
         ).hexdigest()
@@ -184,7 +188,7 @@ class EcsRunningFake:
                 raise AssertionError("nextToken of another request")
             start = int(token["o"])
         size = int(body.get("maxResults", 100))
-        page = tasks[start : start + size]
+        page = [t if isinstance(t, RunningTask) else self._task(t) for t in tasks[start : start + size]]
         out: dict[str, Any] = {"taskArns": [t.arn for t in page]}
         if start + size < len(tasks):
             out["nextToken"] = base64.urlsafe_b64encode(
@@ -195,8 +199,10 @@ class EcsRunningFake:
     def _describe(self, body: dict[str, Any]) -> dict[str, Any]:
         found, failures = [], []
         for arn in body.get("tasks", []):
-            t = self._by_arn.get(arn)
-            if t is None:
+            tail = str(arn).rsplit("/", 1)[-1]
+            n = int(tail, 16) if len(tail) == 32 and all(c in "0123456789abcdef" for c in tail) else -1
+            t = self._task(n) if 0 <= n < self._tasks else None
+            if t is None or t.arn != arn:
                 failures.append({"arn": arn, "reason": "MISSING"})
                 continue
             found.append(
