@@ -200,6 +200,7 @@ def test_tag_moved_is_not_a_fix_until_the_tasks_are_replaced(
     assert _open_issues(server) == []
     assert STATUSES[ticket().status].category == "done"
     assert RESOLUTIONS[ticket().resolution or ""] in ("Fixed", "Done")
+    assert "redeployed" in json.dumps(ticket().comments[-1].body)
     assert [i["digest"] for i in index["images"]] == [V2]
     assert index["result"]["redeployNeeded"] == 0
     assert injected, "the digest emulation never ran"

@@ -100,6 +100,7 @@ def test_tag_moved_to_a_clean_digest_keeps_the_ticket_open_until_the_tasks_are_r
     # The tasks were replaced: v2 runs, nothing affected runs -> closed as fixed.
     fixed = _run([running(V2, [])], [ticket], 72, spec=spec)
     assert (fixed.action, fixed.reason, fixed.ticket) == (Action.CLOSE, "all findings fixed", ticket.key)
+    assert fixed.comment is not None and "redeployed" in fixed.comment
 
 
 def test_no_findings_read_while_an_affected_digest_runs_is_never_a_fix() -> None:

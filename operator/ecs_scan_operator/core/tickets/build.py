@@ -279,7 +279,13 @@ def _close_fixed(case: Case, reason: str) -> PlannedAction:
         resolution=ctx.workflow.close_resolution,
         comment=(
             f"Scan {ctx.run}: no finding at or above {ctx.request.spec.severity_threshold} is left in "
-            f"the scanned images. Fixed: {fixed_list}. Closing."
+            f"the scanned images. Fixed: {fixed_list}. "
+            + (
+                "The tasks were redeployed: no running task uses an affected digest any more. "
+                if prev and prev.redeploy
+                else ""
+            )
+            + "Closing."
         ),
     )
 
