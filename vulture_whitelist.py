@@ -48,6 +48,7 @@ FILE_NAME  # crd.py: the generated CRD's file name (the "generated equals commit
 MAX_STATUS_BYTES  # core/status.py: the status budget tests hold every status to
 status_bytes  # core/status.py: the size of a status as the API server stores it (tests)
 find_condition  # core/status.py: reads one condition back (controller and status tests)
+running_task_definitions  # adapters/ecs.py: RunningGroups over one list of tasks (the unit tables)
 
 # Keys of the wire TypedDicts (core/status.py status, controller/leader.py Lease): the API's field names,
 # written as dict literals and read by the API server, never as attributes.
@@ -58,6 +59,8 @@ apiVersion  # a key of a wire TypedDict
 completionTime  # a key of a wire TypedDict
 dryRun  # a key of a wire TypedDict
 errorCauses  # a key of a wire TypedDict
+redeployNeeded  # a key of a wire TypedDict (lastRun, the running view)
+coverageAtRisk  # a key of a wire TypedDict (lastRun, the running view)
 errorsTotal  # a key of a wire TypedDict
 expiredSuppressions  # a key of a wire TypedDict
 findingsBySeverity  # a key of a wire TypedDict
@@ -108,3 +111,5 @@ _.kev_action
 _.first_seen
 _.overdue
 _.signals
+# core/runtime.py: which findings a redeploy would remove, per finding; for the ticket lifecycle (w/rtlife, #12 item 6)
+fixed_by_redeploy

@@ -26,8 +26,8 @@ NAMESPACE = "bench"
 BENCH_STATE_KEY = "bench-state-key-not-a-secret-0123456789"  # the HMAC key of the bench state object
 
 
-def policy_document(jira_url: str | None = None) -> dict[str, Any]:
-    """The ScanPolicy spec the benchmark runs."""
+def policy_document(jira_url: str | None = None, *, running: bool = False) -> dict[str, Any]:
+    """The ScanPolicy spec the benchmark runs (`running`: source running over the bench-* clusters)."""
     spec: dict[str, Any] = {
         "schedule": "0 6 * * *",
         "aws": {"region": fleetmod.REGION},
@@ -38,6 +38,12 @@ def policy_document(jira_url: str | None = None) -> dict[str, Any]:
     if jira_url:
         # groupBy repository (the default): one ticket per affected repository and route
         spec["jira"] = {"url": jira_url, "credentialsSecret": "jira-bench", "project": "SEC"}
+        if running:  # a route on task-definition tags: the running view must read them (and cache them)
+            spec["jira"]["routes"] = [
+                {"name": "ops", "match": {"taskDefinitionTags": {"team": "platform"}}, "project": "OPS"}
+            ]
+    if running:
+        spec["taskDefinitions"].update(source="running", clusters=["bench-*"])
     return spec
 
 
@@ -156,8 +162,7 @@ def point_at(endpoint: str) -> None:
         os.environ.pop(key, None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run once; write the measurements as JSON."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--fleet", choices=sorted(fleetmod.FLEETS), required=True)
@@ -169,8 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--findings-page-cap", type=int, default=25)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--jira-url", default=None)
+    parser.add_argument("--running-tasks", type=int, default=0, help="source running: this many tasks")
+    parser.add_argument("--clusters", type=int, default=3, help="source running: over this many clusters")
     parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run once; write the measurements as JSON."""
+    args = _parser().parse_args(argv)
     wall0 = time.perf_counter()
     point_at(args.endpoint)
 
@@ -185,9 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     undo = install_executor_accounting(model)
     size = fleetmod.FLEETS[args.fleet]
     fake = InspectorFake(size, args.seed, findings_page_cap=args.findings_page_cap)
-    clients = AwsClients(session_name="bench", hooks=[model.attach, fake.attach])
+    hooks = [model.attach, fake.attach]
+    ecs_fake = None
+    if args.running_tasks:
+        from bench.running_fake import EcsRunningFake
+
+        ecs_fake = EcsRunningFake(size, args.seed, args.running_tasks, args.clusters)
+        hooks.append(ecs_fake.attach)
+    clients = AwsClients(session_name="bench", hooks=hooks)
     policy = PolicyRef(namespace=NAMESPACE, name=POLICY_NAME)
-    spec = parse_spec(policy_document(args.jira_url))
+    spec = parse_spec(policy_document(args.jira_url, running=bool(args.running_tasks)))
     from pydantic import SecretStr
 
     jira_credentials = None
@@ -228,12 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         "critical": {k: round(v, 3) for k, v in sorted(model.critical.items())},
         "cpuSeconds": round(after["cpu"], 3),
         "cpuRunSeconds": round(after["cpu"] - before["cpu"], 3),
-        "fakeCpuSeconds": round(fake.cpu_seconds, 3),
+        "fakeCpuSeconds": round(fake.cpu_seconds + (ecs_fake.cpu_seconds if ecs_fake else 0.0), 3),
         "maxrssMiB": round(after["maxrssMiB"], 1),
         "realSeconds": round(time.perf_counter() - wall0, 2),
         "realRunSeconds": round(run_wall, 2),
         "rssByStageMiB": probe.peaks(),
-        "fakeRejected": fake.rejected[:5],
+        "fakeRejected": fake.rejected[:5] + (ecs_fake.rejected[:5] if ecs_fake else []),
         "result": result.to_dict(),
     }
     Path(args.out).write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")

@@ -19,3 +19,10 @@ K ?=
 .PHONY: bench-operator
 bench-operator: venv cluster-bins ## the operator with N policies (N=200 by default; 5000 takes minutes), K run-now
 	BENCH_COMMAND="make bench-operator N=$(N)$(if $(K), K=$(K))" $(PY) -m bench.operator_bench --policies $(N) $(if $(K),--run-now $(K))
+
+# The running source (issue #12): source running over 3 clusters (M: 3,000 tasks; L: 15,000).
+# Writes bench/results/running-<fleet>.json and the "Running source" section of bench/RESULTS.md.
+FLEETS ?= M
+.PHONY: bench-running
+bench-running: venv ## benchmark source running (FLEETS=M: 3 clusters, 3,000 tasks; FLEETS=L: RSS); writes bench/RESULTS.md
+	BENCH_COMMAND="make bench-running FLEETS=$(FLEETS)" $(PY) -m bench.running --fleets $(FLEETS)

@@ -81,10 +81,14 @@ def build_ports(
             notify_secrets, allow_private=notify_allow_private, granted=notify_destinations
         )
     counter = clients.counter
+    findings = RegistryFindingsSource(clients)
+    ecs = EcsImageSource(clients, concurrency=concurrency)
     return Ports(
-        images=image_source(spec, clients, concurrency),
+        images=image_source(spec, clients, concurrency, ecs),
+        td_tags=ecs,
         digests=EcrDigestResolver(clients),
-        findings=RegistryFindingsSource(clients),
+        findings=findings,
+        coverage=findings,  # the same registry scan types: one lookup each
         reports=reports,
         tickets=tickets,
         aws_calls=counter.by_operation,
@@ -94,12 +98,14 @@ def build_ports(
     )
 
 
-def image_source(spec: PolicySpec, clients: AwsClients, concurrency: int = 8) -> ImageSource:
+def image_source(
+    spec: PolicySpec, clients: AwsClients, concurrency: int = 8, ecs: EcsImageSource | None = None
+) -> ImageSource:
     """Where task definitions come from: an AWS Config aggregator (source: awsConfig), else ECS."""
     selection = spec.task_definitions
     if selection.source is TaskDefinitionSource.AWS_CONFIG and selection.config_aggregator is not None:
         return ConfigImageSource(clients, selection.config_aggregator, spec.aws.all_regions[0])
-    return EcsImageSource(clients, concurrency=concurrency)
+    return ecs or EcsImageSource(clients, concurrency=concurrency)
 
 
 class UnavailableTicketSink:

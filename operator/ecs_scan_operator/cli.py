@@ -286,6 +286,19 @@ def _table(result: RunResult, index_html: str | None, fleet_note: str | None) ->
         f"expired suppressions {result.expired_suppressions}"
     )
     console.print(Columns([images, findings], padding=(0, 6)))
+    if result.redeploy_needed:
+        shown = ", ".join(result.redeploy_images) + (
+            " ..." if result.redeploy_needed > len(result.redeploy_images) else ""
+        )
+        console.print(
+            f"[bold red]redeploy needed ({result.redeploy_needed}):[/] {shown}: the tag already points at a "
+            "digest without these findings, but running tasks still use this one"
+        )
+    if result.coverage_at_risk:
+        console.print(
+            f"[yellow]coverage at risk ({result.coverage_at_risk}):[/] running longer than Inspector "
+            f"re-scans ({'; '.join(result.rescan_windows[:3])})"
+        )
     if result.tickets:
         console.print("tickets: " + ", ".join(f"{k} {v}" for k, v in sorted(result.tickets.items())))
     if result.aws_calls:
@@ -327,12 +340,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     with ExitStack() as stack:
         fleet_note = None
+        clients = None
         if args.demo:
-            from ecs_scan_operator.demo.fleet import seed_fleet
+            from ecs_scan_operator.adapters.aws_session import AwsClients
+            from ecs_scan_operator.demo.fleet import seed_fleet, task_digest_hook
             from ecs_scan_operator.demo.server import moto_server
 
             endpoint = stack.enter_context(moto_server())
-            fleet = seed_fleet(endpoint, region=spec.aws.all_regions[0])
+            fleet = seed_fleet(endpoint, region=spec.aws.all_regions[0], running=True)
+            # moto's tasks carry no imageDigest: the demo adds the digests its tasks run (validated).
+            clients = AwsClients(hooks=[task_digest_hook(fleet.running)])
             fleet_note = (
                 f"demo fleet: {len(fleet.families)} families, {len(fleet.repositories)} ECR repositories, "
                 f"{len(fleet.images)} images, emulated by moto at {endpoint}"
@@ -345,6 +362,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ref,
             spec,
             output_dir=output_dir,
+            clients=clients,
             jira_credentials=jira_credentials,
             enforce_jira_destination=False,
             state_key=state_key,

@@ -277,6 +277,13 @@ def status_schema() -> Schema:
             ),
             "stageFailures": _map("Stages that failed as a whole, with the reason.", {"type": "string"}),
             "tickets": _map("Jira actions by kind (create, update, close, reopen, unchanged ...).", _COUNT),
+            "redeployNeeded": _integer(
+                "Running view only: images whose affected digest still runs while the tag already points"
+                " at a digest without the findings (a redeploy fixes them)."
+            ),
+            "coverageAtRisk": _integer(
+                "Running view only: running images past Amazon Inspector's re-scan window (stale findings)."
+            ),
         },
     )
     return _object(

@@ -15,11 +15,12 @@ import secrets
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from ecs_scan_operator.concurrency import batched, parallel_map
+from ecs_scan_operator.core.coverage import RescanWindow, at_risk
 from ecs_scan_operator.core.images import parse_image, running_image
 from ecs_scan_operator.core.keys import lease_key, run_folder, state_key
 from ecs_scan_operator.core.model import (
@@ -29,6 +30,7 @@ from ecs_scan_operator.core.model import (
     ImageStatus,
     ImageUse,
     RefKind,
+    RuntimeContext,
     ScanState,
 )
 from ecs_scan_operator.core.notify import RunContext, jira_keys, plan_notifications
@@ -44,6 +46,15 @@ from ecs_scan_operator.core.report import (
 )
 from ecs_scan_operator.core.result import RunResult, causes_text, clip
 from ecs_scan_operator.core.rules import apply_rules, expired_suppressions, severities_at_or_above
+from ecs_scan_operator.core.runtime import (
+    decide_redeploy,
+    fold_running_rows,
+    is_running_row,
+    running_key,
+    runtime_context,
+    tag_key,
+    track_running,
+)
 from ecs_scan_operator.core.state import RunState, dump_state, load_state
 from ecs_scan_operator.core.tickets import TicketRequest
 from ecs_scan_operator.errors import Cancelled, ConflictError, RunAborted, ScanError
@@ -191,6 +202,7 @@ def collect_images(
                         launch_type=td.launch_type,
                         tasks=td.tasks,
                         account=td.account,
+                        cluster=td.cluster,
                     )
                 )
                 img.td_tags.update(td.tags)
@@ -208,6 +220,37 @@ def collect_images(
     return out
 
 
+def running_td_tags(
+    images: list[ImageResult],
+    spec: PolicySpec,
+    ports: Ports,
+    state: RunState,
+    result: RunResult,
+    now: datetime,
+) -> None:
+    """Task-definition tags of the running view's revisions, only when a Jira route matches on them.
+
+    Tasks and service revisions do not carry their task definition's tags; the declared view
+    reads them with the revision. Cached in the state (core/state.py TD_TAGS_TTL).
+    """
+    if (
+        ports.td_tags is None
+        or spec.jira is None
+        or not any(r.match.task_definition_tags for r in spec.jira.routes)
+    ):
+        return
+    arns = sorted({u.task_definition_arn for i in images for u in i.uses if u.tasks})
+    if not arns:
+        return
+    tags, errors = ports.td_tags.revision_tags(arns, state.cache, now)
+    for err in errors:
+        result.record_error(f"task-definition tags: {err}")
+    for img in images:
+        for u in img.uses:
+            if u.tasks:
+                img.td_tags.update(tags.get(u.task_definition_arn, ()))
+
+
 def resolve_digests(
     images: list[ImageResult], spec: PolicySpec, ports: Ports, result: RunResult, rlog: _RunLog
 ) -> None:
@@ -215,8 +258,11 @@ def resolve_digests(
     todo = [i for i in images if i.ref.scannable and not i.awaiting_digest]
     if not todo:
         return
+    # The running view: a running digest needs no lookup, but its tag's current digest does
+    # (drift, redeploy needed); the resolver batches these with the declared tags per repository.
+    tag_refs = {id(i): _tag_ref(i.ref) for i in todo if is_running_row(i) and i.ref.tag}
     try:
-        resolved = ports.digests.resolve([i.ref for i in todo])
+        resolved = ports.digests.resolve([i.ref for i in todo] + sorted(set(tag_refs.values())))
     except ScanError as exc:
         result.fail_stage("digests", str(exc))
         for img in todo:
@@ -230,6 +276,11 @@ def resolve_digests(
             img.status, img.reason, img.cause = res.status or ImageStatus.FAILED, res.reason, res.cause
         else:
             img.digest = res.digest
+        if id(img) in tag_refs:
+            moved = resolved.get(tag_refs[id(img)])
+            img.runtime = RuntimeContext(
+                running_digests=(img.digest or "",), tag_digest=moved.digest if moved else None
+            )
     if spec.jira is not None and any(r.match.repository_tags for r in spec.jira.routes):
         # Only routing needs repository tags: one call per repository, skipped when no route asks.
         tags = ports.digests.repository_tags([i.ref for i in todo if i.digest])
@@ -241,6 +292,11 @@ def resolve_digests(
     if failed:
         result.record_error(f"{len(failed)} image(s) failed digest resolution{_causes_of(failed)}")
     rlog("digests_resolved", images=len(todo), resolved=sum(1 for i in todo if i.digest))
+
+
+def _tag_ref(ref: ImageRef) -> ImageRef:
+    """The reference of a running row's tag: `repo:tag@digest` without the digest."""
+    return parse_image(ref.raw.rsplit("@", 1)[0])
 
 
 def _causes_of(images: list[ImageResult]) -> str:
@@ -281,25 +337,22 @@ def read_findings(
     today: date,
     cancel: Guard | threading.Event | None,
     progress: Progress | None,
+    seen: _Seen | None = None,
 ) -> set[str]:
-    """Stage 4: findings per digest (batched by the adapter), then threshold and suppressions in the core."""
+    """Stage 4: findings per digest (batched by the adapter), then threshold and suppressions in the core.
+
+    The running view adds one read per drifted row whose tag's current digest is no row of its own
+    (its findings decide "redeploy needed"); those scans and Inspector's coverage go to `seen`.
+    """
     todo = [i for i in images if i.digest]
     severities = severities_at_or_above(spec.threshold, include_untriaged=spec.include_untriaged)
     # One digest may be used under several tags: ask once per (repository, digest).
     by_key: dict[tuple[ImageRef, str], list[ImageResult]] = {}
     for img in todo:
-        key = (
-            ImageRef(
-                raw="",
-                kind=img.ref.kind,
-                registry=img.ref.registry,
-                repository=img.ref.repository,
-                account=img.ref.account,
-                region=img.ref.region,
-            ),
-            img.digest or "",
-        )
-        by_key.setdefault(key, []).append(img)
+        by_key.setdefault(_scan_key(img.ref, img.digest or ""), []).append(img)
+    for img in todo:
+        if img.runtime is not None and img.runtime.drift and img.runtime.tag_digest:
+            by_key.setdefault(_scan_key(img.ref, img.runtime.tag_digest), [])
     keys = sorted(by_key)
     done = 0
     expired_used: set[str] = set()
@@ -313,6 +366,8 @@ def read_findings(
             scans = {k: ImageScan(ScanState.FAILED, reason=str(exc), cause=cause) for k in batch}
         for key in batch:
             scan = scans.get(key) or ImageScan(ScanState.FAILED, reason="no answer from the findings source")
+            if seen is not None:
+                seen.scans[key] = scan
             for img in by_key[key]:
                 expired_used |= _apply_scan(img, scan, spec, today)
         done += len(batch)
@@ -324,6 +379,131 @@ def read_findings(
         result.record_error(f"{failed} image(s) failed while reading findings{_causes_of(failed_images)}")
     rlog("findings_read", images=len(todo), failed=failed)
     return expired_used
+
+
+def _scan_key(ref: ImageRef, digest: str) -> tuple[ImageRef, str]:
+    """What the findings source is asked for: the repository (not the tag) and the digest."""
+    repo = ImageRef(
+        raw="",
+        kind=ref.kind,
+        registry=ref.registry,
+        repository=ref.repository,
+        account=ref.account,
+        region=ref.region,
+    )
+    return repo, digest
+
+
+@dataclass
+class _Seen:
+    """What the findings stage saw beyond the rows: every scan by key (tag digests included)."""
+
+    scans: dict[tuple[ImageRef, str], ImageScan] = field(default_factory=dict)
+
+
+def assess_runtime(
+    images: list[ImageResult], spec: PolicySpec, state: RunState, seen: _Seen, now: datetime
+) -> None:
+    """The running view of every row (RuntimeContext), first/last seen running, and redeploy needed."""
+    running_now = [
+        running_key(i.ref, d)
+        for i in images
+        for d in (i.ref.digest or i.digest,)
+        if d and any(u.tasks for u in i.uses)
+    ]
+    if spec.task_definitions.running_view:
+        state.running = track_running(state.running, running_now, now)
+    by_tag: dict[tuple[str, str, str], set[str]] = {}
+    for img in images:
+        if is_running_row(img) and img.ref.digest:
+            by_tag.setdefault(tag_key(img.ref), set()).add(img.ref.digest)
+    for img in images:
+        digest = img.digest or img.ref.digest
+        scan = seen.scans.get(_scan_key(img.ref, digest)) if digest else None
+        count, at = (scan.in_use_count, scan.last_in_use_at) if scan else (None, None)
+        if not spec.task_definitions.running_view:
+            if count is not None or at is not None:
+                img.runtime = RuntimeContext(in_use_count=count, last_in_use_at=at)
+            continue
+        runs = any(u.tasks for u in img.uses)
+        if is_running_row(img):
+            tag_digest = img.runtime.tag_digest if img.runtime else None
+            running: set[str] = {img.ref.digest or ""}
+        else:
+            tag_digest = img.digest
+            running = set(by_tag.get(tag_key(img.ref), set())) if img.ref.tag else set()
+            if runs and img.digest:
+                running.add(img.digest)
+        key = running_key(img.ref, digest) if digest and runs else ""
+        img.runtime = runtime_context(
+            img.uses,
+            running_digests=running,
+            tag_digest=tag_digest,
+            seen=state.running.get(key) if key else None,
+            in_use_count=count,
+            last_in_use_at=at,
+        )
+        if runs and img.findings and tag_digest and tag_digest != digest:  # else it cannot be true
+            img.redeploy_needed = decide_redeploy(
+                digest=digest,
+                running_tasks=img.runtime.running_tasks,
+                findings=[f.vulnerability_id for f in img.findings],
+                tag_digest=tag_digest,
+                tag_findings=_tag_findings(img, tag_digest, seen, spec, now.date()),
+            )
+
+
+def _tag_findings(
+    img: ImageResult, tag_digest: str | None, seen: _Seen, spec: PolicySpec, today: date
+) -> list[str] | None:
+    """The actionable finding ids of the tag's current digest, None when its scan is not complete."""
+    scan = seen.scans.get(_scan_key(img.ref, tag_digest)) if tag_digest else None
+    if scan is None or scan.state is not ScanState.COMPLETE:
+        return None
+    outcome = apply_rules(
+        scan.findings,
+        img.ref,
+        spec.suppressions,
+        spec.threshold,
+        include_untriaged=spec.include_untriaged,
+        today=today,
+    )
+    return [f.vulnerability_id for f in outcome.actionable]
+
+
+def flag_coverage(
+    images: list[ImageResult], ports: Ports, result: RunResult, rlog: _RunLog, now: datetime
+) -> None:
+    """The running view: flag digests that ran past Inspector's re-scan window (CoverageAtRisk).
+
+    One GetConfiguration per registry (account, region) that has a running image; a registry
+    whose setting cannot be read is named in the result (the condition says Unknown), never a
+    failed run: the findings themselves were read.
+    """
+    running = [i for i in images if i.runtime is not None and i.runtime.running_tasks and i.ref.scannable]
+    if not running or ports.coverage is None:
+        return
+    windows: dict[tuple[str, str], RescanWindow | None] = {}
+    for key in sorted({(i.ref.account or "", i.ref.region or "") for i in running}):
+        try:
+            windows[key] = ports.coverage.rescan_window(*key)
+        except ScanError as exc:
+            windows[key] = None
+            result.coverage_unknown = clip(str(exc))
+            rlog("rescan_window_unreadable", "warning", account=key[0], region=key[1], error=clip(str(exc)))
+    settings: set[str] = set()
+    for img in running:
+        window = windows.get((img.ref.account or "", img.ref.region or ""))
+        if img.runtime is not None and window is not None and at_risk(window, img.runtime, now):
+            img.runtime = replace(img.runtime, coverage_at_risk=True)
+            settings.add(window.describe())
+    result.rescan_windows = sorted(settings)
+    rlog(
+        "coverage_checked",
+        registries=len(windows),
+        atRisk=sum(1 for i in running if i.runtime is not None and i.runtime.coverage_at_risk),
+        windows=sorted(w.describe() for w in windows.values() if w is not None),
+    )
 
 
 def notify(
@@ -471,14 +651,30 @@ class _Run:
             self._progress("task definitions", 0, 1)
             errors_before = result.errors_total
             self.images = collect_images(spec, self.ports, self.state, result, rlog, self.guard)
+            running_td_tags(self.images, spec, self.ports, self.state, result, self.started)
             inventory_errors = result.errors_total - errors_before  # listing errors only, not the state's
             self._progress("task definitions", 1, 1)
             self.guard.enter("digests")
             resolve_digests(self.images, spec, self.ports, result, rlog)
+            if spec.task_definitions.running_view:
+                self.images = fold_running_rows(self.images)
             self.guard.enter("findings")
+            seen = _Seen()
             expired_used = read_findings(
-                self.images, spec, self.ports, result, rlog, self.started.date(), self.guard, self.progress
+                self.images,
+                spec,
+                self.ports,
+                result,
+                rlog,
+                self.started.date(),
+                self.guard,
+                self.progress,
+                seen,
             )
+            assess_runtime(self.images, spec, self.state, seen, self.started)
+            result.running_view = spec.task_definitions.running_view
+            self.guard.enter("coverage")
+            flag_coverage(self.images, self.ports, result, rlog, self.started)
         except RunAborted as exc:
             self.abort(exc)
         self.apply_rules(expired_used)

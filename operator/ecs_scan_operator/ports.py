@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
+from ecs_scan_operator.core.coverage import RescanWindow
 from ecs_scan_operator.core.model import ImageRef, ImageScan, Resolution, Severity, TaskDefinitionListing
 from ecs_scan_operator.core.policy import NotifyDestination, TaskDefinitionsSpec
 from ecs_scan_operator.core.state import RevisionCache
@@ -34,6 +35,16 @@ class ImageSource(Protocol):
         self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
     ) -> TaskDefinitionListing:
         """The selected task-definition revisions; `cache` holds revisions by ARN (they are immutable)."""
+        ...
+
+
+class TaskDefinitionTags(Protocol):
+    """Tags of task-definition revisions that the running view found (they route Jira tickets)."""
+
+    def revision_tags(
+        self, arns: Sequence[str], cache: RevisionCache, now: datetime
+    ) -> tuple[dict[str, tuple[tuple[str, str], ...]], list[str]]:
+        """Tags by revision ARN (cached in `cache` for a while: tags are mutable) and the errors."""
         ...
 
 
@@ -67,6 +78,14 @@ class StoredObject:
 
     body: bytes
     etag: str
+
+
+class CoverageSettings(Protocol):
+    """How long the scanner keeps re-scanning an image (Inspector's ECR re-scan window)."""
+
+    def rescan_window(self, account: str, region: str) -> RescanWindow | None:
+        """The window of one registry; None when it has none (BASIC). Raises ScanError."""
+        ...
 
 
 class ReportSink(Protocol):
@@ -135,3 +154,5 @@ class Ports:
     aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
     state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged
     notifier: Notifier | None = None
+    coverage: CoverageSettings | None = None  # the running view's CoverageAtRisk (issue #12)
+    td_tags: TaskDefinitionTags | None = None  # the running view's revision tags, read when a route asks

@@ -9,6 +9,7 @@ results are seeded.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -348,6 +349,19 @@ def test_cli_demo_end_to_end(tmp_path: Path) -> None:
     index = Path(result["reportUri"])
     assert index.is_file() and (index.parent / "index.html").is_file()
     assert str(index).startswith(str(tmp_path))
+    # The running view's story: orders-checkout's tasks still run a vulnerable digest of a tag that
+    # was rebuilt clean - one "redeploy needed" row, in index.json and summary.csv.
+    assert result["redeployNeeded"] == 1
+    rows = json.loads(index.read_text())["images"]
+    (row,) = [r for r in rows if r.get("redeployNeeded")]
+    assert row["repository"] == "orders/checkout" and row["runtime"]["drift"] is True
+    assert row["runtime"]["services"] == ["orders-checkout"] and row["runtime"]["runningTasks"] == 4
+    assert row["counts"]["CRITICAL"] == 2
+    (clean,) = [r for r in rows if r["image"].endswith("orders/checkout:v2.4.1")]
+    assert clean["counts"]["CRITICAL"] == 0 and clean["redeployNeeded"] is False
+    with (index.parent / "summary.csv").open(newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["image"] for r in table if r["redeploy_needed"] == "yes"] == [row["image"]]
 
 
 def _cli_demo(out_dir: Path) -> subprocess.CompletedProcess[str]:

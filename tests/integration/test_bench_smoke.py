@@ -62,3 +62,27 @@ def test_model_overlaps_pool_workers_and_serializes_on_the_bucket() -> None:
         assert model.now() == pytest.approx(13.05)
     finally:
         undo()
+
+
+def test_bench_running_fleet_s(tmp_path: Path) -> None:
+    """source running on fleet S: the emulated tasks are read and paged, the rerun reads no tags again."""
+    from bench import running
+
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Benchmark results\n\n## Operator at scale\n\nkept\n", encoding="utf-8")
+    argv = ["--fleets", "S", "--results-dir", str(tmp_path / "results"), "--out", str(out)]
+    assert running.main([*argv, "--work", str(tmp_path / "work")]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "## Operator at scale\n\nkept" in text and "### Fleet S: 300 running tasks" in text
+    data = json.loads((tmp_path / "results" / "running-S.json").read_text(encoding="utf-8"))
+    first, rerun = data["runs"]["ours_first"], data["runs"]["ours_rerun"]
+    assert first["result"]["result"] == "Succeeded", first["result"]["errors"]
+    assert not first["fakeRejected"], first["fakeRejected"]
+    # 300 tasks over 3 clusters: ListTasks pages and DescribeTasks batches of 100, as the bound says.
+    for op in ("ecs:ListClusters", "ecs:ListTasks", "ecs:DescribeTasks"):
+        assert first["calls"][op] == data["bound"]["calls"][op], op
+    assert first["calls"]["ecs:DescribeTaskDefinition"] == data["bound"]["keptRevisions"] > 0
+    assert rerun["calls"].get("ecs:DescribeTaskDefinition", 0) == 0
+    # Running the same command again replaces the section instead of adding a second one.
+    assert running.main([*argv, "--work", str(tmp_path / "work")]) == 0
+    assert out.read_text(encoding="utf-8").count("## Running source") == 1

@@ -34,9 +34,17 @@ ACCOUNT = "123456789012"
 ECR = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 BUCKET = "running-reports"
 D_OLD, D_NEW, D_JOB = ("sha256:" + c * 64 for c in "abc")
-MANIFEST = json.dumps(
-    {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}
-)
+
+
+def manifest(digest: str) -> str:
+    """A manifest of its own per image (moto keys images by manifest: equal ones would be one image)."""
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"digest": digest},
+        }
+    )
 
 
 def client(service: Any) -> Any:
@@ -87,9 +95,8 @@ def test_running_digests_end_to_end(aws: str) -> None:
     for repo in ("web", "job"):
         ecr.create_repository(repositoryName=repo)
     # web:v1 was pushed as D_OLD, then rebuilt and pushed again: the tag now points at D_NEW.
-    ecr.put_image(repositoryName="web", imageManifest=MANIFEST, imageTag="v1-old", imageDigest=D_OLD)
-    ecr.put_image(repositoryName="web", imageManifest=MANIFEST, imageTag="v1", imageDigest=D_NEW)
-    ecr.put_image(repositoryName="job", imageManifest=MANIFEST, imageTag="1", imageDigest=D_JOB)
+    for repo, tag, digest in (("web", "v1-old", D_OLD), ("web", "v1", D_NEW), ("job", "1", D_JOB)):
+        ecr.put_image(repositoryName=repo, imageManifest=manifest(digest), imageTag=tag, imageDigest=digest)
     for name in ("prod-a", "prod-b", "staging"):
         ecs.create_cluster(clusterName=name)
     web = register("web", f"{ECR}/web:v1")
@@ -136,8 +143,22 @@ def test_running_digests_end_to_end(aws: str) -> None:
     assert calls["ecs:ListTasks"] == 2  # one page per selected cluster (moto never pages ListTasks)
     assert calls["ecs:DescribeTasks"] == sum(math.ceil(n / 100) for n in tasks_in.values())
     # Digests come from the tasks: no tag resolution, no task-definition read.
-    assert "ecr:DescribeImages" not in calls
+    # Digests come from the tasks; the tags' current digests (drift) cost one DescribeImages per
+    # repository; no task-definition read (no route asks for task-definition tags).
+    assert calls["ecr:DescribeImages"] == 2
     assert "ecs:DescribeTaskDefinition" not in calls
+    # The running view: web:v1 was rebuilt (the tag now points at D_NEW) while 130 tasks still run
+    # D_OLD: drift, and D_NEW's findings are read too (one more findings read) to decide "redeploy".
+    web = images[f"{ECR}/web:v1@{D_OLD}"]["runtime"]
+    assert web["tagDigest"] == D_NEW and web["drift"] is True and web["runningDigests"] == [D_OLD]
+    assert (web["clusters"], web["services"], web["runningTasks"]) == (["prod-a"], ["web"], 130)
+    assert web["firstSeenRunning"] == web["lastSeenRunning"] == FixedClock().now().isoformat()
+    # moto gives every BASIC scan the same canned finding: the new digest has it too, so no redeploy.
+    assert images[f"{ECR}/web:v1@{D_OLD}"]["redeployNeeded"] is False
+    job = images[f"{ECR}/job:1@{D_JOB}"]["runtime"]
+    assert (job["tagDigest"], job["drift"], job["services"], job["runningTasks"]) == (D_JOB, False, [], 4)
+    pending = images[f"{ECR}/job:2"]["runtime"]
+    assert (pending["runningDigests"], pending["runningTasks"]) == ([], 1)
 
     # The per-image object (moto's canned BASIC finding makes the image affected) carries the service,
     # revision, launch type and task count.
@@ -155,3 +176,42 @@ def test_running_digests_end_to_end(aws: str) -> None:
             "runningTasks": 130,
         }
     ]
+
+
+def test_latest_revision_with_clusters_adds_the_running_view(aws: str) -> None:
+    ecr, ecs = client("ecr"), client("ecs")
+    client("s3").create_bucket(Bucket=BUCKET)
+    ecr.create_repository(repositoryName="web")
+    for tag, digest in (("v1-old", D_OLD), ("v1", D_NEW)):
+        ecr.put_image(repositoryName="web", imageManifest=manifest(digest), imageTag=tag, imageDigest=digest)
+    ecs.create_cluster(clusterName="prod")
+    web = register("web", f"{ECR}/web:v1")
+    run_tasks("prod", web, 3, group="service:web")
+    injected: list[dict[str, Any]] = []
+    hook = digest_hook({f"{ECR}/web:v1": D_OLD}, injected)
+    spec = parse_spec(
+        {
+            "schedule": "@daily",
+            "aws": {"region": REGION},
+            "taskDefinitions": {"clusters": ["prod"]},  # source latestRevision (the default)
+            "report": {"s3": {"bucket": BUCKET, "prefix": "scans"}},
+        }
+    )
+    ref = PolicyRef(namespace="sec", name="latest")
+    ports = build_ports(ref, spec, clients=AwsClients(hooks=[hook]), state_key=SecretStr("s" * 32))
+    result = run_policy(ref, spec, ports, FixedClock(), run_id="run-1")
+    assert result.outcome is Outcome.SUCCEEDED, result.errors
+    folder = "scans/2026-11-28/sec/latest/run-1"
+    index = json.loads(client("s3").get_object(Bucket=BUCKET, Key=f"{folder}/index.json")["Body"].read())
+    images = {i["image"]: i for i in index["images"]}
+    # The declared view stays (the tag's current digest); the digest that runs is a row of its own.
+    assert set(images) == {f"{ECR}/web:v1", f"{ECR}/web:v1@{D_OLD}"}
+    declared = images[f"{ECR}/web:v1"]
+    assert declared["digest"] == D_NEW
+    assert (declared["runtime"]["runningDigests"], declared["runtime"]["drift"]) == ([D_OLD], True)
+    assert declared["runtime"]["runningTasks"] == 0  # nothing runs the tag's current digest
+    running = images[f"{ECR}/web:v1@{D_OLD}"]["runtime"]
+    assert (running["tagDigest"], running["runningTasks"], running["services"]) == (D_NEW, 3, ["web"])
+    calls = result.aws_calls
+    assert calls["ecs:DescribeTaskDefinition"] == 1 and calls["ecs:DescribeTasks"] == 1
+    assert calls["ecr:DescribeImages"] == 1  # the declared tag and the running row's tag: one call

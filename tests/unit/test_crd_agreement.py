@@ -147,6 +147,7 @@ CASES: list[Case] = [
     Case("aws-cn-role", variant(aws__roleArn="arn:aws-cn:iam::123456789012:role/path/to/role"), True),
     Case("regions-30", variant(aws__region=DELETE, aws__regions=REGIONS_30), True),
     Case("services-no-clusters", variant(taskDefinitions={"source": "services"}), True),
+    Case("clusters-with-latest", variant(taskDefinitions={"clusters": ["prod"]}), True),
     Case("glob-chars", variant(taskDefinitions={"include": ["a/b:c@d.e_f-g*?"]}), True),
     Case("prefix-slashes", variant(report__s3__prefix="/reports/weekly/"), True),
     Case("kms-uuid", variant(report__s3__kmsKeyId="1234abcd-12ab-34cd-56ef-1234567890ab"), True),
@@ -210,15 +211,10 @@ CASES: list[Case] = [
     Case("registry-role-bad", variant(aws__registryRoleArn="role/x"), False, "aws.registryRoleArn"),
     # ---- task definitions
     Case("source-bad", variant(taskDefinitions={"source": "all"}), False, "taskDefinitions.source"),
+    # clusters with latestRevision (or no source) add the running view (issue #12): valid
     Case(
-        "clusters-without-services",
-        variant(taskDefinitions={"clusters": ["prod"]}),
-        False,
-        "taskDefinitions.clusters",
-    ),
-    Case(
-        "clusters-with-latest",
-        variant(taskDefinitions={"clusters": ["prod"], "source": "latestRevision"}),
+        "clusters-glob-bad",
+        variant(taskDefinitions={"clusters": ["prod-["], "source": "latestRevision"}),
         False,
         "taskDefinitions.clusters",
     ),

@@ -113,7 +113,7 @@ INVALID = [
     ("taskDefinitions.include", ["a[b"], "spec.taskDefinitions.include[0]", "without a matching ']'"),
     ("taskDefinitions.include", [""], "spec.taskDefinitions.include[0]", "empty pattern"),
     ("taskDefinitions.exclude", ["x y"], "spec.taskDefinitions.exclude[0]", "characters"),
-    ("taskDefinitions.clusters", ["prod"], "spec.taskDefinitions", "only used with source: services"),
+    ("taskDefinitions.clusters", ["a[b"], "spec.taskDefinitions.clusters[0]", "without a matching ']'"),
     ("taskDefinitions.source", "everything", "spec.taskDefinitions.source", "latestRevision"),
     ("taskDefinitions.source", "everything", "spec.taskDefinitions.source", "awsConfig"),
     (

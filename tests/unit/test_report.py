@@ -24,6 +24,7 @@ from ecs_scan_operator.core.model import (
     ImageStatus,
     ImageUse,
     RefKind,
+    RuntimeContext,
     Severity,
 )
 from ecs_scan_operator.core.policy import PolicyRef, Suppression
@@ -94,6 +95,8 @@ def _hostile_image(text: str, *, where: str) -> ImageResult:
         reason = text
     elif where == "digest":
         digest = text
+    cluster = text if where == "cluster" else "prod"
+    service = text if where == "service" else "web"
     finding = Finding(
         "CVE-1",
         Severity.HIGH,
@@ -109,10 +112,23 @@ def _hostile_image(text: str, *, where: str) -> ImageResult:
         reason=reason,
         digest=digest,
         findings=[finding],
+        runtime=RuntimeContext(clusters=(cluster,), services=(service,), running_tasks=2),
     )
 
 
-FIELDS = ["image", "tag", "family", "reason", "digest", "package", "title", "description", "url"]
+FIELDS = [
+    "image",
+    "tag",
+    "family",
+    "reason",
+    "digest",
+    "package",
+    "title",
+    "description",
+    "url",
+    "cluster",
+    "service",
+]
 
 
 def _read_all_ways(text: str) -> dict[str, list[list[str]]]:
@@ -160,8 +176,15 @@ def test_summary_csv_every_column_every_leader_every_reader(where: str, leader: 
             for cell in row:
                 assert not _dangerous(cell), (how, cell)
     exact = list(csv.reader(io.StringIO(text, newline="")))
-    column = {"image": 0, "tag": 0, "reason": 2, "digest": 3}.get(where, len(exact[0]) - 1)
-    if where in ("image", "tag", "reason", "digest", "family"):
+    named = {
+        "image": "image",
+        "tag": "image",
+        "family": "families",
+        "cluster": "clusters",
+        "service": "services",
+    }
+    column = exact[0].index(named.get(where, where)) if where in (*named, "reason", "digest") else -1
+    if column >= 0:
         # The text is kept: the cell is the input, prefixed by one quote when it was dangerous.
         for img, row in zip(images, exact[1:], strict=True):
             original = {
@@ -170,6 +193,8 @@ def test_summary_csv_every_column_every_leader_every_reader(where: str, leader: 
                 "reason": img.reason,
                 "digest": img.digest,
                 "family": img.families[0],
+                "cluster": img.runtime.clusters[0] if img.runtime else None,
+                "service": img.runtime.services[0] if img.runtime else None,
             }[where]
             assert original is not None, where
             original = original.translate(UNSAFE_LINE_BREAKS)  # odd line breaks become spaces

@@ -60,7 +60,8 @@ def test_family_and_revision_from_a_task_definition_arn(arn: str, family: str, r
     ("image", "digest", "expected"),
     [
         (f"{ECR}/app:v1", D1, f"{ECR}/app:v1@{D1}"),  # the tag, pinned to what runs
-        (f"{ECR}/app", D1, f"{ECR}/app@{D1}"),  # no tag (latest implied)
+        (f"{ECR}/app", D1, f"{ECR}/app:latest@{D1}"),  # no tag: ECS pulled latest, the tag is kept
+        ("busybox", D1, f"busybox:latest@{D1}"),
         (f"{ECR}/app@{D2}", D2, f"{ECR}/app@{D2}"),  # already pinned: as written
         (f"{ECR}/app:v1", None, f"{ECR}/app:v1"),  # PENDING: no digest yet
         (f"{ECR}/app:v1", "", f"{ECR}/app:v1"),
@@ -169,8 +170,9 @@ def test_pipeline_reports_running_digests_and_pending_containers() -> None:
     pending = images[f"{ECR}/job:1"]
     assert pending["status"] == "not_scanned" and "PENDING" in pending["reason"]
     assert images["busybox:1"]["status"] == "unscannable"
-    # The running digests pass through as they are; nothing is asked about the PENDING image.
-    assert all(r.digest for r in digests.asked)
+    # The running digests pass through as they are; the tag is asked once for the digest it points
+    # at now (drift, redeploy needed); nothing is asked about the PENDING image.
+    assert [r.raw for r in digests.asked if not r.digest] == [f"{ECR}/app:v1"]
     assert f"{ECR}/job:1" not in {r.raw for r in digests.asked}
     assert result.images_by_status["not_scanned"] == 1
     # Each running digest has its own per-image object (one tag, two digests) with the runtime context.

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 PAGE = 100  # the API's maximum page size for the list calls used here
 DESCRIBE_SERVICES_BATCH = 10
 DESCRIBE_TASKS_BATCH = 100  # DescribeTasks takes at most 100 task ARNs
+DESCRIBE_REVISIONS_BATCH = 20  # DescribeServiceRevisions takes at most 20 service revision ARNs
 
 
 def parse_td_arn(arn: str) -> tuple[str, int]:
@@ -53,51 +57,74 @@ def _td_from_description(
     )
 
 
-def running_task_definitions(
-    tasks: list[dict[str, Any]], selection: TaskDefinitionsSpec, region: str
-) -> list[TaskDefinitionImages]:
-    """DescribeTasks answers -> one record per (revision, service, launch type, container digests).
+class RunningGroups:
+    """DescribeTasks answers folded, batch by batch, into one count per (revision, cluster, service,
+    launch type, container digests): memory holds the groups, never the tasks (15,000 tasks of
+    about 3 KB each would be 45 MB).
 
     The family comes from the task's taskDefinitionArn and include/exclude apply to it; the images and
     digests come from the task itself (`containers[].image`, `.imageDigest`), so no
     DescribeTaskDefinition is needed. A container without a digest (still PENDING) keeps digest None.
     """
-    counts: dict[tuple[str, str, str, tuple[ContainerImage, ...]], int] = {}
-    for task in tasks:
-        arn = str(task.get("taskDefinitionArn", ""))
-        family, _ = parse_td_arn(arn)
-        if not family_selected(family, selection.include, selection.exclude):
-            continue
-        group = str(task.get("group", ""))
-        service = group.removeprefix("service:") if group.startswith("service:") else ""
-        containers = tuple(
-            sorted(
-                (
-                    ContainerImage(
-                        name=str(c.get("name", "")),
-                        image=str(c.get("image", "")),
-                        digest=str(c["imageDigest"]) if c.get("imageDigest") else None,
-                    )
-                    for c in task.get("containers", [])
-                ),
-                key=lambda c: (c.name, c.image, c.digest or ""),
+
+    def __init__(self, selection: TaskDefinitionsSpec, region: str) -> None:
+        self._selection = selection
+        self._region = region
+        self._counts: dict[tuple[str, str, str, str, tuple[ContainerImage, ...]], int] = {}
+
+    def add(self, tasks: Sequence[dict[str, Any]]) -> None:
+        """Count a batch of DescribeTasks `tasks[]`."""
+        for task in tasks:
+            arn = str(task.get("taskDefinitionArn", ""))
+            family, _ = parse_td_arn(arn)
+            if not family_selected(family, self._selection.include, self._selection.exclude):
+                continue
+            group = str(task.get("group", ""))
+            service = group.removeprefix("service:") if group.startswith("service:") else ""
+            containers = tuple(
+                sorted(
+                    (
+                        ContainerImage(
+                            name=sys.intern(str(c.get("name", ""))),
+                            image=sys.intern(str(c.get("image", ""))),
+                            digest=sys.intern(str(c["imageDigest"])) if c.get("imageDigest") else None,
+                        )
+                        for c in task.get("containers", [])
+                    ),
+                    key=lambda c: (c.name, c.image, c.digest or ""),
+                )
             )
-        )
-        key = (arn, service, str(task.get("launchType", "")), containers)
-        counts[key] = counts.get(key, 0) + 1
-    return [
-        TaskDefinitionImages(
-            arn=arn,
-            family=parse_td_arn(arn)[0],
-            revision=parse_td_arn(arn)[1],
-            containers=containers,
-            region=region,
-            service=service,
-            launch_type=launch_type,
-            tasks=n,
-        )
-        for (arn, service, launch_type, containers), n in sorted(counts.items(), key=lambda kv: kv[0][:3])
-    ]
+            cluster = str(task.get("clusterArn", "")).rsplit("/", 1)[-1]
+            key = (sys.intern(arn), cluster, service, str(task.get("launchType", "")), containers)
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def result(self) -> list[TaskDefinitionImages]:
+        """One record per group, in a stable order."""
+        return [
+            TaskDefinitionImages(
+                arn=arn,
+                family=parse_td_arn(arn)[0],
+                revision=parse_td_arn(arn)[1],
+                containers=containers,
+                region=self._region,
+                service=service,
+                launch_type=launch_type,
+                tasks=n,
+                cluster=cluster,
+            )
+            for (arn, cluster, service, launch_type, containers), n in sorted(
+                self._counts.items(), key=lambda kv: kv[0][:4]
+            )
+        ]
+
+
+def running_task_definitions(
+    tasks: list[dict[str, Any]], selection: TaskDefinitionsSpec, region: str
+) -> list[TaskDefinitionImages]:
+    """DescribeTasks answers -> one record per (revision, cluster, service, launch type, digests)."""
+    groups = RunningGroups(selection, region)
+    groups.add(tasks)
+    return groups.result()
 
 
 class EcsImageSource:
@@ -188,7 +215,46 @@ class EcsImageSource:
                     cache.put(outcome)
                     listing.task_definitions.append(outcome)
 
-    # --- the port ---
+    # --- the ports ---
+
+    def revision_tags(
+        self, arns: Sequence[str], cache: RevisionCache, now: datetime
+    ) -> tuple[dict[str, tuple[tuple[str, str], ...]], list[str]]:
+        """Tags of running revisions (DescribeTaskDefinition include=TAGS), each read once per TD_TAGS_TTL.
+
+        A revision is immutable but its tags are not: the cache in the state object keeps them
+        for TD_TAGS_TTL (24 h), so a tag changed on a revision reaches ticket routing within that
+        time plus one run, and a rerun with nothing redeployed asks nothing. Returns the tags and
+        the errors (a revision whose tags could not be read is left out).
+        """
+        out: dict[str, tuple[tuple[str, str], ...]] = {}
+        todo = []
+        for arn in sorted(set(arns)):
+            cached = cache.fresh_tags(arn, now)
+            if cached is None:
+                todo.append(arn)
+            else:
+                out[arn] = cached
+
+        def one(arn: str) -> TaskDefinitionImages | ScanError:
+            try:
+                return self._describe(
+                    self._clients.workload("ecs", arn.split(":")[3]), arn, arn.split(":")[3]
+                )
+            except (ScanError, IndexError) as exc:
+                return (
+                    exc if isinstance(exc, ScanError) else ScanError(f"unreadable task definition ARN {arn}")
+                )
+
+        errors = []
+        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+            for arn, got in zip(todo, pool.map(one, todo), strict=True):
+                if isinstance(got, ScanError):
+                    errors.append(f"{arn}: tags not read: {got}")
+                    continue
+                cache.put_tags(arn, got.tags, now)
+                out[arn] = got.tags
+        return out, errors
 
     def task_definitions(
         self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
@@ -200,7 +266,12 @@ class EcsImageSource:
                 return self._from_services(ecs, selection, region, cache)
             if selection.source is TaskDefinitionSource.RUNNING:
                 return self._from_running(ecs, selection, region)
-            return self._latest(ecs, selection, region, cache)
+            listing = self._latest(ecs, selection, region, cache)
+            if selection.clusters:  # the running view beside the declared one (issue #12)
+                running = self._from_running(ecs, selection, region)
+                listing.task_definitions.extend(running.task_definitions)
+                listing.errors.extend(running.errors)
+            return listing
         except (ClientError, BotoCoreError) as exc:
             raise map_aws_error(exc, f"ecs listing in {region}") from exc
 
@@ -253,35 +324,141 @@ class EcsImageSource:
             or any(fnmatchcase(arn.rsplit("/", 1)[-1], g) for g in selection.clusters)
         ]
 
+    def _running_tasks(
+        self, ecs: Any, cluster: str, listing: TaskDefinitionListing, groups: RunningGroups, service: str = ""
+    ) -> None:
+        """A cluster's RUNNING tasks (of one service when named) into `groups`, DescribeTasks 100 a call."""
+        kwargs: dict[str, Any] = {"cluster": cluster, "desiredStatus": "RUNNING", "maxResults": PAGE}
+        if service:
+            kwargs["serviceName"] = service
+        arns = [
+            t for page in ecs.get_paginator("list_tasks").paginate(**kwargs) for t in page.get("taskArns", [])
+        ]
+        for i in range(0, len(arns), DESCRIBE_TASKS_BATCH):
+            tasks: list[dict[str, Any]] = []
+            out = ecs.describe_tasks(cluster=cluster, tasks=arns[i : i + DESCRIBE_TASKS_BATCH])
+            for failure in out.get("failures", []):
+                # A task that stopped between the two calls is MISSING: it no longer runs.
+                if failure.get("reason") != "MISSING":
+                    listing.errors.append(f"task {failure.get('arn')}: {failure.get('reason')}")
+            for t in out.get("tasks", []):
+                try:
+                    parse_td_arn(str(t.get("taskDefinitionArn", "")))
+                except ValueError:
+                    # Reported, never dropped silently, and one odd answer fails no other task.
+                    listing.errors.append(f"task {t.get('taskArn')}: unreadable taskDefinitionArn")
+                    continue
+                tasks.append(t)
+            groups.add(tasks)
+
     def _from_running(self, ecs: Any, selection: TaskDefinitionsSpec, region: str) -> TaskDefinitionListing:
         """The digests RUNNING tasks run: ListClusters, ListTasks pages, DescribeTasks by 100."""
         listing = TaskDefinitionListing()
-        tasks: list[dict[str, Any]] = []
+        groups = RunningGroups(selection, region)
         for cluster in self._clusters(ecs, selection):
-            arns = [
-                t
-                for page in ecs.get_paginator("list_tasks").paginate(
-                    cluster=cluster, desiredStatus="RUNNING", maxResults=PAGE
-                )
-                for t in page.get("taskArns", [])
-            ]
-            for i in range(0, len(arns), DESCRIBE_TASKS_BATCH):
-                out = ecs.describe_tasks(cluster=cluster, tasks=arns[i : i + DESCRIBE_TASKS_BATCH])
-                for failure in out.get("failures", []):
-                    # A task that stopped between the two calls is MISSING: it no longer runs.
-                    if failure.get("reason") != "MISSING":
-                        listing.errors.append(f"task {failure.get('arn')}: {failure.get('reason')}")
-                for t in out.get("tasks", []):
-                    try:
-                        parse_td_arn(str(t.get("taskDefinitionArn", "")))
-                    except ValueError:
-                        # Reported, never dropped silently, and one odd answer fails no other task.
-                        listing.errors.append(f"task {t.get('taskArn')}: unreadable taskDefinitionArn")
-                        continue
-                    tasks.append(t)
-        listing.task_definitions = running_task_definitions(tasks, selection, region)
+            self._running_tasks(ecs, cluster, listing, groups)
+        listing.task_definitions = groups.result()
         listing.families_matched = len({td.family for td in listing.task_definitions})
         return listing
+
+    def _revisions(
+        self, ecs: Any, current: list[tuple[str, str, dict[str, Any]]]
+    ) -> tuple[list[tuple[str, str, dict[str, Any], dict[str, Any]]], set[tuple[str, str]]]:
+        """DescribeServiceRevisions, 20 a call, for (cluster, service, currentServiceRevisions[] entry).
+
+        Returns (cluster, service, summary, revision) for each revision read, and the (cluster,
+        service) pairs whose revisions could not be read (they fall back to their tasks).
+        """
+        by_arn = {str(summary["arn"]): (cluster, service, summary) for cluster, service, summary in current}
+        arns = sorted(by_arn)
+        read: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
+        fallback: set[tuple[str, str]] = set()
+        for i in range(0, len(arns), DESCRIBE_REVISIONS_BATCH):
+            batch = arns[i : i + DESCRIBE_REVISIONS_BATCH]
+            try:
+                out = ecs.describe_service_revisions(serviceRevisionArns=batch)
+            except (ClientError, BotoCoreError) as exc:
+                # Not granted (an older IAM policy), not offered (a partition or emulator without
+                # it) or failing: the tasks of these services say what runs.
+                log.info(
+                    "%s: reading their tasks instead", map_aws_error(exc, "ecs:DescribeServiceRevisions")
+                )
+                fallback |= {by_arn[a][:2] for a in batch}
+                continue
+            seen = set()
+            for rev in out.get("serviceRevisions", []):
+                arn = str(rev.get("serviceRevisionArn", ""))
+                if arn in by_arn and rev.get("containerImages") is not None:
+                    cluster, service, summary = by_arn[arn]
+                    read.append((cluster, service, summary, rev))
+                    seen.add(arn)
+            fallback |= {by_arn[a][:2] for a in batch if a not in seen}  # failures[] and odd answers
+        return read, fallback
+
+    def _service_running_view(
+        self,
+        ecs: Any,
+        services: list[tuple[str, dict[str, Any]]],
+        selection: TaskDefinitionsSpec,
+        region: str,
+        listing: TaskDefinitionListing,
+    ) -> list[TaskDefinitionImages]:
+        """What services run, from their current service revisions; from their tasks where those are unknown.
+
+        A service revision (created since October 2024) records the digest of every container
+        image (`containerImages[].imageDigest`) and DescribeServices gives each current revision's
+        running task count, so no task is listed. Services deployed before that, or whose revisions
+        cannot be read, fall back to ListTasks(serviceName) + DescribeTasks. A service running no
+        task needs neither.
+        """
+        current: list[tuple[str, str, dict[str, Any]]] = []
+        fallback: set[tuple[str, str]] = set()
+        for cluster, svc in services:
+            name = str(svc.get("serviceName") or str(svc.get("serviceArn", "")).rsplit("/", 1)[-1])
+            revisions = svc.get("currentServiceRevisions") or []
+            if revisions:
+                current.extend((cluster, name, r) for r in revisions if r.get("arn"))
+            elif int(svc.get("runningCount", 0) or 0) > 0:
+                fallback.add((cluster, name))
+        read, failed = self._revisions(ecs, current)
+        fallback |= failed
+        out = []
+        for cluster, service, summary, rev in read:
+            arn = str(rev.get("taskDefinition", ""))
+            try:
+                family, number = parse_td_arn(arn)
+            except ValueError:
+                listing.errors.append(f"service {service}: unreadable taskDefinition {arn!r}")
+                continue
+            tasks = int(summary.get("runningTaskCount", 0) or 0)
+            if tasks <= 0 or not family_selected(family, selection.include, selection.exclude):
+                continue
+            images = (
+                ContainerImage(
+                    name=str(c.get("containerName", "")),
+                    image=str(c.get("image", "")),
+                    digest=str(c["imageDigest"]) if c.get("imageDigest") else None,
+                )
+                for c in rev.get("containerImages", [])
+            )
+            containers = tuple(sorted(images, key=lambda c: (c.name, c.image, c.digest or "")))
+            out.append(
+                TaskDefinitionImages(
+                    arn=arn,
+                    family=family,
+                    revision=number,
+                    containers=containers,
+                    region=region,
+                    service=service,
+                    launch_type=str(rev.get("launchType", "")),
+                    tasks=tasks,
+                    cluster=cluster.rsplit("/", 1)[-1],
+                )
+            )
+        groups = RunningGroups(selection, region)
+        for cluster, service in sorted(fallback):
+            self._running_tasks(ecs, cluster, listing, groups, service=service)
+        return out + groups.result()
 
     def _from_services(
         self, ecs: Any, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
@@ -289,6 +466,7 @@ class EcsImageSource:
         listing = TaskDefinitionListing()
         clusters = self._clusters(ecs, selection)
         arns: set[str] = set()
+        described: list[tuple[str, dict[str, Any]]] = []
         for cluster in clusters:
             services = [
                 s
@@ -302,6 +480,7 @@ class EcsImageSource:
                 for failure in out.get("failures", []):
                     listing.errors.append(f"service {failure.get('arn')}: {failure.get('reason')}")
                 for svc in out.get("services", []):
+                    described.append((cluster, svc))
                     # During a rollout both the old and the new revision run: both matter.
                     for dep in svc.get("deployments", []) or [{"taskDefinition": svc.get("taskDefinition")}]:
                         if dep.get("taskDefinition"):
@@ -318,4 +497,8 @@ class EcsImageSource:
             else:
                 listing.task_definitions.append(td)
         self._describe_all(ecs, to_describe, region, listing, cache)
+        # The running view: the digests the services' current revisions run (issue #12).
+        listing.task_definitions.extend(
+            self._service_running_view(ecs, described, selection, region, listing)
+        )
         return listing

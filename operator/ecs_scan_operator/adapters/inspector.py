@@ -9,6 +9,8 @@ threshold for up to 10 digests per call (the service's limit on a filter list), 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -17,6 +19,7 @@ from ecs_scan_operator.adapters.aws_session import AwsClients, map_aws_error
 from ecs_scan_operator.adapters.ecr import parse_enhanced_finding
 from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
 from ecs_scan_operator.core.arns import ecr_image_arn
+from ecs_scan_operator.core.coverage import RescanWindow
 from ecs_scan_operator.core.model import Finding, ImageRef, ImageScan, ScanState, ScanType, Severity
 
 FILTER_LIST_MAX = 10
@@ -26,6 +29,16 @@ RESOURCE_TYPE = "AWS_ECR_CONTAINER_IMAGE"
 
 # ListCoverage scanStatus.reason values that mean "no usable scan" (anything but ACTIVE/SUCCESSFUL).
 _PENDING_REASONS = {"PENDING_INITIAL_SCAN", "SCAN_IN_PROGRESS"}
+
+
+InUse = tuple[int | None, datetime | None]  # ecrImage.inUseCount, .lastInUseAt
+
+
+def _in_use(item: dict[str, Any]) -> InUse:
+    """Inspector's count of running ECS tasks / EKS pods on the image, and when it last saw one."""
+    meta = (item.get("resourceMetadata", {}) or {}).get("ecrImage", {}) or {}
+    count, at = meta.get("inUseCount"), meta.get("lastInUseAt")
+    return (int(count) if count is not None else None, at if isinstance(at, datetime) else None)
 
 
 def image_arn(ref: ImageRef, digest: str) -> str:
@@ -85,21 +98,32 @@ class InspectorScanner:
 
     def _coverage_batch(
         self, batch: Sequence[tuple[ImageRef, str]]
-    ) -> tuple[dict[tuple[ImageRef, str], ImageScan], list[tuple[ImageRef, str]]]:
-        """Scans decided by coverage alone, and the images whose findings must be read."""
+    ) -> tuple[
+        dict[tuple[ImageRef, str], ImageScan], list[tuple[ImageRef, str]], dict[tuple[ImageRef, str], InUse]
+    ]:
+        """Scans decided by coverage alone, the images whose findings must be read, and their use counts."""
         out: dict[tuple[ImageRef, str], ImageScan] = {}
         covered: list[tuple[ImageRef, str]] = []
+        in_use: dict[tuple[ImageRef, str], InUse] = {}
         try:
             coverage = self._coverage(batch)
         except (ClientError, BotoCoreError) as exc:
             err = map_aws_error(exc, "inspector2:ListCoverage")
             cause = str(err.cause or "")
-            return {
-                key: ImageScan(ScanState.FAILED, reason=str(err), scan_type=ScanType.ENHANCED, cause=cause)
-                for key in batch
-            }, []
+            return (
+                {
+                    key: ImageScan(
+                        ScanState.FAILED, reason=str(err), scan_type=ScanType.ENHANCED, cause=cause
+                    )
+                    for key in batch
+                },
+                [],
+                {},
+            )
         for ref, digest in batch:
             item = coverage.get(image_arn(ref, digest))
+            if item is not None:
+                in_use[(ref, digest)] = _in_use(item)
             if item is None:
                 out[(ref, digest)] = ImageScan(
                     ScanState.NOT_COVERED,
@@ -117,7 +141,7 @@ class InspectorScanner:
                 out[(ref, digest)] = ImageScan(
                     ScanState.NOT_COVERED, reason=f"{code}: {reason}".strip(": "), scan_type=ScanType.ENHANCED
                 )
-        return out, covered
+        return out, covered, in_use
 
     def scans(
         self, images: Sequence[tuple[ImageRef, str]], severities: Sequence[Severity]
@@ -125,11 +149,13 @@ class InspectorScanner:
         """Coverage first; findings only for covered images. Batches run `workers` at a time."""
         out: dict[tuple[ImageRef, str], ImageScan] = {}
         covered: list[tuple[ImageRef, str]] = []
-        for decided, to_read in parallel_map(
+        in_use: dict[tuple[ImageRef, str], InUse] = {}
+        for decided, to_read, counts in parallel_map(
             self._coverage_batch, _chunks(list(images), FILTER_LIST_MAX), self._workers
         ):
             out.update(decided)
             covered.extend(to_read)
+            in_use.update(counts)
         jobs: list[tuple[str, Sequence[str], list[tuple[ImageRef, str]]]] = []
         by_account: dict[str, list[tuple[ImageRef, str]]] = {}
         for ref, digest in covered:
@@ -164,4 +190,27 @@ class InspectorScanner:
 
         for part in parallel_map(read, jobs, self._workers):
             out.update(part)
+        for key, (count, at) in in_use.items():
+            if key in out and (count is not None or at is not None):
+                out[key] = replace(out[key], in_use_count=count, last_in_use_at=at)
         return out
+
+
+def rescan_window(clients: AwsClients, account: str, region: str) -> RescanWindow:
+    """Inspector's ECR re-scan settings of the registry in `region` (`GetConfiguration`, one call).
+
+    Asked without `accountId`: the registry client's own account (naming another account needs
+    Inspector's delegated administrator). Failures are mapped to ScanError.
+    """
+    try:
+        resp = clients.registry("inspector2", region).get_configuration()
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(exc, f"inspector2:GetConfiguration {region}") from exc
+    state = (resp.get("ecrConfiguration") or {}).get("rescanDurationState") or {}
+    return RescanWindow(
+        account=account,
+        region=region,
+        rescan_duration=str(state.get("rescanDuration") or ""),
+        pull_date_rescan_duration=str(state.get("pullDateRescanDuration") or ""),
+        pull_date_rescan_mode=str(state.get("pullDateRescanMode") or ""),
+    )

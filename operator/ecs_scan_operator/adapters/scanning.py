@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrBasicScanner, scan_type
-from ecs_scan_operator.adapters.inspector import InspectorScanner
+from ecs_scan_operator.adapters.inspector import InspectorScanner, rescan_window
+from ecs_scan_operator.core.coverage import RescanWindow
 from ecs_scan_operator.core.model import ImageRef, ImageScan, ScanState, ScanType, Severity
 from ecs_scan_operator.errors import ScanError
 
@@ -24,6 +25,7 @@ class RegistryFindingsSource:
         self._clients = clients
         self._basic_factory = basic_factory or EcrBasicScanner
         self._types: dict[tuple[str, str], ScanType] = {}
+        self._windows: dict[tuple[str, str], RescanWindow | None] = {}
 
     def scans(
         self, images: Sequence[tuple[ImageRef, str]], severities: Sequence[Severity]
@@ -45,3 +47,15 @@ class RegistryFindingsSource:
                 for key in items:
                     out[key] = ImageScan(ScanState.FAILED, reason=str(exc), cause=str(exc.cause or ""))
         return out
+
+    def rescan_window(self, account: str, region: str) -> RescanWindow | None:
+        """Inspector's re-scan window for an ENHANCED registry (one GetConfiguration per registry
+        and run); None under BASIC scanning, which re-scans nothing by itself."""
+        key = (account, region)
+        if key not in self._windows:
+            kind = self._types.get(key) or scan_type(self._clients, region)
+            self._types[key] = kind
+            self._windows[key] = (
+                rescan_window(self._clients, account, region) if kind is ScanType.ENHANCED else None
+            )
+        return self._windows[key]

@@ -66,6 +66,19 @@ class Metrics:
             [*POLICY, "severity"],
             registry=r,
         )
+        self.redeploy_needed = Gauge(
+            "ecsscan_images_redeploy_needed",
+            "Images of the last run whose affected digest still runs while the tag already points at a"
+            " digest without the findings (policies with a running view).",
+            POLICY,
+            registry=r,
+        )
+        self.coverage_at_risk = Gauge(
+            "ecsscan_images_coverage_at_risk",
+            "Running images of the last run past Amazon Inspector's re-scan window (stale findings).",
+            POLICY,
+            registry=r,
+        )
         self.run_errors = Counter(
             "ecsscan_run_errors",
             "Errors recorded by runs, by pipeline stage.",
@@ -148,6 +161,12 @@ class Metrics:
             self.findings.labels(namespace, policy, severity.value).set(
                 result.findings_by_severity.get(severity.value, 0)
             )
+        if result.running_view:
+            self.redeploy_needed.labels(namespace, policy).set(result.redeploy_needed)
+            self.coverage_at_risk.labels(namespace, policy).set(result.coverage_at_risk)
+        elif result.outcome is not Outcome.FAILED:  # the policy dropped its running view
+            _remove(self.redeploy_needed, namespace, policy)
+            _remove(self.coverage_at_risk, namespace, policy)
         for stage in {stage_label(s) for s in result.stage_failures}:
             self.run_errors.labels(namespace, policy, stage).inc()
             self._seen(namespace, policy, "run_errors", stage)
@@ -209,6 +228,8 @@ class Metrics:
             self.skipped,
             self.last_success,
             self.schedule_interval,
+            self.redeploy_needed,
+            self.coverage_at_risk,
         )
         for metric in simple:
             _remove(metric, namespace, policy)

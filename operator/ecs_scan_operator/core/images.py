@@ -105,8 +105,12 @@ def running_image(image: str, digest: str | None) -> str:
     """The reference a running container runs: its image pinned to the digest ECS recorded for it.
 
     A reference already pinned by digest stays as written (ECS ran exactly that); without a digest
-    (the container is still PENDING) the image is returned unchanged.
+    (the container is still PENDING) the image is returned unchanged. A reference without a tag
+    names `:latest` (what ECS pulled), so the running row keeps its tag and drift can be seen.
     """
     if not digest or "@" in image:
         return image
+    ref = parse_image(image)
+    if ref.kind is not RefKind.MALFORMED and ref.tag and not image.endswith(f":{ref.tag}"):
+        image = f"{image}:{ref.tag}"
     return f"{image}@{digest}"

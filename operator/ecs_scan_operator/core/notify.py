@@ -11,7 +11,10 @@ Rules:
   ``fixed`` one it was told about that is gone from an image scanned in this run (an image that
   failed to scan says nothing; an image no longer deployed is forgotten, not "fixed");
   ``runFailed`` the run ended PartialFailure (a run that could not start never gets here).
-  ``overdue`` and ``redeployNeeded`` have no source yet.
+  ``redeployNeeded`` an image whose affected digest still runs while its tag already points at a
+  digest without the findings (the running view, issue #12), with a finding at or above
+  minSeverity: once per image and digest, remembered as long as the image is in the fleet.
+  ``overdue`` has no source yet.
 * The first run that sees a destination (or the policy's first run) takes the findings of that
   moment as known: no flood of "new" for what already existed.
 * One message per destination per run, only when an event it listens to happened. The memory is
@@ -37,8 +40,9 @@ from ecs_scan_operator.core.policy import NotifyDestination, NotifyEvent, Notify
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.core.tickets import route_for
 
-OPEN, FIXED = "o", "f"
+OPEN, FIXED, TOLD = "o", "f", "r"  # TOLD: the destination heard "redeploy needed" for the digest
 SEP = "\x1f"  # between image and finding id in a memory key (neither can contain it)
+REDEPLOY_MARK = "\x1eredeploy "  # stands for the finding id in a redeploy memory key, + the digest
 MAX_MEMORY = 20_000  # entries per destination; fixed ones are dropped first beyond it
 
 SLACK_MAX_BLOCKS = 50
@@ -64,6 +68,53 @@ class FindingLine:
     families: tuple[str, ...]
     title: str = ""
     url: str = ""
+
+
+@dataclass(frozen=True)
+class RedeployLine:
+    """One image whose affected digest still runs after its tag moved to a clean digest."""
+
+    image: str
+    digest: str
+    tag_digest: str
+    services: tuple[str, ...]
+    clusters: tuple[str, ...]
+    running_tasks: int
+    severity: Severity  # its worst finding
+
+    def text(self) -> str:
+        """`repo:tag@sha… runs in 3 tasks of services a, b; the tag now points at sha…`."""
+        where = f" in {self.running_tasks} tasks" if self.running_tasks else ""
+        where += f" of services {', '.join(self.services[:MAX_FAMILIES])}" if self.services else ""
+        tag = f"; the tag now points at {self.tag_digest}" if self.tag_digest else ""
+        return clip(f"{self.image} still runs{where}{tag}", FIELD_MAX)
+
+
+def _redeploys(
+    chosen: Sequence[ImageResult], dest: NotifyDestination, memory: Memory, *, announce: bool
+) -> list[RedeployLine]:
+    """Images newly needing a redeploy for this destination; each is remembered in `memory`."""
+    out = []
+    for img in chosen:
+        worst = [f.severity for f in img.findings if f.severity.rank >= dest.threshold.rank]
+        if not (img.redeploy_needed and worst):
+            continue
+        key = _key(img.ref.display, REDEPLOY_MARK + (img.digest or img.ref.digest or ""))
+        if key not in memory and announce:
+            rt = img.runtime
+            out.append(
+                RedeployLine(
+                    image=img.ref.display,
+                    digest=img.digest or img.ref.digest or "",
+                    tag_digest=(rt.tag_digest or "") if rt else "",
+                    services=rt.services if rt else (),
+                    clusters=rt.clusters if rt else (),
+                    running_tasks=rt.running_tasks if rt else 0,
+                    severity=min(worst, key=SEVERITY_ORDER.index),
+                )
+            )
+        memory[key] = TOLD
+    return sorted(out, key=lambda r: (SEVERITY_ORDER.index(r.severity), r.image))
 
 
 @dataclass
@@ -193,14 +244,18 @@ def plan_notifications(
                     )
                     memory[key] = FIXED
         wanted = set(dest.events)
+        # Remembered even when not listened to: turning the event on later does not flood.
+        announce = not (old is None or first_run) and NotifyEvent.REDEPLOY_NEEDED in wanted
+        redeploys = _redeploys(chosen, dest, memory, announce=announce)
         lines = sorted((ln for ln in lines if ln.event in wanted), key=_order)
         events = {e.value: sum(1 for ln in lines if ln.event is e) for e in NotifyEvent}
+        events[NotifyEvent.REDEPLOY_NEEDED.value] = len(redeploys)
         run_failed = NotifyEvent.RUN_FAILED in wanted and run_outcome(result) is not Outcome.SUCCEEDED
         events[NotifyEvent.RUN_FAILED.value] = int(run_failed)
         events = {k: v for k, v in events.items() if v}
         payload = None
         if events:
-            message = Message(dest, context, result, counts, lines, events)
+            message = Message(dest, context, result, counts, lines, events, redeploys)
             payload = RENDERERS[dest.type](message)
         out.append(Outgoing(dest, _bounded(memory), payload, events))
     return out
@@ -228,6 +283,12 @@ class Message:
     counts: Mapping[str, int]  # current findings at or above minSeverity, by severity
     lines: Sequence[FindingLine]  # every event's finding, most severe first
     events: Mapping[str, int]
+    redeploys: Sequence[RedeployLine] = ()  # redeployNeeded, most severe first
+
+    @property
+    def redeploys_named(self) -> list[RedeployLine]:
+        """The redeploy-needed images named, the top N."""
+        return list(self.redeploys[: self.destination.max_findings])
 
     @property
     def named(self) -> list[FindingLine]:
@@ -246,6 +307,7 @@ class Message:
             NotifyEvent.NEW.value: "new",
             NotifyEvent.REOPENED.value: "reopened",
             NotifyEvent.FIXED.value: "fixed",
+            NotifyEvent.REDEPLOY_NEEDED.value: "redeploy needed",
         }
         parts = [f"{n} {words[e]}" for e, n in self.events.items() if e in words]
         if self.events.get(NotifyEvent.RUN_FAILED.value):
@@ -329,6 +391,12 @@ def render_slack(m: Message) -> dict[str, Any]:
         items = ", ".join(slack_escape(f"{ln.vulnerability_id} · {ln.image}") for ln in fixed)
         text = clip(f"*Fixed{_more(total, len(fixed))}:* {items}", SLACK_MAX_TEXT)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    redeploys = m.redeploys_named
+    if redeploys:
+        items = "; ".join(slack_escape(r.text()) for r in redeploys)
+        more = _more(len(m.redeploys), len(redeploys))
+        text = clip(f"*Redeploy needed{more}:* {items}", SLACK_MAX_TEXT)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
     footer = []
     if m.context.jira_keys:
         footer.append("Jira: " + slack_escape(", ".join(m.context.jira_keys[:MAX_JIRA_KEYS])))
@@ -402,6 +470,11 @@ def _teams_card(m: Message, named: list[FindingLine], fixed: list[FindingLine]) 
         total = sum(1 for ln in m.lines if ln.event is NotifyEvent.FIXED)
         items = ", ".join(f"{ln.vulnerability_id} · {ln.image}" for ln in fixed)
         body.append(_text_block(teams_escape(clip(f"Fixed{_more(total, len(fixed))}: {items}", 4000))))
+    redeploys = m.redeploys_named
+    if redeploys:
+        items = "; ".join(r.text() for r in redeploys)
+        text = clip(f"Redeploy needed{_more(len(m.redeploys), len(redeploys))}: {items}", 4000)
+        body.append(_text_block(teams_escape(text), color="Warning"))
     if m.context.jira_keys:
         body.append(_text_block(teams_escape("Jira: " + ", ".join(m.context.jira_keys[:MAX_JIRA_KEYS]))))
     body.append(_text_block(teams_escape(f"run {m.context.run_id}"), isSubtle=True, size="Small"))
@@ -437,6 +510,18 @@ def render_webhook(m: Message) -> dict[str, Any]:
         "events": dict(m.events),
         "findingsBySeverity": dict(m.counts),
         "findings": [_webhook_line(ln) for ln in [*m.named, *m.fixed]],
+        "redeployNeeded": [
+            {
+                "image": r.image,
+                "digest": r.digest,
+                "tagDigest": r.tag_digest,
+                "severity": r.severity.value,
+                "services": list(r.services),
+                "clusters": list(r.clusters),
+                "runningTasks": r.running_tasks,
+            }
+            for r in m.redeploys_named
+        ],
         "failedStages": sorted(m.result.stage_failures),
         "jiraKeys": list(m.context.jira_keys[:MAX_JIRA_KEYS]),
         "reportUrl": m.context.report_link,

@@ -321,7 +321,11 @@ class TaskDefinitionsSpec(_Model):
     fresh as Config's recording (docs/aws-config-source.md). Default latestRevision."""
     clusters: list[Glob] = Field(default_factory=list, max_length=200)
     """ECS cluster name globs whose services (source: services) or running tasks (source: running)
-    are read; only with those sources. Empty (the default) means every cluster. At most 200."""
+    are read. With source: latestRevision, setting clusters adds the running view: per image, the
+    digest its tag points at now and the digests RUNNING tasks in these clusters run (drift where
+    they differ), and those running digests are scanned too. Empty (the default) means every
+    cluster for services and running, and no running view for latestRevision; not used with
+    awsConfig. At most 200."""
     config_aggregator: ConfigAggregatorSpec | None = None
     """The AWS Config aggregator that source: awsConfig queries; required with that source and only
     used with it."""
@@ -331,8 +335,8 @@ class TaskDefinitionsSpec(_Model):
             "x-kubernetes-validations": [
                 cel(
                     "!has(self.clusters) || size(self.clusters) == 0"
-                    " || (has(self.source) && (self.source == 'services' || self.source == 'running'))",
-                    "spec.taskDefinitions.clusters is only used with source: services or running",
+                    " || !has(self.source) || self.source != 'awsConfig'",
+                    "spec.taskDefinitions.clusters is not used with source: awsConfig",
                     ".clusters",
                 ),
                 cel(
@@ -346,8 +350,8 @@ class TaskDefinitionsSpec(_Model):
 
     @model_validator(mode="after")
     def _source_fields(self) -> TaskDefinitionsSpec:
-        if self.clusters and self.source not in (TaskDefinitionSource.SERVICES, TaskDefinitionSource.RUNNING):
-            raise ValueError("clusters is only used with source: services or running")
+        if self.clusters and self.source is TaskDefinitionSource.AWS_CONFIG:
+            raise ValueError("clusters is not used with source: awsConfig")
         if self.source is TaskDefinitionSource.AWS_CONFIG and self.config_aggregator is None:
             raise ValueError(
                 "configAggregator is required with source: awsConfig (the name of the AWS Config "
@@ -356,6 +360,13 @@ class TaskDefinitionsSpec(_Model):
         if self.config_aggregator is not None and self.source is not TaskDefinitionSource.AWS_CONFIG:
             raise ValueError("configAggregator is only used with source: awsConfig")
         return self
+
+    @property
+    def running_view(self) -> bool:
+        """The policy looks at what runs (tasks or service revisions), not only at what is declared."""
+        return self.source in (TaskDefinitionSource.SERVICES, TaskDefinitionSource.RUNNING) or bool(
+            self.clusters
+        )
 
 
 class Suppression(_Model):
@@ -680,8 +691,9 @@ class NotifyDestination(_Model):
     )
     """The events sent: new (a finding not seen before), reopened (a finding reported fixed came
     back), fixed (a finding gone from a scanned image), runFailed (the run ended PartialFailure),
-    overdue and redeployNeeded (accepted; sent once the work that detects them lands). Default
-    [new, reopened, runFailed]."""
+    redeployNeeded (a running view shows tasks still running an affected digest while its tag
+    already points at a digest without the findings; once per image and digest), overdue
+    (accepted; sent once the work that detects it lands). Default [new, reopened, runFailed]."""
     filter: NotifyFilter = Field(default_factory=NotifyFilter, json_schema_extra={"default": {}})
     """Which images this destination hears about. Default all the policy's images."""
     min_severity: Literal["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = "HIGH"

@@ -14,13 +14,14 @@ import re
 import unicodedata
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import jinja2
 
 from ecs_scan_operator.core.keys import image_key
 from ecs_scan_operator.core.links import safe_url
-from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageResult, RefKind
+from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageResult, RefKind, RuntimeContext
 from ecs_scan_operator.core.policy import PolicyRef, Suppression
 from ecs_scan_operator.core.result import RunResult
 
@@ -43,8 +44,32 @@ def image_report_key(folder: str, img: ImageResult) -> str:
     return image_key(folder, img.ref.repository or "unknown", name)
 
 
-def _image_summary(img: ImageResult, new_ids: Sequence[str]) -> dict[str, Any]:
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def runtime_document(rt: RuntimeContext) -> dict[str, Any]:
+    """The running view of one image as JSON (docs/runtime.md names each member)."""
     return {
+        "clusters": list(rt.clusters),
+        "services": list(rt.services),
+        "runningTasks": rt.running_tasks,
+        "runningDigests": list(rt.running_digests),
+        "tagDigest": rt.tag_digest,
+        "drift": rt.drift,
+        "firstSeenRunning": _iso(rt.first_seen_running),
+        "lastSeenRunning": _iso(rt.last_seen_running),
+        "inUseCount": rt.in_use_count,
+        "lastInUseAt": _iso(rt.last_in_use_at),
+        "coverageAtRisk": rt.coverage_at_risk,
+    }
+
+
+def _image_summary(img: ImageResult, new_ids: Sequence[str]) -> dict[str, Any]:
+    runtime: dict[str, Any] = {}
+    if img.runtime is not None:  # only where the policy has a running view or Inspector counts uses
+        runtime = {"runtime": runtime_document(img.runtime), "redeployNeeded": img.redeploy_needed}
+    return runtime | {
         "image": img.ref.raw,
         "registry": img.ref.registry,
         "repository": img.ref.repository,
@@ -104,6 +129,7 @@ def render_csv(images: Sequence[ImageResult]) -> str:
             *[s.value.lower() for s in SEVERITY_ORDER],
             "suppressed",
             "families",
+            *RUNTIME_COLUMNS,
         ]
     )
     for img in images:
@@ -117,9 +143,48 @@ def render_csv(images: Sequence[ImageResult]) -> str:
                 *[counts[s.value] for s in SEVERITY_ORDER],
                 len(img.suppressed),
                 csv_cell(" ".join(img.families)),
+                *_runtime_cells(img),
             ]
         )
     return buf.getvalue()
+
+
+#: summary.csv's running-view columns, after the older ones (whose order never changes); empty
+#: cells where the policy has no running view. docs/runtime.md describes each.
+RUNTIME_COLUMNS = (
+    "clusters",
+    "services",
+    "running_tasks",
+    "running_digests",
+    "tag_digest",
+    "drift",
+    "redeploy_needed",
+    "first_seen_running",
+    "last_seen_running",
+    "in_use_count",
+    "last_in_use_at",
+    "coverage_at_risk",
+)
+
+
+def _runtime_cells(img: ImageResult) -> list[str | int]:
+    rt = img.runtime
+    if rt is None:
+        return [""] * len(RUNTIME_COLUMNS)
+    return [
+        csv_cell(" ".join(rt.clusters)),
+        csv_cell(" ".join(rt.services)),
+        rt.running_tasks,
+        csv_cell(" ".join(rt.running_digests)),
+        csv_cell(rt.tag_digest or ""),
+        "yes" if rt.drift else "no",
+        "yes" if img.redeploy_needed else "no",
+        _iso(rt.first_seen_running) or "",
+        _iso(rt.last_seen_running) or "",
+        "" if rt.in_use_count is None else rt.in_use_count,
+        _iso(rt.last_in_use_at) or "",
+        "yes" if rt.coverage_at_risk else "no",
+    ]
 
 
 # What a spreadsheet evaluates when it leads a cell (OWASP CSV injection), with the full-width forms

@@ -73,6 +73,15 @@ class RunResult:
     error_causes: Counter[str] = field(default_factory=Counter)
     # Set when the run did not start at all (another run holds the policy's lease): why.
     refused: str = ""
+    # The running view (issue #12): images whose affected digest still runs after the tag moved
+    # on, images running past Inspector's re-scan window and the settings that say so, and why
+    # a registry's setting could not be read.
+    running_view: bool = False
+    redeploy_needed: int = 0
+    redeploy_images: list[str] = field(default_factory=list)  # the first MAX_ERRORS of them, for people
+    coverage_at_risk: int = 0
+    rescan_windows: list[str] = field(default_factory=list)
+    coverage_unknown: str = ""
 
     def record_cause(self, cause: str, count: int = 1) -> None:
         """Count one failure of an outside call (empty causes are not counted)."""
@@ -109,6 +118,9 @@ class RunResult:
             self.suppressed_findings += len(img.suppressed)
         self.findings_by_severity = {s.value: sev.get(s.value, 0) for s in SEVERITY_ORDER}
         self.affected_images = sum(1 for i in images if i.affected)
+        self.redeploy_needed = sum(1 for i in images if i.redeploy_needed)
+        self.redeploy_images = sorted(i.ref.display for i in images if i.redeploy_needed)[:MAX_ERRORS]
+        self.coverage_at_risk = sum(1 for i in images if i.runtime is not None and i.runtime.coverage_at_risk)
         for img in images:
             if img.status is ImageStatus.FAILED:
                 self.record_cause(img.cause)
@@ -155,4 +167,7 @@ class RunResult:
             "awsErrors": dict(self.aws_errors),
             "jiraRequests": self.jira_requests,
             "errorCauses": dict(self.top_causes()),
+            "redeployNeeded": self.redeploy_needed,
+            "coverageAtRisk": self.coverage_at_risk,
+            "rescanWindows": list(self.rescan_windows),
         }

@@ -29,6 +29,7 @@ import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -41,6 +42,10 @@ MAC_PREFIX = "hmac-sha256:"
 _MAC_HEAD = b'{"_mac":"' + MAC_PREFIX.encode()
 _MAC_HEX = 64
 UNAUTHENTICATED = "no state key configured: the revision cache is not used"
+# Task-definition tags are mutable (the revision is not): a cached answer is used for this long,
+# then DescribeTaskDefinition is asked again. So a tag changed on a revision reaches ticket routing
+# at most TD_TAGS_TTL (plus the time to the next run) later.
+TD_TAGS_TTL = timedelta(hours=24)
 
 
 @dataclass
@@ -50,6 +55,22 @@ class RevisionCache:
     by_arn: dict[str, TaskDefinitionImages] = field(default_factory=dict)
     listing: dict[str, dict[str, int]] = field(default_factory=dict)  # region -> {families, activeRevisions}
     used: set[str] = field(default_factory=set)  # ARNs used in this run (kept on save)
+    # source running / the running view: tags of a revision and when they were read (TD_TAGS_TTL)
+    tags: dict[str, tuple[datetime, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
+    tags_used: set[str] = field(default_factory=set)
+
+    def fresh_tags(self, arn: str, now: datetime) -> tuple[tuple[str, str], ...] | None:
+        """The cached tags of a revision read less than TD_TAGS_TTL before `now`, else None."""
+        entry = self.tags.get(arn)
+        if entry is None or not (now - TD_TAGS_TTL < entry[0] <= now):
+            return None
+        self.tags_used.add(arn)
+        return entry[1]
+
+    def put_tags(self, arn: str, tags: tuple[tuple[str, str], ...], now: datetime) -> None:
+        """Remember a revision's tags as read at `now`."""
+        self.tags[arn] = (now, tags)
+        self.tags_used.add(arn)
 
     def get(self, arn: str) -> TaskDefinitionImages | None:
         """A cached revision, marked as used."""
@@ -75,6 +96,8 @@ class RunState:
     trust: str = ""
     # notification destination -> {image + finding: "o" open / "f" fixed}: what it was last told
     notified: dict[str, dict[str, str]] = field(default_factory=dict)
+    # `registry/repository@digest` -> (first, last) seen running (core/runtime.track_running)
+    running: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
 
 
 def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
@@ -116,6 +139,13 @@ def dump_state(
         },
         "findings": {k: sorted(set(v)) for k, v in sorted(findings.items())},
     }
+    if state.running:  # absent when unused, as `notified`
+        data["running"] = {k: [f.isoformat(), la.isoformat()] for k, (f, la) in sorted(state.running.items())}
+    tags = {a: t for a, t in sorted(state.cache.tags.items()) if a in state.cache.tags_used}
+    if tags and key is not None:  # like the revisions: only under a key (they steer ticket routing)
+        data["tdTags"] = {
+            a: {"at": at.isoformat(), "tags": [list(kv) for kv in t]} for a, (at, t) in tags.items()
+        }
     if state.notified:  # absent when unused: older readers and states stay byte-identical
         data["notified"] = {d: dict(sorted(m.items())) for d, m in sorted(state.notified.items())}
     payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
@@ -148,6 +178,7 @@ def load_state(raw: bytes | None, *, key: SecretStr | None = None, scope: str = 
     state = _parse(raw)
     if key is None:
         state.cache.by_arn.clear()
+        state.cache.tags.clear()
         state.trust = UNAUTHENTICATED
     return state
 
@@ -164,6 +195,15 @@ class _RevisionDoc(BaseModel):
     tags: tuple[tuple[str, str], ...] = ()
 
 
+class _TagsDoc(BaseModel):
+    """A revision's tags and when they were read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    tags: tuple[tuple[str, str], ...] = ()
+
+
 class _StateDoc(BaseModel):
     """The stored state object, version STATE_VERSION."""
 
@@ -175,6 +215,8 @@ class _StateDoc(BaseModel):
     findings: dict[str, list[str]] = {}
     last_run_id: str = Field("", alias="lastRunId")
     notified: dict[str, dict[str, str]] = {}  # notification destination -> what it was last told
+    running: dict[str, tuple[datetime, datetime]] = {}
+    td_tags: dict[str, _TagsDoc] = Field({}, alias="tdTags")
 
 
 def _parse(raw: bytes) -> RunState:
@@ -200,5 +242,12 @@ def _parse(raw: bytes) -> RunState:
             for arn, v in doc.revisions.items()
         },
         listing=doc.listing,
+        tags={arn: (v.at, v.tags) for arn, v in doc.td_tags.items()},
     )
-    return RunState(cache=cache, findings=doc.findings, last_run_id=doc.last_run_id, notified=doc.notified)
+    return RunState(
+        cache=cache,
+        findings=doc.findings,
+        last_run_id=doc.last_run_id,
+        notified=doc.notified,
+        running=doc.running,
+    )

@@ -20,6 +20,7 @@ from typing import Literal, NotRequired, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ecs_scan_operator.core.coverage import SETTING
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.core.schedule import Decision, format_time, parse_time
 from ecs_scan_operator.errors import FieldError
@@ -42,6 +43,7 @@ MAX_FIELD_ERRORS = 8
 
 READY = "Ready"
 TICKETS_SYNCED = "TicketsSynced"
+COVERAGE_AT_RISK = "CoverageAtRisk"
 
 # The keys this module owns; anything else found in a status is dropped on the next write.
 STATUS_KEYS = (
@@ -104,6 +106,9 @@ class LastRunStatus(TypedDict):
     completionTime: NotRequired[str]
     reportUri: NotRequired[str]
     errorCauses: NotRequired[str]
+    # The running view only (issue #12): absent for policies without one.
+    redeployNeeded: NotRequired[int]
+    coverageAtRisk: NotRequired[int]
 
 
 class ScanPolicyStatus(TypedDict, total=False):
@@ -135,6 +140,9 @@ class Reason(StrEnum):
     TICKETS_PLANNED = "TicketsPlanned"
     TICKET_SYNC_FAILED = "TicketSyncFailed"
     NOT_SYNCED_YET = "NotSyncedYet"
+    RESCAN_WINDOW_EXCEEDED = "RescanWindowExceeded"
+    WITHIN_RESCAN_WINDOW = "WithinRescanWindow"
+    RESCAN_WINDOW_UNKNOWN = "RescanWindowUnknown"
 
 
 _OUTCOME_REASON = {
@@ -359,7 +367,48 @@ def last_run_from_result(result: RunResult, trigger: Trigger) -> LastRunStatus:
         out["reportUri"] = clip_bytes(result.report_uri, URI_BYTES)
     if result.error_causes:
         out["errorCauses"] = clip_bytes(result.causes_text(), ERROR_BYTES)
+    if result.running_view:
+        out["redeployNeeded"] = result.redeploy_needed
+        out["coverageAtRisk"] = result.coverage_at_risk
     return out
+
+
+def _coverage_condition(conditions: list[Condition], ctx: Context, result: RunResult) -> list[Condition]:
+    """CoverageAtRisk after a run with a running view: digests that ran past Inspector's re-scan
+    window, naming the setting; removed for policies without a running view (and failed runs keep
+    what the last one said)."""
+    if result.outcome is Outcome.FAILED:
+        return conditions
+    if not result.running_view:
+        return remove_condition(conditions, COVERAGE_AT_RISK)
+    args: tuple[ConditionStatus, Reason, str]
+    if result.coverage_at_risk:
+        shown = "; ".join(result.rescan_windows[:3])
+        more = f" and {len(result.rescan_windows) - 3} more" if len(result.rescan_windows) > 3 else ""
+        args = (
+            "True",
+            Reason.RESCAN_WINDOW_EXCEEDED,
+            f"{result.coverage_at_risk} running images ran longer than Amazon Inspector re-scans them "
+            f"({SETTING}: {shown}{more}); their findings may be stale (see the report's coverageAtRisk)",
+        )
+    elif result.coverage_unknown:
+        args = ("Unknown", Reason.RESCAN_WINDOW_UNKNOWN, f"{SETTING} unreadable: {result.coverage_unknown}")
+    else:
+        args = (
+            "False",
+            Reason.WITHIN_RESCAN_WINDOW,
+            "every running image is within Inspector's re-scan window",
+        )
+    status, reason, message = args
+    return set_condition(
+        conditions,
+        COVERAGE_AT_RISK,
+        status,
+        reason.value,
+        clip_bytes(message, TICKETS_MESSAGE_BYTES),
+        now=ctx.now,
+        generation=ctx.generation,
+    )
 
 
 def failed_result(run_id: str, policy: str, started: datetime, completed: datetime, error: str) -> RunResult:
@@ -547,6 +596,7 @@ def finished_status(
     """A run ended: lastRun, lastSuccessfulTime (a report was written), Ready from the outcome."""
     out = _base(current, ctx)
     out["lastRun"] = last_run_from_result(result, trigger)
+    out["conditions"] = _coverage_condition(out["conditions"], ctx, result)
     if result.outcome is not Outcome.FAILED and result.completed is not None:
         out["lastSuccessfulTime"] = format_time(result.completed)
     return idle_status(out, ctx)

@@ -6,9 +6,17 @@ images, ECR images with BASIC-scan findings of every severity, clean images, an 
 scanned (the run starts its scan), Docker Hub / public ECR / GHCR images, an ECR pull-through
 cache path, a tag that no longer exists, a malformed reference, and an S3 bucket for reports.
 
+With `running=True` (the CLI's `run --demo`) it adds the running view's story: a cluster `prod`
+where the service `orders-checkout` still runs a vulnerable digest of `orders/checkout:v2.4.1`
+after that tag was rebuilt and pushed clean (drift, "redeploy needed"), and `payments-api`
+running the digest its tag points at.
+
 moto's limits, stated: findings are seeded through moto's `/moto-api/static/ecr/scan-finding-results`
 (moto returns a canned finding otherwise), and the registry scans BASIC, because moto has no
-Inspector2 `ListCoverage` and ignores `ListFindings` filters.
+Inspector2 `ListCoverage` and ignores `ListFindings` filters. moto's DescribeTasks carries no
+`imageDigest`: `task_digest_hook` adds the digest each demo task runs, and checks every answer it
+changes against botocore's DescribeTasks output shape. moto deletes an image whose only tag moves
+(ECR keeps it untagged), so the old checkout digest keeps a build tag.
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ import hashlib
 import json
 import random
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from botocore.validate import ParamValidator
 
 ACCOUNT = "123456789012"  # moto's default account
 REPORT_BUCKET = "ecs-scan-reports"
@@ -97,6 +107,7 @@ class FleetInfo:
     findings: dict[str, list[str]] = field(default_factory=dict)  # repo:tag -> vulnerability ids
     never_scanned: list[str] = field(default_factory=list)
     bucket: str = REPORT_BUCKET
+    running: dict[str, str] = field(default_factory=dict)  # image of a running demo task -> its digest
 
 
 def _registry(region: str) -> str:
@@ -204,8 +215,72 @@ class _Seeder:
             resp.read()
 
 
-def seed_fleet(endpoint_url: str, *, region: str = "us-east-1", seed: int = 20261128) -> FleetInfo:
-    """Seed the demo fleet into the moto server at `endpoint_url`; returns what was made."""
+def task_digest_hook(running: dict[str, str]) -> Callable[[Any], None]:
+    """An AwsClients hook: moto's DescribeTasks answers gain the `imageDigest` each demo task runs.
+
+    ECS records the digest a container pulled; moto does not. Every changed answer is validated
+    against botocore's DescribeTasks output shape, so the emulation sends nothing AWS would not.
+    """
+
+    def add_digests(parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        for task in parsed.get("tasks", []):
+            for c in task.get("containers", []):
+                if c.get("image") in running:
+                    c["imageDigest"] = running[c["image"]]
+        body = {k: v for k, v in parsed.items() if k != "ResponseMetadata"}
+        report = ParamValidator().validate(body, model.output_shape)
+        if report.has_errors():
+            raise AssertionError(report.generate_report())
+
+    def hook(client: Any) -> None:
+        if client.meta.service_model.service_name == "ecs":
+            client.meta.events.register("after-call.ecs.DescribeTasks", add_digests)
+
+    return hook
+
+
+def _running_view(s: _Seeder) -> None:
+    """A cluster `prod`: one service runs a digest its tag no longer points at, one runs the current."""
+    registry = _registry(s.region)
+    s.ecs.create_cluster(clusterName="prod")
+    # orders/checkout:v2.4.1 was built with a critical OpenSSH and a critical curl, deployed, then
+    # rebuilt on a patched base image and pushed under the same tag; nobody redeployed the service.
+    vulnerable = [c for c in CVE_CATALOG if c[0] in ("CVE-2024-6387", "CVE-2023-38545", "CVE-2024-5535")]
+    s.image("orders/checkout", "v2.4.1-build.7", vulnerable)
+    old = s.info.images["orders/checkout:v2.4.1-build.7"]
+    image = s.image("orders/checkout", "v2.4.1", [])  # the rebuilt, clean digest the tag points at now
+    out = s.ecs.register_task_definition(
+        family="orders-checkout",
+        containerDefinitions=[{"name": "app", "image": image, "essential": True, "memory": 512}],
+        tags=[{"key": "team", "value": "orders"}, {"key": "service", "value": "checkout"}],
+    )
+    s.info.families.append("orders-checkout")
+    s.ecs.run_task(
+        cluster="prod",
+        taskDefinition=out["taskDefinition"]["taskDefinitionArn"],
+        count=4,
+        launchType="FARGATE",
+        group="service:orders-checkout",
+    )
+    s.info.running[image] = old
+    # payments-api runs the digest its tag points at: a running view without drift.
+    api = f"{registry}/payments/api:v1.3.0"
+    arn = s.ecs.describe_task_definition(taskDefinition="payments-api")["taskDefinition"]["taskDefinitionArn"]
+    s.ecs.run_task(
+        cluster="prod", taskDefinition=arn, count=2, launchType="FARGATE", group="service:payments-api"
+    )
+    s.info.running[api] = s.info.images["payments/api:v1.3.0"]
+    s.info.running[f"{registry}/platform/fluent-bit:2.2.0"] = s.info.images["platform/fluent-bit:2.2.0"]
+    s.info.running[f"{registry}/platform/db-migrate:1.4.2"] = s.info.images["platform/db-migrate:1.4.2"]
+
+
+def seed_fleet(
+    endpoint_url: str, *, region: str = "us-east-1", seed: int = 20261128, running: bool = False
+) -> FleetInfo:
+    """Seed the demo fleet into the moto server at `endpoint_url`; returns what was made.
+
+    `running`: also the running view's story (a cluster with tasks, one service with drift).
+    """
     s = _Seeder(endpoint_url, region, seed)
     s.s3.create_bucket(Bucket=REPORT_BUCKET)
     # Shared sidecars and init containers, in ECR.
@@ -275,5 +350,7 @@ def seed_fleet(endpoint_url: str, *, region: str = "us-east-1", seed: int = 2026
                 )
                 s.ecs.deregister_task_definition(taskDefinition=out["taskDefinition"]["taskDefinitionArn"])
             s.info.families.append(family)
+    if running:
+        _running_view(s)
     s.flush_scan_results()
     return s.info

@@ -17,6 +17,7 @@ from ecs_scan_operator.core.tickets.decide import (
     Findings,
     NoRule,
     Record,
+    Redeploy,
     Routing,
     Rule,
     Ticket,
@@ -39,8 +40,18 @@ def _facts(
     *,
     cwf: bool = True,
     labels: bool = True,
+    redeploy: Redeploy = Redeploy.NO,
 ) -> Facts:
-    return Facts(ticket, findings, coverage, record, routing, close_when_fixed=cwf, labels_complete=labels)
+    return Facts(
+        ticket,
+        findings,
+        coverage,
+        record,
+        routing,
+        close_when_fixed=cwf,
+        labels_complete=labels,
+        redeploy=redeploy,
+    )
 
 
 # (facts, verdict): written from the behaviour, not read from the table.
@@ -87,6 +98,17 @@ GROUP_CASES = [
     (_facts(T.OPEN, F.FOUND, C.PARTIAL, R.UNMONITORED_SAME), V.REWRITE),
     (_facts(T.OPEN, F.FOUND, C.ALL, R.CHANGED, labels=False), V.REWRITE),  # the rewrite adds them
     (_facts(T.OPEN, F.FOUND, C.ALL, R.UNMONITORED_CHANGED), V.REWRITE),
+    # The running view: an affected digest still runs while the tag moved on (issue #12).
+    (_facts(T.OPEN, F.NONE, C.ALL, R.CHANGED, redeploy=Redeploy.NEW), V.KEEP),  # never closed
+    (_facts(T.OPEN, F.NONE, C.ALL, R.CURRENT, redeploy=Redeploy.STILL), V.KEEP),
+    (_facts(T.OPEN, F.NONE, C.ALL, R.CHANGED, cwf=False, redeploy=Redeploy.STILL), V.KEEP),
+    (_facts(T.OPEN, F.FOUND, C.ALL, R.STALE, redeploy=Redeploy.NEW), V.REWRITE),  # said once
+    (_facts(T.OPEN, F.FOUND, C.ALL, R.CURRENT, redeploy=Redeploy.NEW), V.REWRITE),
+    (_facts(T.OPEN, F.FOUND, C.ALL, R.CURRENT, redeploy=Redeploy.STILL), V.KEEP),  # no churn
+    (_facts(T.OPEN, F.FOUND, C.FAILED, R.STALE, redeploy=Redeploy.NEW), V.KEEP),  # a failed scan says nothing
+    (_facts(T.OPEN_WONT_DO, F.FOUND, C.ALL, R.STALE, redeploy=Redeploy.NEW), V.SKIP_WONT_DO),
+    (_facts(T.NONE, F.FOUND, C.ALL, R.NONE, redeploy=Redeploy.NEW), V.CREATE),
+    (_facts(T.OPEN, F.NONE, C.ALL, R.CHANGED, redeploy=Redeploy.NO), V.CLOSE_FIXED),  # redeployed
 ]
 
 ORPHAN_CASES = [
@@ -119,7 +141,7 @@ def test_orphan_decisions(facts: Facts, verdict: Verdict) -> None:
 
 
 GROUP_SPACE = [
-    Facts(*combo[:5], close_when_fixed=combo[5], labels_complete=combo[6])
+    Facts(*combo[:5], close_when_fixed=combo[5], labels_complete=combo[6], redeploy=combo[7])
     for combo in itertools.product(
         list(Ticket),
         list(Findings),
@@ -128,6 +150,7 @@ GROUP_SPACE = [
         [Routing.STAYED, Routing.MOVED_IN],
         [True, False],
         [True, False],
+        list(Redeploy),
     )
 ]
 ORPHAN_SPACE = [

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from ecs_scan_operator.core.policy import JiraSpec
-from ecs_scan_operator.core.tickets.decide import Facts, Record, Verdict
+from ecs_scan_operator.core.tickets.decide import Facts, Record, Redeploy, Verdict
 from ecs_scan_operator.core.tickets.findings import GroupFindings
 from ecs_scan_operator.core.tickets.grouping import Group
 from ecs_scan_operator.core.tickets.identity import TicketIdentity
@@ -28,6 +28,7 @@ from ecs_scan_operator.core.tickets.wiki import (
     esc,
     render_change_comment,
     render_description,
+    render_redeploy_comment,
     render_summary,
     row_list,
 )
@@ -94,6 +95,7 @@ def new_property(ctx: Ctx, group: Group, gf: GroupFindings, *, priority: str | N
         monitored=not gf.none_known,
         priority=priority,
         run_id=ctx.request.run_id,
+        redeploy=gf.redeploy,
     )
 
 
@@ -277,7 +279,13 @@ def _close_fixed(case: Case, reason: str) -> PlannedAction:
         resolution=ctx.workflow.close_resolution,
         comment=(
             f"Scan {ctx.run}: no finding at or above {ctx.request.spec.severity_threshold} is left in "
-            f"the scanned images. Fixed: {fixed_list}. Closing."
+            f"the scanned images. Fixed: {fixed_list}. "
+            + (
+                "The tasks were redeployed: no running task uses an affected digest any more. "
+                if prev and prev.redeploy
+                else ""
+            )
+            + "Closing."
         ),
     )
 
@@ -303,6 +311,8 @@ def _rewrite(case: Case, reason: str) -> PlannedAction:
     fields = update_fields(ctx, case.group, case.gf, case.ticket)
     comment: str | None
     match case.facts.record:
+        case _ if case.facts.redeploy is Redeploy.NEW and case.facts.record is not Record.NONE:
+            comment = render_redeploy_comment(ctx.request, case.group, case.gf, prev)
         case Record.NONE:
             comment = f"Scan {ctx.run}: ecs-scan-operator took over this ticket; description rewritten."
         case Record.STALE:

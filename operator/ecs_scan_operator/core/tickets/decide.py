@@ -11,6 +11,8 @@ keeps the two equal.
 Two rules the tables encode that matter most:
 - a ticket is closed as fixed only when every image of the group was scanned and none has a
   finding left; an image that is not monitored or whose scan failed is never counted as fixed;
+- a ticket is never closed while running tasks still use an affected digest (the running view,
+  issue #12): a tag that moved to a clean digest is "redeploy needed", not fixed;
 - a ticket a person closed as won't-do (or put in a won't-do status) is never reopened or edited.
 """
 
@@ -61,6 +63,18 @@ class Record(StrEnum):
     UNMONITORED_CHANGED = "unmonitored, findings changed"
     RECORDED = "recorded"  # orphans: a property (its findings are not compared)
     RETIRED = "retired"  # orphans: a property marked as no longer deployed
+
+
+class Redeploy(StrEnum):
+    """Whether running tasks still use an affected digest the tag no longer points at.
+
+    From the running view (`ImageResult.redeploy_needed`), against what the ticket's property
+    recorded: "newly" the first run that sees it (the ticket says so once), "still" after that.
+    """
+
+    NO = "no"
+    NEW = "newly needed"
+    STILL = "still needed"
 
 
 class Routing(StrEnum):
@@ -138,6 +152,7 @@ class Facts:
     routing: Routing = Routing.STAYED
     close_when_fixed: bool = True
     labels_complete: bool = True
+    redeploy: Redeploy = Redeploy.NO
 
 
 _COLUMNS = tuple(f.name for f in fields(Facts))
@@ -172,6 +187,7 @@ def _row(verdict: Verdict, reason: str, **when: object) -> Rule:
 
 
 _DONE_FIXED = {Ticket.DONE_RECENT, Ticket.DONE_LONG_AGO}
+_REDEPLOY = {Redeploy.NEW, Redeploy.STILL}
 _SAME_FINDINGS = {Record.CURRENT, Record.STALE, Record.UNMONITORED_SAME}
 _UNMONITORED = {Record.UNMONITORED_SAME, Record.UNMONITORED_CHANGED}
 _F, _C, _R, _T = Findings, Coverage, Record, Ticket
@@ -218,6 +234,15 @@ GROUP_RULES: tuple[Rule, ...] = (
         ticket=_T.OPEN,
         coverage=_C.NONE,
     ),
+    # The running view says an affected digest still runs: whatever the scanned digests show, the
+    # vulnerability is in production. Never a fix (the tag moving is not a deployment).
+    _row(
+        Verdict.KEEP,
+        "no findings read, but running tasks still use an affected digest; not closed",
+        ticket=_T.OPEN,
+        findings=_F.NONE,
+        redeploy=_REDEPLOY,
+    ),
     _row(
         Verdict.KEEP,
         "no findings in scanned images, but some images are not monitored",
@@ -235,6 +260,12 @@ GROUP_RULES: tuple[Rule, ...] = (
     ),
     _row(
         Verdict.UPDATE_FIXED, "all findings fixed (closeWhenFixed is off)", ticket=_T.OPEN, findings=_F.NONE
+    ),
+    _row(
+        Verdict.REWRITE,
+        "redeploy needed: the tag moved to a digest without these findings, an affected digest still runs",
+        ticket=_T.OPEN,
+        redeploy=Redeploy.NEW,
     ),
     _row(Verdict.KEEP, "no change", ticket=_T.OPEN, record=_R.CURRENT, labels_complete=True),
     _row(Verdict.RESTORE_LABELS, "restoring its labels", ticket=_T.OPEN, record=_R.CURRENT),
@@ -287,7 +318,11 @@ def decide(facts: Facts, rules: tuple[Rule, ...] = GROUP_RULES) -> Rule:
     raise NoRule(f"no ticket rule matches {facts}")
 
 
-_HEADERS = {"close_when_fixed": "closeWhenFixed", "labels_complete": "labels complete"}
+_HEADERS = {
+    "close_when_fixed": "closeWhenFixed",
+    "labels_complete": "labels complete",
+    "redeploy": "redeploy needed",
+}
 
 
 def _cell(allowed: frozenset[object] | None) -> str:

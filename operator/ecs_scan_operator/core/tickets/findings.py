@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ecs_scan_operator.core.model import SEVERITY_ORDER, Finding, Severity
+from ecs_scan_operator.core.model import SEVERITY_ORDER, Finding, ImageResult, Severity
 from ecs_scan_operator.core.tickets.grouping import Group
 from ecs_scan_operator.core.tickets.identity import image_slot
 from ecs_scan_operator.core.tickets.property import (
@@ -44,6 +44,8 @@ class GroupFindings:
     content: str
     all_known: bool
     none_known: bool
+    # Running tasks still use an affected digest while the tag points at one without the findings.
+    redeploy: bool = False
 
     @property
     def worst(self) -> Severity | None:
@@ -91,6 +93,7 @@ def evaluate_group(group: Group, prev: TicketProperty | None) -> GroupFindings:
                 img in group.known,
                 sorted({(u.family, u.container) for u in img.uses}),
                 per_image[slot],
+                *_runtime_content(img),
             ]
         )
     carried -= set(details)
@@ -110,4 +113,30 @@ def evaluate_group(group: Group, prev: TicketProperty | None) -> GroupFindings:
         content=content_fingerprint([content, fixes]),
         all_known=len(group.known) == len(group.images),
         none_known=not group.known,
+        redeploy=any(i.redeploy_needed for i in group.images),
     )
+
+
+def _runtime_content(img: ImageResult) -> list[object]:
+    """What the description shows of the running view and that should rewrite it when it changes.
+
+    Only the stable parts: where it runs, which digests, since when, and the two flags. The task
+    count, "last seen" and Inspector's in-use figures move every run; rewriting the description
+    for them would churn every ticket (they are shown as of the last rewrite). Empty without a
+    running view (a runtime with Inspector's in-use figures only), so tickets of policies without
+    one keep their fingerprint.
+    """
+    rt = img.runtime
+    if rt is None or not rt.running_digests:  # no running view (perhaps Inspector's in-use figures)
+        return [{"redeploy": True}] if img.redeploy_needed else []
+    return [
+        {
+            "redeploy": img.redeploy_needed,
+            "clusters": sorted(rt.clusters),
+            "services": sorted(rt.services),
+            "running": sorted(rt.running_digests),
+            "tag": rt.tag_digest or "",
+            "since": rt.first_seen_running.isoformat() if rt.first_seen_running else "",
+            "atRisk": rt.coverage_at_risk,
+        }
+    ]

@@ -102,8 +102,16 @@ def group_of(image: ImageResult, group_by: GroupBy) -> tuple[str, str]:
     if group_by is GroupBy.REPOSITORY:
         return base, ref.repository
     # Per image: the reference as the task definition writes it (a digest pins it, else the tag).
-    suffix = f"@{ref.digest}" if ref.digest else f":{ref.tag or 'latest'}"
+    # A running image (source: running) is `tag@digest` with the digest ECS recorded, not one the
+    # task definition pinned: it groups under its tag, so the digest that replaces a vulnerable
+    # one lands in the same ticket and closes it as fixed (rather than orphaning it as gone).
+    pinned = ref.digest and not (ref.tag and _running(image))
+    suffix = f"@{ref.digest}" if pinned else f":{ref.tag or 'latest'}"
     return base + suffix, ref.repository + suffix
+
+
+def _running(image: ImageResult) -> bool:
+    return any(u.tasks for u in image.uses)
 
 
 def group_images(images: Iterable[ImageResult], jira: JiraSpec) -> list[Group]:

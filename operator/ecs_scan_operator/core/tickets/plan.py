@@ -40,6 +40,7 @@ from ecs_scan_operator.core.tickets.decide import (
     Facts,
     Findings,
     Record,
+    Redeploy,
     Routing,
     Ticket,
     Verdict,
@@ -97,6 +98,13 @@ def _record(prev: TicketProperty | None, gf: GroupFindings) -> Record:
     return Record.CHANGED
 
 
+def _redeploy(current: ExistingTicket | None, gf: GroupFindings) -> Redeploy:
+    if not gf.redeploy:
+        return Redeploy.NO
+    said = current is not None and not current.done and current.prop is not None and current.prop.redeploy
+    return Redeploy.STILL if said else Redeploy.NEW
+
+
 def _plan_group(
     ctx: Ctx,
     group: Group,
@@ -125,6 +133,7 @@ def _plan_group(
         routing=Routing.MOVED_IN if moved_from is not None else Routing.STAYED,
         close_when_fixed=ctx.jira.close_when_fixed,
         labels_complete=current is None or not missing_labels(ctx, group, current),
+        redeploy=_redeploy(current, gf),
     )
     rule = decide(facts)
     if rule.verdict is Verdict.NOTHING:

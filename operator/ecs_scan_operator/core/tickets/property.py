@@ -84,6 +84,7 @@ class _PropertyDoc(BaseModel):
     priority: str | None = None
     state: TicketState = TicketState.OPEN
     run_id: str = Field(default="", alias="runId")
+    redeploy: bool = False
 
     @field_validator("content", "run_id", "findings", "images", mode="before")
     @classmethod
@@ -116,6 +117,9 @@ class TicketProperty:
     priority: str | None = None
     state: TicketState = TicketState.OPEN
     run_id: str = ""
+    # The ticket last said "redeploy needed" (an affected digest runs, the tag moved on): the next
+    # run tells "newly needed" (one comment) from "still needed" (nothing to say).
+    redeploy: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The JSON value, bounded below Jira's 32,768-character limit."""
@@ -149,6 +153,8 @@ class TicketProperty:
         }
         if self.priority is not None:
             doc["priority"] = self.priority
+        if self.redeploy:  # absent when false: the value older runs wrote stays byte-identical
+            doc["redeploy"] = True
         return doc
 
     @classmethod
@@ -175,6 +181,7 @@ class TicketProperty:
             priority=doc.priority,
             state=doc.state,
             run_id=doc.run_id,
+            redeploy=doc.redeploy,
         )
 
     def rows_of(self, slot: str) -> tuple[FindingRow, ...]:

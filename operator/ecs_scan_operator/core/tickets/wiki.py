@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -125,8 +126,10 @@ def _description(
     request: TicketRequest, group: Group, gf: GroupFindings, caps: _Caps, note: str | None
 ) -> str:
     lines = [
+        *_redeploy_banner(group, caps),
         *_intro(request, group, note),
         *_images(group, gf, caps),
+        *_runtime(group, caps),
         *_uses(group, caps),
         *_findings(request, gf, caps),
         *_reports(request, group, caps),
@@ -160,9 +163,94 @@ def _intro(request: TicketRequest, group: Group, note: str | None) -> list[str]:
         "to their fixed versions.",
         f"# Push the image and roll out a new task-definition revision for {users}.",
         f"# The next scan updates this ticket, and closes it when nothing at or above {threshold} "
-        "is left in images Inspector still covers.",
+        "is left in images Inspector still covers"
+        + (", and no running task uses an affected digest." if _has_runtime(group) else "."),
         "",
     ]
+    return lines
+
+
+def _has_runtime(group: Group) -> bool:
+    """Some image has a running view (not only Inspector's in-use figures)."""
+    return any(i.runtime is not None and i.runtime.running_digests for i in group.images)
+
+
+def _when(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M UTC") if at is not None else "-"
+
+
+def _names(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _redeploy_lines(group: Group, limit: int) -> list[str]:
+    """One bullet per image whose affected digest still runs under a tag that moved on."""
+    todo = [i for i in group.images if i.redeploy_needed]
+    lines = []
+    for img in todo[:limit]:
+        rt = img.runtime
+        running = img.digest or img.ref.digest or "?"
+        where = ""
+        if rt is not None and (rt.services or rt.clusters):
+            where = f" in {rt.running_tasks} running tasks" if rt.running_tasks else ""
+            where += f" of services {esc(_names(rt.services))}" if rt.services else ""
+            where += f" (clusters {esc(_names(rt.clusters))})" if rt.clusters else ""
+        tag_digest = rt.tag_digest if rt is not None else None
+        tag_now = f" now points at {{{{{esc(tag_digest)}}}}}" if tag_digest else " moved"
+        lines.append(
+            f"* {{{{{esc(img.ref.display)}}}}}: {{{{{esc(running)}}}}} still runs{where}; the tag{tag_now}."
+        )
+    if len(todo) > limit:
+        lines.append(f"_…and {len(todo) - limit} more images; see the report._")
+    return lines
+
+
+def _redeploy_banner(group: Group, caps: _Caps) -> list[str]:
+    if not any(i.redeploy_needed for i in group.images):
+        return []
+    return [
+        "*Redeploy needed:* the tag already points at a digest without these findings, but running "
+        "tasks still use the affected digest. Force a new deployment of the services (or replace the "
+        "tasks) so they run the current digest; this ticket stays open until no running task uses "
+        "an affected digest.",
+        *_redeploy_lines(group, caps.images),
+        "",
+    ]
+
+
+def _runtime(group: Group, caps: _Caps) -> list[str]:
+    """Where each image runs (the running view): clusters, services, tasks, since when."""
+    running = [i for i in group.images if i.runtime is not None]
+    if not running:
+        return []
+    lines = [
+        "h3. Where it runs",
+        "||Image||Digest running||Clusters||Services||Running tasks||First seen running"
+        "||Last seen running||Inspector inUseCount||Inspector lastInUseAt||",
+    ]
+    at_risk: list[str] = []
+    for img in running[: caps.images]:
+        rt = img.runtime
+        assert rt is not None  # filtered above
+        digests = ", ".join(rt.running_digests) or img.digest or img.ref.digest or "-"
+        in_use = "-" if rt.in_use_count is None else str(rt.in_use_count)
+        lines.append(
+            f"|{cell(img.ref.display)}|{cell(digests)}|{cell(_names(rt.clusters) or '-')}"
+            f"|{cell(_names(rt.services) or '-')}|{rt.running_tasks}|{cell(_when(rt.first_seen_running))}"
+            f"|{cell(_when(rt.last_seen_running))}|{cell(in_use)}|{cell(_when(rt.last_in_use_at))}|"
+        )
+        if rt.coverage_at_risk:
+            at_risk.append(img.ref.display)
+    if len(running) > caps.images:
+        lines.append(f"_…and {len(running) - caps.images} more images; see the report._")
+    if at_risk:
+        lines.append(
+            f"_Coverage at risk: {esc(_names(at_risk))} ran longer than Amazon Inspector's rescan window "
+            "(ecrConfiguration rescan duration); Inspector no longer re-scans it, so its findings may "
+            "be stale._"
+        )
+    lines.append("")
     return lines
 
 
@@ -267,3 +355,17 @@ def render_change_comment(
         lines.append("The images or their uses changed; the description is up to date.")
     lines.append(f"Now: {counts_text(gf.counts())}. Report: {link('run index', request.index_link)}")
     return _bounded(lines)
+
+
+def render_redeploy_comment(
+    request: TicketRequest, group: Group, gf: GroupFindings, prev: TicketProperty | None
+) -> str:
+    """The one comment the first run that sees "redeploy needed" adds (with any finding changes)."""
+    headline = (
+        f"Scan {esc(request.run_id)}: redeploy needed. The tag already points at a digest without "
+        "these findings, but running tasks still use the affected digest; the ticket stays open "
+        "until they are replaced."
+    )
+    if prev is not None and prev.fp != gf.fp:
+        headline = render_change_comment(request, gf, prev, headline=headline)
+    return _bounded([headline, *_redeploy_lines(group, 5)])
