@@ -219,6 +219,11 @@ class _StateDoc(BaseModel):
     td_tags: dict[str, _TagsDoc] = Field({}, alias="tdTags")
 
 
+def _one(shared: dict[Any, Any], value: Any) -> Any:
+    """One object per distinct value (equal datetimes and tag tuples are held once)."""
+    return shared.setdefault(value, value)
+
+
 def _parse(raw: bytes) -> RunState:
     try:
         data = json.loads(raw)
@@ -228,6 +233,7 @@ def _parse(raw: bytes) -> RunState:
         doc = _StateDoc.model_validate(data)
     except ValueError:  # json's and pydantic's errors alike: unreadable state is no state
         return RunState()
+    shared: dict[Any, Any] = {}
     cache = RevisionCache(
         by_arn={
             arn: TaskDefinitionImages(
@@ -242,12 +248,13 @@ def _parse(raw: bytes) -> RunState:
             for arn, v in doc.revisions.items()
         },
         listing=doc.listing,
-        tags={arn: (v.at, v.tags) for arn, v in doc.td_tags.items()},
+        # Shared: thousands of revisions carry the same few tag sets, read at the same few times.
+        tags={sys.intern(arn): (_one(shared, v.at), _one(shared, v.tags)) for arn, v in doc.td_tags.items()},
     )
     return RunState(
         cache=cache,
         findings=doc.findings,
         last_run_id=doc.last_run_id,
         notified=doc.notified,
-        running=doc.running,
+        running={k: (_one(shared, f), _one(shared, la)) for k, (f, la) in doc.running.items()},
     )
