@@ -260,11 +260,17 @@ def section(results: Mapping[str, Mapping[str, Any]]) -> str:
             f"{runs['ours_first']['cpuRunSeconds'] - runs['ours_first']['fakeCpuSeconds']:.2f} / "
             f"{runs['ours_rerun']['cpuRunSeconds'] - runs['ours_rerun']['fakeCpuSeconds']:.2f} s; "
             f"simulated wall time {runs['ours_first']['simulatedSeconds']:.1f} / "
-            f"{runs['ours_rerun']['simulatedSeconds']:.1f} s.",
+            f"{runs['ours_rerun']['simulatedSeconds']:.1f} s; outcome {first['result']['result']} / "
+            f"{rerun['result']['result']}{_why(first, rerun)}.",
             "",
         ]
     lines.append(END)
     return "\n".join(lines) + "\n"
+
+
+def _why(*runs: Mapping[str, Any]) -> str:
+    errors = sorted({e for r in runs for e in r["result"]["errors"]})
+    return f" ({'; '.join(errors)})" if errors else ""
 
 
 def write_section(text: str, dest: Path) -> None:

@@ -411,8 +411,8 @@ def assess_runtime(
         for d in (i.ref.digest or i.digest,)
         if d and any(u.tasks for u in i.uses)
     ]
-    if spec.task_definitions.running_view:
-        state.running = track_running(state.running, running_now, now)
+    # Always: a policy that no longer has a running view still ages its old entries out.
+    state.running = track_running(state.running, running_now, now)
     by_tag: dict[tuple[str, str, str], set[str]] = {}
     for img in images:
         if is_running_row(img) and img.ref.digest:

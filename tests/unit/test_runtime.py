@@ -29,6 +29,8 @@ from ecs_scan_operator.core.model import (
     TaskDefinitionListing,
 )
 from ecs_scan_operator.core.policy import PolicyRef, TaskDefinitionsSpec, parse_spec
+from ecs_scan_operator.core.report import render_index_json
+from ecs_scan_operator.core.result import RunResult
 from ecs_scan_operator.core.runtime import (
     RUNNING_KEEP,
     RUNNING_LIMIT,
@@ -311,3 +313,24 @@ def test_an_untagged_reference_runs_latest_and_its_drift_is_seen() -> None:
     row = images[f"{ECR}/web:latest@{OLD}"]
     assert tags.asked == [f"{ECR}/web:latest"]
     assert (row["runtime"]["tagDigest"], row["runtime"]["drift"], row["redeployNeeded"]) == (NEW, True, True)
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_index_json_joined_per_image_is_one_compact_document(count: int) -> None:
+    images = [
+        ImageResult(
+            ref=parse_image(f"{ECR}/web:v{i}"),
+            uses=[use("web", 2, "prod", "web")],
+            digest=OLD,
+            findings=[Finding("CVE-1", Severity.HIGH, 'a "quoted" pkg\\u2028')],
+            runtime=runtime_context([use("web", 2, "prod", "web")], running_digests=[OLD], tag_digest=NEW),
+        )
+        for i in range(count)
+    ]
+    result = RunResult(run_id="r1", policy="ns/p", started=T0)
+    body = render_index_json(
+        "f", PolicyRef(namespace="ns", name="p"), images, result, {}, [], written=set(), objects=["x"]
+    )
+    doc = json.loads(body)
+    assert body == json.dumps(doc, separators=(",", ":")).encode()
+    assert len(doc["images"]) == count and list(doc)[-1] == "images"

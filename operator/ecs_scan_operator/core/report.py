@@ -324,7 +324,7 @@ def render_index_json(
     Written last: it carries the final outcome, lists the run-level `objects` stored before it
     (relative names), and links an image's report only when that object (`written`) is stored.
     """
-    index = {
+    head = {
         "runId": result.run_id,
         "policy": policy.key,
         "result": result.to_dict(),
@@ -333,16 +333,21 @@ def render_index_json(
             {"vulnerabilityId": s.vulnerability_id, "expires": s.expires.isoformat(), "reason": s.reason}
             for s in expired
         ],
-        "images": [
-            dict(
-                _image_summary(img, new_ids.get(img.ref.display, [])),
-                report=_relative(folder, img, written),
-            )
-            for img in images
-        ],
     }
-    # Compact: index.json is for programs (index.html and summary.csv are for people).
-    return json.dumps(index, separators=(",", ":")).encode()
+    # Compact: index.json is for programs (index.html and summary.csv are for people). Each image is
+    # serialised on its own and "images" (the last member) is joined as text, so a large fleet's
+    # per-image dicts never all exist at once; the bytes are those of one json.dumps of the whole.
+    compact = (",", ":")
+    rows = ",".join(
+        json.dumps(
+            dict(
+                _image_summary(img, new_ids.get(img.ref.display, [])), report=_relative(folder, img, written)
+            ),
+            separators=compact,
+        )
+        for img in images
+    )
+    return (json.dumps(head, separators=compact)[:-1] + ',"images":[' + rows + "]}").encode()
 
 
 def _relative(folder: str, img: ImageResult, written: Collection[str]) -> str | None:

@@ -110,10 +110,15 @@ def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
     }
 
 
-def _mac(key: SecretStr, scope: str, payload: bytes) -> bytes:
-    """The MAC (hex) of a state payload, bound to the policy it belongs to (`namespace/name`)."""
-    digest = hmac.new(key.get_secret_value().encode(), scope.encode() + b"\n" + payload, hashlib.sha256)
-    return digest.hexdigest().encode()
+def _mac(key: SecretStr, scope: str, *parts: bytes | memoryview) -> bytes:
+    """The MAC (hex) of a state payload given in parts, bound to the policy it belongs to (`namespace/name`).
+
+    Fed part by part: a large fleet's state is megabytes, and joining it first would copy it.
+    """
+    mac = hmac.new(key.get_secret_value().encode(), scope.encode() + b"\n", hashlib.sha256)
+    for part in parts:
+        mac.update(part)
+    return mac.hexdigest().encode()
 
 
 def dump_state(
@@ -151,7 +156,8 @@ def dump_state(
     payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     if key is None:
         return payload
-    return _MAC_HEAD + _mac(key, scope, payload) + b'",' + payload[1:]
+    body = memoryview(payload)[1:]  # no copy of a payload of megabytes
+    return b"".join((_MAC_HEAD, _mac(key, scope, b"{", body), b'",', body))
 
 
 def verify_state(raw: bytes, *, key: SecretStr, scope: str) -> str:
@@ -159,7 +165,7 @@ def verify_state(raw: bytes, *, key: SecretStr, scope: str) -> str:
     end = len(_MAC_HEAD) + _MAC_HEX
     if not raw.startswith(_MAC_HEAD) or raw[end : end + 2] != b'",':
         return "the state carries no MAC"
-    if not hmac.compare_digest(raw[len(_MAC_HEAD) : end], _mac(key, scope, b"{" + raw[end + 2 :])):
+    if not hmac.compare_digest(raw[len(_MAC_HEAD) : end], _mac(key, scope, b"{", memoryview(raw)[end + 2 :])):
         return "the state's MAC does not match (edited, another policy's, or another key)"
     return ""
 
@@ -219,6 +225,11 @@ class _StateDoc(BaseModel):
     td_tags: dict[str, _TagsDoc] = Field({}, alias="tdTags")
 
 
+def _one(shared: dict[Any, Any], value: Any) -> Any:
+    """One object per distinct value (equal datetimes and tag tuples are held once)."""
+    return shared.setdefault(value, value)
+
+
 def _parse(raw: bytes) -> RunState:
     try:
         data = json.loads(raw)
@@ -228,6 +239,7 @@ def _parse(raw: bytes) -> RunState:
         doc = _StateDoc.model_validate(data)
     except ValueError:  # json's and pydantic's errors alike: unreadable state is no state
         return RunState()
+    shared: dict[Any, Any] = {}
     cache = RevisionCache(
         by_arn={
             arn: TaskDefinitionImages(
@@ -242,12 +254,13 @@ def _parse(raw: bytes) -> RunState:
             for arn, v in doc.revisions.items()
         },
         listing=doc.listing,
-        tags={arn: (v.at, v.tags) for arn, v in doc.td_tags.items()},
+        # Shared: thousands of revisions carry the same few tag sets, read at the same few times.
+        tags={sys.intern(arn): (_one(shared, v.at), _one(shared, v.tags)) for arn, v in doc.td_tags.items()},
     )
     return RunState(
         cache=cache,
         findings=doc.findings,
         last_run_id=doc.last_run_id,
         notified=doc.notified,
-        running=doc.running,
+        running={k: (_one(shared, f), _one(shared, la)) for k, (f, la) in doc.running.items()},
     )
