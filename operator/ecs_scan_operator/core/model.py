@@ -126,6 +126,16 @@ class ImageUse:
     service: str = ""
     launch_type: str = ""
     tasks: int = 0
+    # Multi-account policies: the account of the task definition ("" for a one-account policy).
+    account: str = ""
+
+
+@dataclass(frozen=True)
+class Account:
+    """An AWS account a multi-account policy scans; its name when Organizations told it."""
+
+    id: str
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,7 @@ class TaskDefinitionImages:
     service: str = ""
     launch_type: str = ""
     tasks: int = 0
+    account: str = ""  # multi-account policies: the account it was read in
 
 
 @dataclass(frozen=True)
@@ -252,6 +263,16 @@ class ImageResult:
     def families(self) -> list[str]:
         """Task-definition families that use this image, sorted, unique."""
         return sorted({u.family for u in self.uses})
+
+    @property
+    def accounts(self) -> list[str]:
+        """Accounts whose task definitions use this image (multi-account policies), sorted, unique."""
+        return sorted({u.account for u in self.uses if u.account})
+
+    @property
+    def regions(self) -> list[str]:
+        """Regions whose task definitions use this image, sorted, unique."""
+        return sorted({u.region for u in self.uses if u.region})
 
 
 @dataclass
