@@ -49,7 +49,7 @@ class FakeImageSource:
     described: int = 0
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
     ) -> TaskDefinitionListing:
         if region in self.fail_regions:
             raise ScanError(f"ecs in {region}: AccessDenied")

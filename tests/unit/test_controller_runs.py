@@ -117,7 +117,9 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
         session_identity: bool,
         notify_secrets: Any,
         notify_allow_private: bool,
+        account_scope: Any,
     ) -> str:
+        assert account_scope is None  # a one-account policy: no account scope travels
         seen["creds"], seen["session_identity"] = jira_credentials, session_identity
         seen["state_key"] = state_key.get_secret_value()
         assert notify_secrets is None and notify_allow_private is False  # the spec has no notify

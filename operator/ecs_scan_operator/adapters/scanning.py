@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrBasicScanner, scan_type
 from ecs_scan_operator.adapters.inspector import InspectorScanner
+from ecs_scan_operator.concurrency import parallel_map
 from ecs_scan_operator.core.model import ImageRef, ImageScan, ScanState, ScanType, Severity
 from ecs_scan_operator.errors import ScanError
 
@@ -19,11 +21,14 @@ class RegistryFindingsSource:
         self,
         clients: AwsClients,
         *,
-        basic_factory: Callable[[AwsClients, str], EcrBasicScanner] | None = None,
+        basic_factory: Callable[..., EcrBasicScanner] | None = None,
+        registries_at_once: int = 1,
     ) -> None:
         self._clients = clients
         self._basic_factory = basic_factory or EcrBasicScanner
         self._types: dict[tuple[str, str], ScanType] = {}
+        # Multi-account: registries (account, region) are separate rate-limit domains, read in parallel.
+        self._at_once = registries_at_once
 
     def scans(
         self, images: Sequence[tuple[ImageRef, str]], severities: Sequence[Severity]
@@ -33,15 +38,33 @@ class RegistryFindingsSource:
         for ref, digest in images:
             groups[(ref.account or "", ref.region or "")].append((ref, digest))
         out: dict[tuple[ImageRef, str], ImageScan] = {}
-        for (account, region), items in sorted(groups.items()):
-            try:
-                kind = self._types.get((account, region)) or scan_type(self._clients, region)
-                self._types[(account, region)] = kind
-                if kind is ScanType.ENHANCED:
-                    out.update(InspectorScanner(self._clients, region).scans(items, severities))
-                else:
-                    out.update(self._basic_factory(self._clients, region).scans(items))
-            except ScanError as exc:
-                for key in items:
-                    out[key] = ImageScan(ScanState.FAILED, reason=str(exc), cause=str(exc.cause or ""))
+        for part in parallel_map(
+            lambda g: self._registry(g[0], g[1], severities), sorted(groups.items()), self._at_once
+        ):
+            out.update(part)
         return out
+
+    def _registry(
+        self,
+        where: tuple[str, str],
+        items: list[tuple[ImageRef, str]],
+        severities: Sequence[Severity],
+    ) -> dict[tuple[ImageRef, str], ImageScan]:
+        account, region = where
+        # One-account policies keep their clients as they were; multi-account ones pick the account's.
+        acct = account if self._clients.multi_account else ""
+        try:
+            kind = self._types.get(where) or scan_type(self._clients, region, acct)
+            self._types[where] = kind
+            if kind is ScanType.ENHANCED:
+                return InspectorScanner(self._clients, region, account=acct).scans(items, severities)
+            if acct:
+                return self._basic_factory(self._clients, region, account=acct).scans(items)
+            return self._basic_factory(self._clients, region).scans(items)
+        except ScanError as exc:
+            cause = exc.cause
+            if cause is not None and account and self._clients.multi_account and not cause.account:
+                cause = dataclasses.replace(cause, account=account)
+            return {
+                key: ImageScan(ScanState.FAILED, reason=str(exc), cause=str(cause or "")) for key in items
+            }

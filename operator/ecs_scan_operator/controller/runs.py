@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import SecretStr
 
 from ecs_scan_operator.clock import SystemClock
 from ecs_scan_operator.controller.kube import KubeApi
+from ecs_scan_operator.core.grants import AccountScope
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.result import RunResult
 from ecs_scan_operator.core.status import failed_result
@@ -68,6 +70,7 @@ def execute_run(
     session_identity: bool = True,
     kube: KubeApi | None = None,
     notify_allow_private: bool = False,
+    account_scope: AccountScope | None = None,
 ) -> RunResult:
     """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled."""
     from ecs_scan_operator.bootstrap import build_ports
@@ -93,6 +96,7 @@ def execute_run(
             session_identity=session_identity,
             notify_secrets=notify_secrets,
             notify_allow_private=notify_allow_private,
+            account_scope=account_scope,
         )
         return run_policy(policy, spec, ports, clock, run_id=run_id, cancel=cancel)
     except Cancelled:
@@ -140,10 +144,17 @@ class RunPool:
         policy: PolicyRef,
         spec: PolicySpec,
         credentials: JiraCredentials | None,
+        accounts: AccountScope | None = None,
     ) -> RunHandle:
-        """Start a run in a worker thread; it stays `active` until the thread is done."""
+        """Start a run in a worker thread; it stays `active` until the thread is done.
+
+        `accounts` (a multi-account policy in grants mode) reaches the run function as a keyword.
+        """
         cancel = threading.Event()
-        future = self._executor.submit(self._run_fn, policy, spec, run_id, cancel, credentials)
+        fn: Callable[..., RunResult] = self._run_fn
+        if accounts is not None:  # only then: run functions of one-account policies need not know it
+            fn = functools.partial(cast(Any, self._run_fn), account_scope=accounts)
+        future = self._executor.submit(fn, policy, spec, run_id, cancel, credentials)
         handle = RunHandle(uid=uid, run_id=run_id, future=future, cancel=cancel)
         with self._lock:
             self._active[uid] = handle

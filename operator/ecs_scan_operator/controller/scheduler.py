@@ -484,7 +484,8 @@ class Scheduler:
             if step.jira_private_hosts:  # the allowing grant's private Jira hosts travel with them
                 credentials = credentials.model_copy(update={"allowed_hosts": step.jira_private_hosts})
         uid = entry.ref.uid
-        running = _Running(self.deps.pool.submit(uid, run.run_id, obj.ref, spec, credentials), run)
+        submitted = self.deps.pool.submit(uid, run.run_id, obj.ref, spec, credentials, step.accounts)
+        running = _Running(submitted, run)
         del obj, step, spec  # the run has its own; nothing of the policy is kept while it runs
         self._runs[uid] = running
         try:
