@@ -568,6 +568,13 @@ class RouteMatch(_Model):
     """Tags (key to value) that a task definition using the image must all have. At most 20."""
     repository_tags: dict[str, str] = Field(default_factory=dict, max_length=20)
     """Tags (key to value) the image's ECR repository must all have. At most 20."""
+    accounts: list[Glob] = Field(default_factory=list, max_length=1000)
+    """Account IDs or globs (e.g. 1234567890*); an image matches when a task definition of a
+    matching account uses it (multi-account policies: spec.aws.accounts / organization). At most
+    1000."""
+    regions: list[Glob] = Field(default_factory=list, max_length=30)
+    """Region names or globs (e.g. eu-*); an image matches when a task definition in a matching
+    region uses it. At most 30."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -575,9 +582,11 @@ class RouteMatch(_Model):
                 cel(
                     "(has(self.families) && size(self.families) > 0)"
                     " || (has(self.taskDefinitionTags) && size(self.taskDefinitionTags) > 0)"
-                    " || (has(self.repositoryTags) && size(self.repositoryTags) > 0)",
+                    " || (has(self.repositoryTags) && size(self.repositoryTags) > 0)"
+                    " || (has(self.accounts) && size(self.accounts) > 0)"
+                    " || (has(self.regions) && size(self.regions) > 0)",
                     "spec.jira.routes[].match: set at least one of families,"
-                    " taskDefinitionTags or repositoryTags",
+                    " taskDefinitionTags, repositoryTags, accounts or regions",
                 )
             ]
         }
@@ -585,8 +594,16 @@ class RouteMatch(_Model):
 
     @model_validator(mode="after")
     def _not_empty(self) -> RouteMatch:
-        if not (self.families or self.task_definition_tags or self.repository_tags):
-            raise ValueError("set at least one of families, taskDefinitionTags or repositoryTags")
+        if not (
+            self.families
+            or self.task_definition_tags
+            or self.repository_tags
+            or self.accounts
+            or self.regions
+        ):
+            raise ValueError(
+                "set at least one of families, taskDefinitionTags, repositoryTags, accounts or regions"
+            )
         return self
 
 

@@ -104,6 +104,8 @@ class LastRunStatus(TypedDict):
     completionTime: NotRequired[str]
     reportUri: NotRequired[str]
     errorCauses: NotRequired[str]
+    imagesByAccount: NotRequired[dict[str, int]]
+    affectedByAccount: NotRequired[dict[str, int]]
 
 
 class ScanPolicyStatus(TypedDict, total=False):
@@ -359,6 +361,9 @@ def last_run_from_result(result: RunResult, trigger: Trigger) -> LastRunStatus:
         out["reportUri"] = clip_bytes(result.report_uri, URI_BYTES)
     if result.error_causes:
         out["errorCauses"] = clip_bytes(result.causes_text(), ERROR_BYTES)
+    if result.account_images:  # multi-account: the top accounts, the rest as "other" (11 keys at most)
+        out["imagesByAccount"] = result.by_account(result.account_images)
+        out["affectedByAccount"] = result.by_account(result.account_affected)
     return out
 
 
