@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from ecs_scan_operator.adapters.aws_session import AwsClients, core_session
 from ecs_scan_operator.bootstrap import build_ports
@@ -38,7 +38,7 @@ MANIFEST = json.dumps(
 REF = PolicyRef(namespace="sec", name="org")
 
 
-def _as(account: str, service: str, region: str) -> Any:
+def _as(account: str, service: Any, region: str) -> Any:
     """A client in `account`, through moto's STS (the way the operator reaches it)."""
     creds = boto3.client("sts", region_name="us-east-1").assume_role(
         RoleArn=PATTERN.format(account=account), RoleSessionName="seed"
@@ -117,10 +117,10 @@ def _denying_clients(denied: str, scope: AccountScope | None = None, **kw: Any) 
                 f"<Message>not authorized to perform: sts:AssumeRole on {role}</Message>"
                 "</Error><RequestId>r-1</RequestId></ErrorResponse>"
             )
-            return AWSResponse(request.url, 403, {}, _Raw(xml.encode()))
+            return AWSResponse(request.url, 403, HTTPHeaders(), _Raw(xml.encode()))
         return None
 
-    base._session.register("before-send.sts.AssumeRole", deny)
+    base._session.register("before-send.sts.AssumeRole", cast(Any, deny))
     return AwsClients(base_session=base, role_arn_pattern=PATTERN, account_scope=scope, **kw)
 
 
