@@ -342,3 +342,16 @@ def test_uses_carry_the_account_and_images_dedupe_across_accounts() -> None:
     images = json.loads(index)["images"]
     assert len(images) == 1 and images[0]["image"] == shared
     assert images[0]["accounts"] == [{"id": A, "name": ""}, {"id": B, "name": ""}]
+
+
+@pytest.mark.parametrize("name", ["scanpolicy-organization.yaml", "scanpolicy-accounts.yaml"])
+def test_the_examples_are_valid_and_granted(name: str) -> None:
+    from pathlib import Path
+
+    from ecs_scan_operator.cli import main
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    assert (
+        main(["validate", "-f", str(examples / name), "--grants", str(examples / "scanaccessgrants.yaml")])
+        == 0
+    )
