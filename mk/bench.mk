@@ -19,3 +19,10 @@ K ?=
 .PHONY: bench-operator
 bench-operator: venv cluster-bins ## the operator with N policies (N=200 by default; 5000 takes minutes), K run-now
 	BENCH_COMMAND="make bench-operator N=$(N)$(if $(K), K=$(K))" $(PY) -m bench.operator_bench --policies $(N) $(if $(K),--run-now $(K))
+
+# Fleet XL (issue 16): one policy over an AWS Organization, 50 accounts x 2 regions x 400 families,
+# AWS emulated in-process with per-(account, region) rate limits. Writes bench/results/org-xl.json
+# and the "Fleet XL" section of bench/RESULTS.md. About 2 minutes per scenario on 2 cores.
+.PHONY: bench-org
+bench-org: venv ## benchmark Fleet XL (an organization: 40,000 families); adds its section to bench/RESULTS.md
+	BENCH_COMMAND="make bench-org" $(PY) -m bench.org

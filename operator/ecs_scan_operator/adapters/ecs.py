@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from typing import Any
@@ -40,13 +41,14 @@ def parse_td_arn(arn: str) -> tuple[str, int]:
 def _td_from_description(
     desc: dict[str, Any], tags: list[dict[str, str]], region: str
 ) -> TaskDefinitionImages:
+    # Interned: thousands of revisions name the same few images, containers and families.
     containers = tuple(
-        ContainerImage(name=str(c.get("name", "")), image=str(c.get("image", "")))
+        ContainerImage(name=sys.intern(str(c.get("name", ""))), image=sys.intern(str(c.get("image", ""))))
         for c in desc.get("containerDefinitions", [])
     )
     return TaskDefinitionImages(
         arn=str(desc["taskDefinitionArn"]),
-        family=str(desc["family"]),
+        family=sys.intern(str(desc["family"])),
         revision=int(desc["revision"]),
         containers=containers,
         region=region,

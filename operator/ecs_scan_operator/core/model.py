@@ -112,7 +112,8 @@ class ImageRef:
         return f"{self.repository}{suffix}"
 
 
-@dataclass(frozen=True, order=True)
+# slots: a fleet of 40,000 task definitions holds this many times over (docs: bench Fleet XL).
+@dataclass(frozen=True, slots=True, order=True)
 class ImageUse:
     """One container of one task-definition revision that uses an image."""
 
@@ -138,7 +139,7 @@ class Account:
     name: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContainerImage:
     """A container of a task definition and the image string it names."""
 
@@ -149,7 +150,7 @@ class ContainerImage:
     digest: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskDefinitionImages:
     """The containers of one task-definition revision (immutable once registered)."""
 
