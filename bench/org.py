@@ -163,7 +163,9 @@ class ScopedModel(Model):
             for b in self.buckets:
                 n = sum(calls.get(op, 0) for op in b.operations)
                 worst = max(worst, (n - b.burst) / b.rate)
-            if scope[0] not in (OPERATOR, ADMIN_ACCOUNT, ORG_ACCOUNT) and scope[1]:
+            # Member accounts' regional pairs only (STS is global; the operator, organization and
+            # Inspector administrator accounts are not (account, region) pairs of the fleet).
+            if scope[0] not in (OPERATOR, ADMIN_ACCOUNT, ORG_ACCOUNT) and scope[1] in REGIONS:
                 out[scope] = worst + self.latency
         return out
 
