@@ -40,7 +40,11 @@ def aws_clients(
     the accounts the allowing grant lets a multi-account policy use (None: open mode).
     """
     session = role_session(policy)
+    # Multi-account: one client (the Inspector administrator's, the S3 sink's) can be called by
+    # every pair at once; its connection pool is sized for the global cap.
+    pool = min(load_aws_settings().max_concurrency, 128) if spec.aws.multi_account else 16
     return AwsClients(
+        pool=max(pool, 16),
         role_arn=spec.aws.role_arn,
         external_id=spec.aws.external_id,
         registry_role_arn=spec.aws.registry_role_arn,
@@ -108,7 +112,11 @@ def build_ports(
         images=EcsImageSource(clients, concurrency=fanout.workers_per_target if multi else concurrency),
         # ECR is per (account, region) too: the global cap bounds all its calls.
         digests=EcrDigestResolver(clients, workers=fanout.max_concurrency if multi else 8),
-        findings=RegistryFindingsSource(clients, registries_at_once=fanout.targets_at_once if multi else 1),
+        findings=RegistryFindingsSource(
+            clients,
+            registries_at_once=fanout.targets_at_once if multi else 1,
+            workers_per_registry=fanout.workers_per_target if multi else None,
+        ),
         accounts=OrganizationAccounts(clients) if spec.aws.organization is not None else None,
         account_refusal=refusal,
         fanout=fanout,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrBasicScanner, scan_type
 from ecs_scan_operator.adapters.inspector import InspectorScanner
-from ecs_scan_operator.concurrency import parallel_map
+from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
 from ecs_scan_operator.core.model import ImageRef, ImageScan, ScanState, ScanType, Severity
 from ecs_scan_operator.errors import ScanError
 
@@ -23,12 +23,15 @@ class RegistryFindingsSource:
         *,
         basic_factory: Callable[..., EcrBasicScanner] | None = None,
         registries_at_once: int = 1,
+        workers_per_registry: int | None = None,
     ) -> None:
         self._clients = clients
         self._basic_factory = basic_factory or EcrBasicScanner
         self._types: dict[tuple[str, str], ScanType] = {}
         # Multi-account: registries (account, region) are separate rate-limit domains, read in parallel.
         self._at_once = registries_at_once
+        # ... each with this many calls at once, so that all of them stay within the global cap.
+        self._workers = workers_per_registry or DEFAULT_WORKERS
 
     def scans(
         self, images: Sequence[tuple[ImageRef, str]], severities: Sequence[Severity]
@@ -57,9 +60,12 @@ class RegistryFindingsSource:
             kind = self._types.get(where) or scan_type(self._clients, region, acct)
             self._types[where] = kind
             if kind is ScanType.ENHANCED:
-                return InspectorScanner(self._clients, region, account=acct).scans(items, severities)
+                scanner = InspectorScanner(self._clients, region, account=acct, workers=self._workers)
+                return scanner.scans(items, severities)
             if acct:
-                return self._basic_factory(self._clients, region, account=acct).scans(items)
+                return self._basic_factory(self._clients, region, account=acct, workers=self._workers).scans(
+                    items
+                )
             return self._basic_factory(self._clients, region).scans(items)
         except ScanError as exc:
             cause = exc.cause
