@@ -355,3 +355,56 @@ def test_the_examples_are_valid_and_granted(name: str) -> None:
         main(["validate", "-f", str(examples / name), "--grants", str(examples / "scanaccessgrants.yaml")])
         == 0
     )
+
+
+# --------------------------------------------------------------------------- clients and fan-out
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.mark.usefixtures("env")
+def test_clients_refuse_an_account_the_grant_does_not_give_before_any_call() -> None:
+    from ecs_scan_operator.adapters.aws_session import AwsClients
+    from ecs_scan_operator.core.grants import AccountScope
+
+    scope = AccountScope("g", (A,), ("arn:aws:iam::*:role/ecs-scan-read",))
+    clients = AwsClients(role_arn_pattern=PATTERN, account_scope=scope)
+    assert clients.account_role(A) == PATTERN.format(account=A)
+    with pytest.raises(AuthError) as err:
+        clients.workload("ecs", "eu-west-1", C)
+    assert err.value.cause == ErrorCause("sts", "AssumeRole", "AccessNotGranted", C)
+    assert str(err.value.cause) == f"sts:AssumeRole AccessNotGranted (account {C})"
+    assert clients.counter.by_operation() == {}
+
+
+@pytest.mark.usefixtures("env")
+def test_registry_role_is_used_in_its_own_account_the_account_role_elsewhere() -> None:
+    from ecs_scan_operator.adapters.aws_session import AwsClients
+
+    central = f"arn:aws:iam::{B}:role/ecr-read"
+    clients = AwsClients(role_arn_pattern=PATTERN, registry_role_arn=central)
+    assert clients.registry("ecr", "eu-west-1", account=B) is clients.with_role("ecr", "eu-west-1", central)
+    a = clients.registry("ecr", "eu-west-1", account=A)
+    assert a is clients.workload("ecr", "eu-west-1", A) and a is not clients.registry(
+        "ecr", "eu-west-1", account=B
+    )
+    # one client per (service, region, role): separate rate-limit domains get separate clients
+    assert clients.workload("ecs", "eu-west-1", A) is not clients.workload("ecs", "us-east-1", A)
+
+
+@pytest.mark.parametrize(
+    ("per", "cap", "at_once"), [(4, 64, 16), (8, 8, 1), (8, 4, 1), (2, 256, 128), (1, 1, 1)]
+)
+def test_pairs_at_once_fit_the_global_cap(per: int, cap: int, at_once: int) -> None:
+    fan = FanOut(workers_per_target=per, max_concurrency=cap)
+    assert fan.targets_at_once == at_once
+    assert fan.targets_at_once * per <= max(cap, per)  # one pair runs even when the cap is below its workers
