@@ -61,6 +61,8 @@ dryRun  # a key of a wire TypedDict
 errorCauses  # a key of a wire TypedDict
 redeployNeeded  # a key of a wire TypedDict (lastRun, the running view)
 coverageAtRisk  # a key of a wire TypedDict (lastRun, the running view)
+imagesByAccount  # a key of a wire TypedDict (lastRun, multi-account)
+affectedByAccount  # a key of a wire TypedDict (lastRun, multi-account)
 errorsTotal  # a key of a wire TypedDict
 expiredSuppressions  # a key of a wire TypedDict
 findingsBySeverity  # a key of a wire TypedDict

@@ -26,3 +26,9 @@ FLEETS ?= M
 .PHONY: bench-running
 bench-running: venv ## benchmark source running (FLEETS=M: 3 clusters, 3,000 tasks; FLEETS=L: RSS); writes bench/RESULTS.md
 	BENCH_COMMAND="make bench-running FLEETS=$(FLEETS)" $(PY) -m bench.running --fleets $(FLEETS)
+# Fleet XL (issue 16): one policy over an AWS Organization, 50 accounts x 2 regions x 400 families,
+# AWS emulated in-process with per-(account, region) rate limits. Writes bench/results/org-xl.json
+# and the "Fleet XL" section of bench/RESULTS.md. About 2 minutes per scenario on 2 cores.
+.PHONY: bench-org
+bench-org: venv ## benchmark Fleet XL (an organization: 40,000 families); adds its section to bench/RESULTS.md
+	BENCH_COMMAND="make bench-org" $(PY) -m bench.org

@@ -11,13 +11,15 @@ from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrDigestResolver
 from ecs_scan_operator.adapters.ecs import EcsImageSource
 from ecs_scan_operator.adapters.local_report import LocalReportSink
+from ecs_scan_operator.adapters.organizations import OrganizationAccounts
 from ecs_scan_operator.adapters.s3_report import S3ReportSink
 from ecs_scan_operator.adapters.scanning import RegistryFindingsSource
-from ecs_scan_operator.core.grants import role_session
-from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, TaskDefinitionSource
+from ecs_scan_operator.core.grants import AccountScope, role_session
+from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, TaskDefinitionSource, role_for_account
 from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
 from ecs_scan_operator.errors import ScanError
-from ecs_scan_operator.ports import ImageSource, Ports, ReportSink, TicketSink
+from ecs_scan_operator.ports import FanOut, ImageSource, Ports, ReportSink, TicketSink
+from ecs_scan_operator.settings import load_aws_settings
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -25,20 +27,34 @@ if TYPE_CHECKING:
     from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
 
-def aws_clients(policy: PolicyRef, spec: PolicySpec, *, session_identity: bool = True) -> AwsClients:
+def aws_clients(
+    policy: PolicyRef,
+    spec: PolicySpec,
+    *,
+    session_identity: bool = True,
+    account_scope: AccountScope | None = None,
+) -> AwsClients:
     """The run's AWS clients: the policy's roles, assumed as `ecsscan-<namespace>-<policy>`.
 
     `session_identity`: with session tags and SourceIdentity (the role's trust policy must allow
-    sts:TagSession and sts:SetSourceIdentity); the session name is always set.
+    sts:TagSession and sts:SetSourceIdentity); the session name is always set. `account_scope`:
+    the accounts the allowing grant lets a multi-account policy use (None: open mode).
     """
     session = role_session(policy)
+    # Multi-account: one client (the Inspector administrator's, the S3 sink's) can be called by
+    # every pair at once; its connection pool is sized for the global cap.
+    pool = min(load_aws_settings().max_concurrency, 128) if spec.aws.multi_account else 16
     return AwsClients(
+        pool=max(pool, 16),
         role_arn=spec.aws.role_arn,
         external_id=spec.aws.external_id,
         registry_role_arn=spec.aws.registry_role_arn,
         session_name=session.name,
         session_tags=session.tags if session_identity else None,
         source_identity=session.source_identity if session_identity else None,
+        role_arn_pattern=spec.aws.role_arn_pattern,
+        inspector_admin_role_arn=spec.aws.inspector_admin_role_arn,
+        account_scope=account_scope,
     )
 
 
@@ -56,13 +72,21 @@ def build_ports(
     notify_secrets: Callable[[str], Mapping[str, SecretStr]] | None = None,
     notify_allow_private: bool = False,
     notify_destinations: tuple[str, ...] | None = None,
+    account_scope: AccountScope | None = None,
 ) -> Ports:
     """Real adapters: ECS, ECR, Inspector, S3 (or a local folder), Jira when configured.
 
     `enforce_jira_destination` False (the CLI) only warns when the Jira URL points at an
     address credentials are not sent to by default; the operator refuses it.
     """
-    clients = clients or aws_clients(policy, spec, session_identity=session_identity)
+    clients = clients or aws_clients(
+        policy, spec, session_identity=session_identity, account_scope=account_scope
+    )
+    fanout = FanOut()
+    multi = spec.aws.multi_account
+    if multi:
+        aws = load_aws_settings()
+        fanout = FanOut(aws.workers_per_account_region, aws.max_concurrency)
     reports: ReportSink
     if output_dir is not None:
         reports = LocalReportSink(output_dir)
@@ -81,14 +105,29 @@ def build_ports(
             notify_secrets, allow_private=notify_allow_private, granted=notify_destinations
         )
     counter = clients.counter
-    findings = RegistryFindingsSource(clients)
-    ecs = EcsImageSource(clients, concurrency=concurrency)
+    refusal = None
+    if account_scope is not None and spec.aws.role_arn_pattern:
+        scope, pattern = account_scope, spec.aws.role_arn_pattern
+
+        def refusal(account: str) -> str | None:
+            return scope.refusal(account, role_for_account(pattern, account))
+
+    findings = RegistryFindingsSource(
+        clients,
+        registries_at_once=fanout.targets_at_once if multi else 1,
+        workers_per_registry=fanout.workers_per_target if multi else None,
+    )
+    ecs = EcsImageSource(clients, concurrency=fanout.workers_per_target if multi else concurrency)
     return Ports(
         images=image_source(spec, clients, concurrency, ecs),
         td_tags=ecs,
-        digests=EcrDigestResolver(clients),
+        # ECR is per (account, region) too: the global cap bounds all its calls.
+        digests=EcrDigestResolver(clients, workers=fanout.max_concurrency if multi else 8),
         findings=findings,
         coverage=findings,  # the same registry scan types: one lookup each
+        accounts=OrganizationAccounts(clients) if spec.aws.organization is not None else None,
+        account_refusal=refusal,
+        fanout=fanout,
         reports=reports,
         tickets=tickets,
         aws_calls=counter.by_operation,

@@ -260,6 +260,14 @@ def status_schema() -> Schema:
                 "Images by status (scanned, unscannable, not_found, not_scanned, failed).", _COUNT
             ),
             "affectedImages": _integer("Images with findings at or above the threshold."),
+            "imagesByAccount": _map(
+                "Multi-account policies: images by the account whose task definitions use them, the"
+                ' accounts with the most first (at most 10, the rest summed under "other").',
+                _COUNT,
+            ),
+            "affectedByAccount": _map(
+                "Multi-account policies: affected images by account, bounded like imagesByAccount.", _COUNT
+            ),
             "findings": _integer("Findings at or above the threshold, not suppressed."),
             "findingsBySeverity": _map("Those findings by severity.", _COUNT),
             "suppressedFindings": _integer("Findings a suppression covered."),

@@ -33,9 +33,11 @@ class ErrorCause:
     service: str
     operation: str
     code: str
+    account: str = ""  # multi-account runs: the account whose call failed
 
     def __str__(self) -> str:
-        return f"{self.service}:{self.operation} {self.code}".strip()
+        text = f"{self.service}:{self.operation} {self.code}".strip()
+        return f"{text} (account {self.account})" if self.account else text
 
 
 class ScanError(Exception):

@@ -10,11 +10,12 @@ knows nothing of kopf. It blocks; `cancel` is checked between stages and batches
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from ecs_scan_operator.core.coverage import RescanWindow, at_risk
 from ecs_scan_operator.core.images import parse_image, running_image
 from ecs_scan_operator.core.keys import lease_key, run_folder, state_key
 from ecs_scan_operator.core.model import (
+    Account,
     ImageRef,
     ImageResult,
     ImageScan,
@@ -32,6 +34,8 @@ from ecs_scan_operator.core.model import (
     RefKind,
     RuntimeContext,
     ScanState,
+    TaskDefinitionImages,
+    TaskDefinitionListing,
 )
 from ecs_scan_operator.core.notify import RunContext, jira_keys, plan_notifications
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
@@ -57,7 +61,7 @@ from ecs_scan_operator.core.runtime import (
 )
 from ecs_scan_operator.core.state import RunState, dump_state, load_state
 from ecs_scan_operator.core.tickets import TicketRequest
-from ecs_scan_operator.errors import Cancelled, ConflictError, RunAborted, ScanError
+from ecs_scan_operator.errors import Cancelled, ConflictError, ErrorCause, RunAborted, ScanError
 from ecs_scan_operator.leasing import RunLease, default_holder
 from ecs_scan_operator.ports import Clock, Ports
 
@@ -155,6 +159,90 @@ def _identity(ref: ImageRef) -> tuple[str, ...]:
     return (ref.kind.value, ref.registry, ref.repository, ref.tag or "", ref.digest or "")
 
 
+def select_accounts(spec: PolicySpec, ports: Ports, result: RunResult, rlog: _RunLog) -> list[Account]:
+    """Stage 0 (multi-account policies): the accounts to scan, each refused one reported by name.
+
+    spec.aws.accounts as listed, or the organization's ACTIVE accounts (discovered now). An account
+    the allowing grant does not give is a stage failure `accounts[<id>]` (AccessNotGranted), so
+    the run is PartialFailure naming it: never a silent drop.
+    """
+    aws = spec.aws
+    if aws.accounts is not None:
+        candidates = [Account(a) for a in aws.accounts]
+    elif aws.organization is not None:
+        if ports.accounts is None:
+            result.fail_stage("accounts", "no AWS Organizations reader configured")
+            return []
+        try:
+            candidates = ports.accounts.accounts(aws.organization, aws.all_regions[0])
+        except ScanError as exc:
+            result.fail_stage("accounts", f"organization accounts: {exc}")
+            result.record_cause(str(exc.cause or ""))
+            rlog("accounts_failed", "warning", error=str(exc))
+            return []
+    else:
+        return []
+    kept = []
+    for account in candidates:
+        why = ports.account_refusal(account.id) if ports.account_refusal else None
+        if why is None:
+            kept.append(account)
+            continue
+        result.fail_stage(f"accounts[{account.id}]", f"AccessNotGranted: {why}")
+        result.record_cause(str(ErrorCause("sts", "AssumeRole", "AccessNotGranted", account.id)))
+        rlog("account_refused", "warning", account=account.id, reason=why)
+    rlog("accounts_selected", accounts=len(kept), refused=len(candidates) - len(kept))
+    return kept
+
+
+def _listing(
+    spec: PolicySpec,
+    ports: Ports,
+    state: RunState,
+    guard: Guard | threading.Event | None,
+    target: tuple[str, str],
+) -> TaskDefinitionListing | ScanError | None:
+    """One (account, region)'s task definitions, its failure, or None when the run is stopping."""
+    account, region = target
+    if isinstance(guard, Guard) and guard.is_set():
+        return None
+    try:
+        if account:
+            return ports.images.task_definitions(spec.task_definitions, region, state.cache, account)
+        return ports.images.task_definitions(spec.task_definitions, region, state.cache)
+    except ScanError as exc:
+        if account and exc.cause is not None and not exc.cause.account:
+            exc.cause = dataclasses.replace(exc.cause, account=account)
+        return exc
+
+
+def _add_uses(
+    images: dict[tuple[str, ...], ImageResult], td: TaskDefinitionImages, region: str, account: str
+) -> None:
+    for c in td.containers:
+        # source: running: the digest the task runs is known, so the image is that digest
+        # (no tag resolution); a PENDING container has none yet and is reported as such.
+        ref = parse_image(running_image(c.image, c.digest) if td.tasks else c.image)
+        img = images.setdefault(_identity(ref), ImageResult(ref=ref))
+        img.uses.append(
+            ImageUse(
+                td.family,
+                td.revision,
+                c.name,
+                td.arn,
+                td.region or region,
+                service=td.service,
+                launch_type=td.launch_type,
+                tasks=td.tasks,
+                account=account or td.account,
+                cluster=td.cluster,
+            )
+        )
+        img.td_tags.update(td.tags)
+        if td.tasks and ref.digest is None:
+            img.awaiting_digest = True
+
+
 def collect_images(
     spec: PolicySpec,
     ports: Ports,
@@ -162,52 +250,48 @@ def collect_images(
     result: RunResult,
     rlog: _RunLog,
     cancel: Guard | threading.Event | None,
+    accounts: Sequence[Account] | None = None,
 ) -> list[ImageResult]:
-    """Stage 1-2: task definitions of every region -> unique images with their uses."""
+    """Stage 1-2: task definitions of every (account,) region -> unique images with their uses.
+
+    Multi-account policies read every (account, region) pair in parallel, `fanout.targets_at_once`
+    pairs at a time: each pair is its own AWS rate-limit domain, so the stage takes about as long as
+    its slowest pair. A pair that fails is that pair's stage failure; the others complete.
+    """
     images: dict[tuple[str, ...], ImageResult] = {}
-    for region in spec.aws.all_regions:
-        _check(cancel)
-        try:
-            listing = ports.images.task_definitions(spec.task_definitions, region, state.cache)
-        except ScanError as exc:
-            result.fail_stage(f"taskDefinitions[{region}]", str(exc))
+    regions = spec.aws.all_regions
+    if spec.aws.multi_account:
+        targets = [(a.id, r) for a in accounts or () for r in regions]
+        at_once = ports.fanout.targets_at_once
+    else:
+        targets, at_once = [("", r) for r in regions], 1
+    _check(cancel)
+    outcomes = parallel_map(lambda t: _listing(spec, ports, state, cancel, t), targets, at_once)
+    _check(cancel)
+    for (account, region), listing in zip(targets, outcomes, strict=True):
+        where = f"{account}/{region}" if account else region
+        if listing is None:
+            continue
+        if isinstance(listing, ScanError):
+            exc = listing
+            result.fail_stage(f"taskDefinitions[{where}]", str(exc))
             result.record_cause(str(exc.cause or ""))
-            rlog("task_definitions_failed", "warning", region=region, error=str(exc))
+            rlog("task_definitions_failed", "warning", region=region, account=account, error=str(exc))
             continue
         result.families_matched += listing.families_matched
         result.task_definitions += len(listing.task_definitions)
         for err in listing.errors:
-            result.record_error(err)
+            result.record_error(f"{account}: {err}" if account else err)
             rlog("task_definition_failed", "warning", region=region, error=clip(err))
         rlog(
             "task_definitions_listed",
             region=region,
+            **({"account": account} if account else {}),
             families=listing.families_matched,
             taskDefinitions=len(listing.task_definitions),
         )
         for td in listing.task_definitions:
-            for c in td.containers:
-                # source: running: the digest the task runs is known, so the image is that digest
-                # (no tag resolution); a PENDING container has none yet and is reported as such.
-                ref = parse_image(running_image(c.image, c.digest) if td.tasks else c.image)
-                img = images.setdefault(_identity(ref), ImageResult(ref=ref))
-                img.uses.append(
-                    ImageUse(
-                        td.family,
-                        td.revision,
-                        c.name,
-                        td.arn,
-                        td.region or region,
-                        service=td.service,
-                        launch_type=td.launch_type,
-                        tasks=td.tasks,
-                        account=td.account,
-                        cluster=td.cluster,
-                    )
-                )
-                img.td_tags.update(td.tags)
-                if td.tasks and ref.digest is None:
-                    img.awaiting_digest = True
+            _add_uses(images, td, region, account)
     out = sorted(images.values(), key=lambda i: i.ref.raw)
     for img in out:
         if img.ref.kind is RefKind.MALFORMED:
@@ -356,9 +440,11 @@ def read_findings(
     keys = sorted(by_key)
     done = 0
     expired_used: set[str] = set()
-    for start in range(0, len(keys), SCAN_BATCH):
+    # Multi-account: a batch spans several registries (account, region), read in parallel.
+    size = SCAN_BATCH * (ports.fanout.targets_at_once if spec.aws.multi_account else 1)
+    for start in range(0, len(keys), size):
         _check(cancel)
-        batch = keys[start : start + SCAN_BATCH]
+        batch = keys[start : start + size]
         try:
             scans = ports.findings.scans(batch, severities)
         except ScanError as exc:
@@ -623,6 +709,7 @@ class _Run:
         self.state_etag: str | None = None
         self.state_readable = True
         self.ticket_keys: tuple[str, ...] = ()
+        self.account_names: dict[str, str] = {}  # multi-account: names Organizations told
 
     def _progress(self, stage: str, done: int, total: int) -> None:
         if self.progress:
@@ -650,7 +737,9 @@ class _Run:
             self.guard.enter("taskDefinitions")
             self._progress("task definitions", 0, 1)
             errors_before = result.errors_total
-            self.images = collect_images(spec, self.ports, self.state, result, rlog, self.guard)
+            accounts = select_accounts(spec, self.ports, result, rlog) if spec.aws.multi_account else []
+            self.account_names = {a.id: a.name for a in accounts if a.name}
+            self.images = collect_images(spec, self.ports, self.state, result, rlog, self.guard, accounts)
             running_td_tags(self.images, spec, self.ports, self.state, result, self.started)
             inventory_errors = result.errors_total - errors_before  # listing errors only, not the state's
             self._progress("task definitions", 1, 1)
@@ -766,10 +855,15 @@ class _Run:
                 return str(exc)
             return None
 
+        # Multi-account fleets have thousands of affected images: more writes at once, within the cap.
+        workers = min(64, self.ports.fanout.max_concurrency) if self.spec.aws.multi_account else 8
         for chunk in batched(
-            render_images(self.folder, self.policy, self.images, self.run_id, self.new_ids), REPORT_CHUNK
+            render_images(
+                self.folder, self.policy, self.images, self.run_id, self.new_ids, self.account_names
+            ),
+            max(REPORT_CHUNK, workers * 4),
         ):
-            for obj, error in zip(chunk, parallel_map(put, chunk), strict=True):
+            for obj, error in zip(chunk, parallel_map(put, chunk, workers), strict=True):
                 if error is None:
                     self.written[obj.key] = reports.link(obj.key)
                 elif error != "stopped":
@@ -824,10 +918,12 @@ class _Run:
     def commit(self) -> None:
         """summary.csv, the state, index.html, run.log.jsonl, then index.json with the final outcome."""
         self._settle()
-        self.put_run_object("summary.csv", render_csv(self.images).encode(), "text/csv; charset=utf-8")
+        self.put_run_object(
+            "summary.csv", render_csv(self.images, self.account_names).encode(), "text/csv; charset=utf-8"
+        )
         self.write_state()
         self._settle()
-        html = render_html(self.images, self.result, self._relative_links(), self.expired)
+        html = render_html(self.images, self.result, self._relative_links(), self.expired, self.account_names)
         self.put_run_object("index.html", html.encode(), "text/html; charset=utf-8")
         self._settle()
         self.rlog(
@@ -905,6 +1001,7 @@ class _Run:
             self.expired,
             written=set(self.written),
             objects=self.committed,
+            account_names=self.account_names,
         )
         try:
             self.ports.reports.put(f"{self.folder}/index.json", body, "application/json")

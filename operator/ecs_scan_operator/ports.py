@@ -7,15 +7,22 @@ the same protocols.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import SecretStr
 
 from ecs_scan_operator.core.coverage import RescanWindow
-from ecs_scan_operator.core.model import ImageRef, ImageScan, Resolution, Severity, TaskDefinitionListing
-from ecs_scan_operator.core.policy import NotifyDestination, TaskDefinitionsSpec
+from ecs_scan_operator.core.model import (
+    Account,
+    ImageRef,
+    ImageScan,
+    Resolution,
+    Severity,
+    TaskDefinitionListing,
+)
+from ecs_scan_operator.core.policy import NotifyDestination, OrganizationSpec, TaskDefinitionsSpec
 from ecs_scan_operator.core.state import RevisionCache
 from ecs_scan_operator.core.tickets import TicketReport, TicketRequest
 
@@ -32,9 +39,20 @@ class ImageSource(Protocol):
     """Task definitions that a policy selects, with their containers' images."""
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
     ) -> TaskDefinitionListing:
-        """The selected task-definition revisions; `cache` holds revisions by ARN (they are immutable)."""
+        """The selected task-definition revisions; `cache` holds revisions by ARN (they are immutable).
+
+        `account` (multi-account policies): read in that account, through its role.
+        """
+        ...
+
+
+class AccountSource(Protocol):
+    """The accounts of an AWS Organization a policy selects (spec.aws.organization)."""
+
+    def accounts(self, org: OrganizationSpec, region: str) -> list[Account]:
+        """The ACTIVE accounts selected, with their names; raise ScanError when they cannot be read."""
         ...
 
 
@@ -141,6 +159,19 @@ class Notifier(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class FanOut:
+    """How a multi-account run spreads its calls: per (account, region), and in all."""
+
+    workers_per_target: int = 4
+    max_concurrency: int = 64
+
+    @property
+    def targets_at_once(self) -> int:
+        """(account, region) pairs read at the same time, within the global cap."""
+        return max(1, self.max_concurrency // self.workers_per_target)
+
+
 @dataclass
 class Ports:
     """The adapters one run uses."""
@@ -156,3 +187,7 @@ class Ports:
     notifier: Notifier | None = None
     coverage: CoverageSettings | None = None  # the running view's CoverageAtRisk (issue #12)
     td_tags: TaskDefinitionTags | None = None  # the running view's revision tags, read when a route asks
+    accounts: AccountSource | None = None  # spec.aws.organization: discovery
+    # Multi-account: why an account may not be scanned (the allowing grant's AccountScope), or None.
+    account_refusal: Callable[[str], str | None] | None = None
+    fanout: FanOut = field(default_factory=FanOut)

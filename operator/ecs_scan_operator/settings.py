@@ -185,6 +185,12 @@ class AwsSettings(BaseSettings):
     retry_mode: Literal["standard", "adaptive"] = "standard"
     # How long an endpoint marked down is not called; 0 turns the marking off.
     endpoint_cooldown_seconds: float = Field(default=60.0, ge=0, le=3600)
+    # Multi-account policies: each (account, region) is its own AWS rate-limit domain and gets
+    # this many concurrent calls (the ECS task-definition bucket, 20/s, is saturated by ~2 at
+    # 50 ms a call); the run makes at most max_concurrency calls at once over all of them, so
+    # max_concurrency / workers_per_account_region (account, region) pairs are read at a time.
+    workers_per_account_region: int = Field(default=4, ge=1, le=64)
+    max_concurrency: int = Field(default=64, ge=1, le=1024)
 
 
 def load_aws_settings() -> AwsSettings:

@@ -122,6 +122,8 @@ def tenants(
                 "roleArns": [ROLE_A],
                 "regions": ["us-*"],
                 "externalIdSecretRef": {"namespace": ops, "name": "team-a-external-id"},
+                "accounts": ["*"],
+                "organizationalUnits": ["ou-ab12-*"],
             },
             reports=[{"bucket": "ecs-scan-reports", "prefix": f"e2e/{a}"}],
             jira={"urls": ["https://team-a.atlassian.net"]},
@@ -140,6 +142,8 @@ def tenants(
         kube_cluster.request("DELETE", f"{GRANTS_PATH}/{grant['metadata']['name']}")
 
 
+PATTERN = "arn:aws:iam::{account}:role/scan-read"
+OU = "ou-ab12-11111111"
 # namespace ("a" or "b"), spec changes: each is judged by the API server and by check()
 CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("own role and bucket", "a", {"aws": {"region": "us-east-1", "roleArn": ROLE_A}}),
@@ -187,6 +191,70 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
         "by label, no KMS key where one is required",
         "b",
         {"aws": {"region": "us-east-1", "roleArn": ROLE_B}, "report": "b"},
+    ),
+    (
+        "accounts by list",
+        "a",
+        {"aws": {"region": "us-east-1", "accounts": [ACCOUNT], "roleArnPattern": PATTERN}},
+    ),
+    (
+        "accounts by list, none granted",
+        "b",
+        {
+            "aws": {"region": "us-east-1", "accounts": [ACCOUNT], "roleArnPattern": PATTERN},
+            "report": "b",
+            "kms": "alias/team-b",
+        },
+    ),
+    (
+        "an organization under a granted OU",
+        "a",
+        {
+            "aws": {
+                "region": "us-east-1",
+                "organization": {"roleArn": ROLE_A, "parents": [OU]},
+                "roleArnPattern": PATTERN,
+            }
+        },
+    ),
+    (
+        "an organization through a role not granted",
+        "a",
+        {
+            "aws": {
+                "region": "us-east-1",
+                "organization": {"roleArn": ROLE_B, "parents": [OU]},
+                "roleArnPattern": PATTERN,
+            }
+        },
+    ),
+    (
+        "an OU not granted",
+        "a",
+        {
+            "aws": {
+                "region": "us-east-1",
+                "organization": {"roleArn": ROLE_A, "parents": ["ou-zz99-11111111"]},
+                "roleArnPattern": PATTERN,
+            }
+        },
+    ),
+    (
+        "the whole organization, * not granted",
+        "a",
+        {"aws": {"region": "us-east-1", "organization": {"roleArn": ROLE_A}, "roleArnPattern": PATTERN}},
+    ),
+    (
+        "an Inspector administrator role not granted",
+        "a",
+        {
+            "aws": {
+                "region": "us-east-1",
+                "accounts": [ACCOUNT],
+                "roleArnPattern": PATTERN,
+                "inspectorAdminRoleArn": ROLE_B,
+            }
+        },
     ),
     (
         "by label, team-a's role",

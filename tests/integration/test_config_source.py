@@ -124,6 +124,32 @@ def test_pages_are_followed_100_rows_at_a_time_from_the_aggregators_region(stubb
     assert listing.errors == ["AWS Config row 3: not a JSON document"]
 
 
+def test_a_multi_account_policy_queries_each_region_once_and_gets_its_accounts_share(
+    stubbed: StubbedConfig,
+) -> None:
+    # The fan-out asks per (account, region); the aggregator answers for every account at once.
+    source = stubbed.source()
+    stub = _stub_first_call(stubbed, source)
+    selection = TaskDefinitionsSpec()
+    answer = {
+        "Results": [row(A, EU, "web", 2, f"{ECR}/web:2"), row(B, EU, "job", 1, f"{ECR}/job:1"), "{broken"],
+        "QueryInfo": {"SelectFields": [{"Name": p} for p in SELECTED]},
+    }
+    params = {"ConfigurationAggregatorName": "org", "Expression": select_expression(EU, []), "Limit": 100}
+    stub.add_response("select_aggregate_resource_config", answer, params)  # one answer: a second query fails
+
+    mine = source.task_definitions(selection, EU, RevisionCache(), account=A)
+    theirs = source.task_definitions(selection, EU, RevisionCache(), account=B)
+    nobody = source.task_definitions(selection, EU, RevisionCache(), account="999999999999")
+
+    stub.assert_no_pending_responses()
+    assert [(t.account, t.family) for t in mine.task_definitions] == [(A, "web")]
+    assert [(t.account, t.family) for t in theirs.task_definitions] == [(B, "job")]
+    assert nobody.task_definitions == [] and nobody.families_matched == 0
+    assert mine.errors == ["AWS Config row 3: not a JSON document"]  # told once, not per account
+    assert theirs.errors == nobody.errors == []
+
+
 ERRORS = [
     ("AccessDeniedException", 400, AuthError, "needs config:SelectAggregateResourceConfig on aggregator org"),
     ("NoSuchConfigurationAggregatorException", 400, NotFoundError, "spec.taskDefinitions.configAggregator"),

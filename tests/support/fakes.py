@@ -47,17 +47,24 @@ class FakeImageSource:
     fleet: dict[str, list[tuple[str, str]]]
     fail_regions: set[str] = field(default_factory=set)
     described: int = 0
+    # Multi-account: a fleet per account (else `fleet` in every account), accounts whose reads fail.
+    by_account: dict[str, dict[str, list[tuple[str, str]]]] = field(default_factory=dict)
+    fail_accounts: dict[str, ScanError] = field(default_factory=dict)
+    asked: list[tuple[str, str]] = field(default_factory=list)
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
     ) -> TaskDefinitionListing:
+        self.asked.append((account, region))
         if region in self.fail_regions:
             raise ScanError(f"ecs in {region}: AccessDenied")
+        if account in self.fail_accounts:
+            raise self.fail_accounts[account]
         out = TaskDefinitionListing()
-        for family, containers in sorted(self.fleet.items()):
+        for family, containers in sorted(self.by_account.get(account, self.fleet).items()):
             if not family_selected(family, selection.include, selection.exclude):
                 continue
-            arn = f"arn:aws:ecs:{region}:123456789012:task-definition/{family}:1"
+            arn = f"arn:aws:ecs:{region}:{account or '123456789012'}:task-definition/{family}:1"
             td = cache.get(arn)
             if td is None:
                 self.described += 1

@@ -118,7 +118,9 @@ def test_execute_run_passes_the_run_id_cancel_and_credentials(monkeypatch: pytes
         notify_secrets: Any,
         notify_allow_private: bool,
         notify_destinations: tuple[str, ...] | None,
+        account_scope: Any,
     ) -> str:
+        assert account_scope is None  # a one-account policy: no account scope travels
         seen["creds"], seen["session_identity"] = jira_credentials, session_identity
         seen["notify_destinations"] = notify_destinations
         seen["state_key"] = state_key.get_secret_value()

@@ -242,6 +242,7 @@ class Runner:
         /,
         *,
         notify_destinations: tuple[str, ...] | None = None,
+        account_scope: Any = None,
     ) -> RunResult:
         with self.lock:
             self.calls.append((policy.key, run_id, creds))

@@ -659,12 +659,13 @@ def test_rendered_env_is_what_the_operator_reads(
 ) -> None:
     """Every ECS_SCAN_* variable the chart sets is a Settings field, and the settings load from them."""
     from ecs_scan_operator.core.destinations import AllowList
-    from ecs_scan_operator.settings import ENV_PREFIX, Settings, load_settings
+    from ecs_scan_operator.settings import ENV_PREFIX, AwsSettings, Settings, load_aws_settings, load_settings
 
     objs = render(values_file)
     (container,) = by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known |= {ENV_PREFIX + "AWS_" + name.upper() for name in AwsSettings.model_fields}
     unknown = sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in known)
     assert unknown == [], "the chart sets variables the operator does not read"
     for name in list(os.environ):
@@ -681,6 +682,9 @@ def test_rendered_env_is_what_the_operator_reads(
     assert settings.watch_namespaces == sorted(values["watchNamespaces"])
     assert settings.jira_allow_list == AllowList.parse(values["operator"]["jiraAllowedHosts"])
     assert settings.health_port == values["ports"]["health"]
+    aws = load_aws_settings()
+    assert aws.max_concurrency == values["aws"]["maxConcurrency"]
+    assert aws.workers_per_account_region == values["aws"]["workersPerAccountRegion"]
     assert settings.metrics_port == values["ports"]["metrics"]
     assert settings.leader_election is (values["replicaCount"] > 1)
     if settings.leader_election:

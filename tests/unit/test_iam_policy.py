@@ -38,6 +38,7 @@ MODULE_SERVICE = {
     "inspector.py": "inspector2",
     "s3_report.py": "s3",
     "aws_session.py": "sts",
+    "organizations.py": "organizations",
 }
 
 #: Names that reach AWS without calling a client method of the same name.
@@ -218,7 +219,7 @@ def test_policy_actions_exist() -> None:
         if prefix == "s3":
             assert action in set(S3_ACTIONS.values()) | set(IMPLICIT), action
             continue
-        assert prefix in ("config", "ecr", "ecs", "inspector2", "sts", "kms"), (
+        assert prefix in ("config", "ecr", "ecs", "inspector2", "organizations", "sts", "kms"), (
             f"{action}: unknown service {prefix}"
         )
         service = prefix  # for these services the IAM prefix is the botocore service name

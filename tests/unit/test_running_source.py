@@ -127,7 +127,7 @@ class RunningTasks:
     tasks: list[dict[str, Any]]
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
     ) -> TaskDefinitionListing:
         tds = running_task_definitions(self.tasks, selection, region)
         return TaskDefinitionListing(task_definitions=tds, families_matched=len({t.family for t in tds}))

@@ -177,7 +177,7 @@ class Fleet:
     tds: list[TaskDefinitionImages]
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
     ) -> TaskDefinitionListing:
         return TaskDefinitionListing(task_definitions=list(self.tds), families_matched=1)
 

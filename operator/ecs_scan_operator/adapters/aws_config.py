@@ -11,6 +11,7 @@ depends on and how fresh it is.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -34,6 +35,11 @@ class ConfigImageSource:
         self._clients = clients
         self._name = aggregator.name
         self._region = aggregator.region or default_region
+        # Multi-account policies ask once per (account, region): the aggregator answers for every
+        # account at once, so each region is queried once and shared out by account.
+        self._lock = threading.Lock()
+        self._by_region: dict[str, TaskDefinitionListing] = {}
+        self._errors_told: set[str] = set()
 
     def _mapped(self, exc: ClientError | BotoCoreError, region: str) -> ScanError:
         what = f"{OPERATION} aggregator {self._name} in {self._region} (task definitions of {region})"
@@ -56,12 +62,27 @@ class ConfigImageSource:
         return out
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
     ) -> TaskDefinitionListing:
-        """The newest ACTIVE revision of each selected family in `region`, for every aggregated account.
+        """The newest ACTIVE revision of each selected family in `region`, for every aggregated account
+        (or only `account`'s, for a multi-account policy: the region is queried once for all).
 
         `cache` is not used: each page carries the images already, so nothing is described.
         """
+        if not account:
+            return self._query(selection, region)
+        with self._lock:  # one query per region, whichever account asks first
+            listing = self._by_region.get(region)
+            if listing is None:
+                listing = self._by_region[region] = self._query(selection, region)
+            errors = [] if region in self._errors_told else listing.errors
+            self._errors_told.add(region)
+        tds = [td for td in listing.task_definitions if td.account == account]
+        return TaskDefinitionListing(
+            task_definitions=tds, families_matched=len({td.family for td in tds}), errors=list(errors)
+        )
+
+    def _query(self, selection: TaskDefinitionsSpec, region: str) -> TaskDefinitionListing:
         config: Any = self._clients.workload("config", self._region)
         reducer = LatestRevisions(selection, region)
         pages = config.get_paginator("select_aggregate_resource_config").paginate(

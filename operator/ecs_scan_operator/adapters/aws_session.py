@@ -34,6 +34,9 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ecs_scan_operator import __version__
+from ecs_scan_operator.core.arns import account_of_role
+from ecs_scan_operator.core.grants import AccountScope
+from ecs_scan_operator.core.policy import role_for_account
 from ecs_scan_operator.errors import (
     AuthError,
     ConflictError,
@@ -96,6 +99,8 @@ def _cause(exc: Exception, what: str, code: str) -> ErrorCause:
     head = what.split(" ", 1)[0]
     service, _, operation = head.partition(":") if ":" in head else (head, "", "")
     operation = str(getattr(exc, "operation_name", "") or operation or "unknown")
+    if operation in ("AssumeRole", "AssumeRoleWithWebIdentity"):
+        service = "sts"  # the role of a client failed to load, not the call the client was making
     return ErrorCause(service or "aws", operation, code or type(exc).__name__)
 
 
@@ -292,7 +297,13 @@ def core_session() -> botocore.session.Session:
 
 
 class AwsClients:
-    """Client factory for one run: base identity, the policy's role, the registry role."""
+    """Client factory for one run: base identity, the policy's role, the registry role.
+
+    Multi-account policies (`role_arn_pattern`): each account's clients use that account's role,
+    refused (AccessNotGranted, naming the account) when the allowing grant's `account_scope` does
+    not grant it. Clients are per (service, region, role), so each (account, region) has its own
+    connections and retry state: they are separate AWS rate-limit domains.
+    """
 
     def __init__(
         self,
@@ -308,6 +319,10 @@ class AwsClients:
         base_session: boto3.Session | None = None,
         counter: CallCounter | None = None,
         hooks: list[Any] | None = None,
+        role_arn_pattern: str | None = None,
+        inspector_admin_role_arn: str | None = None,
+        account_scope: AccountScope | None = None,
+        pool: int = 16,
     ) -> None:
         self._base = base_session or boto3.Session(botocore_session=core_session())
         self._role_arn = role_arn
@@ -319,7 +334,10 @@ class AwsClients:
         self._session_tags = dict(session_tags or {})
         self._source_identity = source_identity
         aws = aws or load_aws_settings()
-        self._config = config or default_config(aws)
+        self._config = config or default_config(aws, pool=pool)
+        self._role_arn_pattern = role_arn_pattern
+        self._inspector_admin_role_arn = inspector_admin_role_arn
+        self._account_scope = account_scope
         self.breaker = EndpointBreaker(aws.endpoint_cooldown_seconds)
         self.counter = counter or CallCounter()
         self._hooks = hooks or []
@@ -375,15 +393,57 @@ class AwsClients:
                 self._clients[key] = client
             return client
 
-    def workload(self, service: str, region: str) -> Any:
+    def account_role(self, account: str) -> str:
+        """The role of `account` (multi-account); raise AuthError AccessNotGranted when not granted."""
+        if self._role_arn_pattern is None:
+            raise PermanentError(f"account {account}: the policy names no roleArnPattern")
+        role = role_for_account(self._role_arn_pattern, account)
+        why = self._account_scope.refusal(account, role) if self._account_scope else None
+        if why is not None:
+            err = AuthError(f"AccessNotGranted: {why}")
+            err.cause = ErrorCause("sts", "AssumeRole", "AccessNotGranted", account)
+            raise err
+        return role
+
+    def workload(self, service: str, region: str, account: str = "") -> Any:
         """A client in the account that owns the task definitions (the policy's role when set)."""
+        if account and self._role_arn_pattern:
+            return self._make(service, region, self.account_role(account), self._external_id, False)
         return self._make(service, region, self._role_arn, self._external_id, False)
 
-    def registry(self, service: str, region: str, *, single_attempt: bool = False) -> Any:
-        """A client for ECR / Inspector in the registry account (registryRoleArn, else the workload role)."""
+    def registry(self, service: str, region: str, *, single_attempt: bool = False, account: str = "") -> Any:
+        """A client for ECR / Inspector in the registry account (registryRoleArn, else the workload role).
+
+        Multi-account: registryRoleArn when it is a role of `account`, else that account's own role.
+        """
+        if account and self._role_arn_pattern:
+            reg = self._registry_role_arn
+            if reg and account_of_role(reg) == account:
+                return self._make(service, region, reg, None, single_attempt)
+            return self._make(service, region, self.account_role(account), self._external_id, single_attempt)
         if self._registry_role_arn:
             return self._make(service, region, self._registry_role_arn, None, single_attempt)
         return self._make(service, region, self._role_arn, self._external_id, single_attempt)
+
+    @property
+    def multi_account(self) -> bool:
+        """Whether clients are per account (spec.aws.accounts / organization)."""
+        return self._role_arn_pattern is not None
+
+    @property
+    def inspector_admin(self) -> bool:
+        """Whether findings are read through Inspector's delegated administrator."""
+        return self._inspector_admin_role_arn is not None
+
+    def inspector(self, region: str, account: str = "") -> Any:
+        """The Inspector client: the delegated administrator's when set, else the registry account's."""
+        if self._inspector_admin_role_arn:
+            return self._make("inspector2", region, self._inspector_admin_role_arn, None, False)
+        return self.registry("inspector2", region, account=account)
+
+    def with_role(self, service: str, region: str, role_arn: str) -> Any:
+        """A client through one named role (the organization's management or delegated-admin role)."""
+        return self._make(service, region, role_arn, None, False)
 
     def base(self, service: str, region: str) -> Any:
         """A client with the operator's own identity (S3 reports)."""

@@ -64,7 +64,11 @@ class EcrDigestResolver:
 
         def one(job: tuple[str, str, str, list[ImageRef]]) -> dict[ImageRef, Resolution]:
             account, region, repo, batch = job
-            return self._batch(self._clients.registry("ecr", region), account, repo, batch)
+            try:
+                ecr = self._clients.registry("ecr", region, account=account)
+            except ScanError as exc:  # multi-account: the registry account is not granted
+                return {r: Resolution(None, ImageStatus.FAILED, str(exc), cause=_cause(exc)) for r in batch}
+            return self._batch(ecr, account, repo, batch)
 
         for part in parallel_map(one, jobs, self._workers):
             out.update(part)
@@ -122,7 +126,11 @@ class EcrDigestResolver:
             account, region, repo = key
             arn = ecr_repository_arn(region, account, repo)
             try:
-                resp = self._clients.registry("ecr", region).list_tags_for_resource(resourceArn=arn)
+                ecr = self._clients.registry("ecr", region, account=account)
+                resp = ecr.list_tags_for_resource(resourceArn=arn)
+            except ScanError as exc:
+                log.warning("%s", exc)
+                continue
             except (ClientError, BotoCoreError) as exc:
                 log.warning("%s", map_aws_error(exc, f"ecr:ListTagsForResource {repo}"))
                 continue  # routing falls back to the other criteria / the default route
@@ -130,9 +138,9 @@ class EcrDigestResolver:
         return out
 
 
-def scan_type(clients: AwsClients, region: str) -> ScanType:
+def scan_type(clients: AwsClients, region: str, account: str = "") -> ScanType:
     """BASIC or ENHANCED for the registry in `region` (of the registry account)."""
-    ecr = clients.registry("ecr", region)
+    ecr = clients.registry("ecr", region, account=account)
     try:
         cfg = ecr.get_registry_scanning_configuration()
     except (ClientError, BotoCoreError) as exc:
@@ -197,10 +205,11 @@ class EcrBasicScanner:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         workers: int = DEFAULT_WORKERS,
+        account: str = "",
     ) -> None:
         self._workers = workers
-        self._ecr = clients.registry("ecr", region)
-        self._ecr_once = clients.registry("ecr", region, single_attempt=True)
+        self._ecr = clients.registry("ecr", region, account=account)
+        self._ecr_once = clients.registry("ecr", region, single_attempt=True, account=account)
         self._deadline = poll_deadline
         self._sleep = sleep
         self._monotonic = monotonic

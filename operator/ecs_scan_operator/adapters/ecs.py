@@ -8,6 +8,7 @@ from `ListTaskDefinitions(status=ACTIVE)` pages when that is cheaper than one de
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -43,13 +44,14 @@ def parse_td_arn(arn: str) -> tuple[str, int]:
 def _td_from_description(
     desc: dict[str, Any], tags: list[dict[str, str]], region: str
 ) -> TaskDefinitionImages:
+    # Interned: thousands of revisions name the same few images, containers and families.
     containers = tuple(
-        ContainerImage(name=str(c.get("name", "")), image=str(c.get("image", "")))
+        ContainerImage(name=sys.intern(str(c.get("name", ""))), image=sys.intern(str(c.get("image", ""))))
         for c in desc.get("containerDefinitions", [])
     )
     return TaskDefinitionImages(
         arn=str(desc["taskDefinitionArn"]),
-        family=str(desc["family"]),
+        family=sys.intern(str(desc["family"])),
         revision=int(desc["revision"]),
         containers=containers,
         region=region,
@@ -257,29 +259,34 @@ class EcsImageSource:
         return out, errors
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
     ) -> TaskDefinitionListing:
-        """The selected revisions of one region (never raises for a single bad family)."""
-        ecs = self._clients.workload("ecs", region)
+        """The selected revisions of one region (of `account`); never raises for one bad family."""
+        ecs = self._clients.workload("ecs", region, account)
+        where = f"{account}/{region}" if account else region
         try:
             if selection.source is TaskDefinitionSource.SERVICES:
                 return self._from_services(ecs, selection, region, cache)
             if selection.source is TaskDefinitionSource.RUNNING:
                 return self._from_running(ecs, selection, region)
-            listing = self._latest(ecs, selection, region, cache)
+            listing = self._latest(ecs, selection, region, cache, where)
             if selection.clusters:  # the running view beside the declared one (issue #12)
                 running = self._from_running(ecs, selection, region)
                 listing.task_definitions.extend(running.task_definitions)
                 listing.errors.extend(running.errors)
             return listing
         except (ClientError, BotoCoreError) as exc:
-            raise map_aws_error(exc, f"ecs listing in {region}") from exc
+            err = map_aws_error(exc, f"ecs listing in {where}")
+            if account and err.cause is not None:
+                err.cause = dataclasses.replace(err.cause, account=account)
+            raise err from exc
 
     def _latest(
-        self, ecs: Any, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache
+        self, ecs: Any, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, where: str
     ) -> TaskDefinitionListing:
         listing = TaskDefinitionListing()
-        seen = cache.listing.get(region, {})
+        # `where`: the region, or account/region: each account's listing costs are its own.
+        seen = cache.listing.get(where, {})
         warm = bool(cache.by_arn) and "activeRevisions" in seen and "families" in seen
         if warm:
             # Revisions pages cost ceil(active/100) and then only new revisions are described;
@@ -298,7 +305,7 @@ class EcsImageSource:
                 else:
                     listing.task_definitions.append(td)
             self._describe_all(ecs, to_describe, region, listing, cache)
-            cache.listing[region] = dict(seen, activeRevisions=total, selected=len(latest))
+            cache.listing[where] = dict(seen, activeRevisions=total, selected=len(latest))
             return listing
         families, listed = self._families(ecs, selection)
         listing.families_matched = len(families)
@@ -308,7 +315,7 @@ class EcsImageSource:
         revisions = sum(td.revision for td in listing.task_definitions)
         total_families = listed or len(families)
         estimate = math.ceil(revisions * total_families / max(len(listing.task_definitions), 1))
-        cache.listing[region] = {
+        cache.listing[where] = {
             "families": total_families,
             "selected": len(families),
             "activeRevisions": max(estimate, total_families),

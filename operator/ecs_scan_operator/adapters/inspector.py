@@ -1,5 +1,8 @@
 """Amazon Inspector (ECR ENHANCED scanning): coverage and findings, batched over many digests.
 
+Read in the registry account, or, with `spec.aws.inspectorAdminRoleArn`, in Inspector's delegated
+administrator account for every member account (filtered by `awsAccountId` / `accountId`).
+
 Under ENHANCED scanning `StartImageScan` is refused and the `ImageScanComplete` waiter never
 succeeds, so neither is used. `ListCoverage` tells "scanned, no findings" from "not covered /
 unsupported / scan eligibility expired"; `ListFindings` reads ACTIVE findings at or above the
@@ -57,16 +60,23 @@ def _chunks(items: Sequence[Any], n: int) -> list[Sequence[Any]]:
 class InspectorScanner:
     """Findings of ENHANCED-scanned images in one registry (account, region)."""
 
-    def __init__(self, clients: AwsClients, region: str, *, workers: int = DEFAULT_WORKERS) -> None:
-        self._i2 = clients.registry("inspector2", region)
+    def __init__(
+        self, clients: AwsClients, region: str, *, workers: int = DEFAULT_WORKERS, account: str = ""
+    ) -> None:
+        self._i2 = clients.inspector(region, account)
+        # Through Inspector's delegated administrator every member account's resources are visible:
+        # coverage is asked of the one account too (findings always name theirs).
+        self._coverage_account = account if clients.inspector_admin and account else ""
         self._workers = workers
 
     def _coverage(self, batch: Sequence[tuple[ImageRef, str]]) -> dict[str, dict[str, Any]]:
         arns = [image_arn(r, d) for r, d in batch]
         found: dict[str, dict[str, Any]] = {}
+        criteria = {"resourceType": _eq([RESOURCE_TYPE]), "resourceId": _eq(arns)}
+        if self._coverage_account:
+            criteria["accountId"] = _eq([self._coverage_account])
         pages = self._i2.get_paginator("list_coverage").paginate(
-            filterCriteria={"resourceType": _eq([RESOURCE_TYPE]), "resourceId": _eq(arns)},
-            maxResults=COVERAGE_PAGE,
+            filterCriteria=criteria, maxResults=COVERAGE_PAGE
         )
         for resp in pages:
             for item in resp.get("coveredResources", []):
@@ -203,7 +213,8 @@ def rescan_window(clients: AwsClients, account: str, region: str) -> RescanWindo
     Inspector's delegated administrator). Failures are mapped to ScanError.
     """
     try:
-        resp = clients.registry("inspector2", region).get_configuration()
+        acct = account if clients.multi_account else ""
+        resp = clients.registry("inspector2", region, account=acct).get_configuration()
     except (ClientError, BotoCoreError) as exc:
         raise map_aws_error(exc, f"inspector2:GetConfiguration {region}") from exc
     state = (resp.get("ecrConfiguration") or {}).get("rescanDurationState") or {}

@@ -24,7 +24,7 @@ from ecs_scan_operator.controller.kube import KubeApi
 from ecs_scan_operator.controller.leader import Leadership
 from ecs_scan_operator.controller.metrics import Metrics
 from ecs_scan_operator.controller.runs import RunPool
-from ecs_scan_operator.core.grants import Refused, SecretKeyRef, Tenancy
+from ecs_scan_operator.core.grants import AccountScope, Refused, SecretKeyRef, Tenancy
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, parse_spec
 from ecs_scan_operator.core.result import RunResult
 from ecs_scan_operator.core.schedule import (
@@ -147,6 +147,7 @@ class Start:
     external_id_secret: SecretKeyRef | None = None  # the allowing grant supplies the external ID
     jira_private_hosts: tuple[str, ...] = ()  # ... and where its Jira credentials may go privately
     notify_destinations: tuple[str, ...] | None = None  # ... and its notifications (None: open mode)
+    accounts: AccountScope | None = None  # multi-account: the accounts the grant gives the run
 
 
 Plan = Idle | Invalid | NotGranted | Recover | Start
@@ -214,6 +215,7 @@ def plan(
     external_id_secret: SecretKeyRef | None = None
     jira_private_hosts: tuple[str, ...] = ()
     notify_destinations: tuple[str, ...] | None = None
+    accounts: AccountScope | None = None
     if tenancy is not None:
         verdict = tenancy.check(obj.ref, spec)
         if isinstance(verdict, Refused):
@@ -221,6 +223,7 @@ def plan(
             return NotGranted(not_granted_status(obj.status, ctx, verdict.message), verdict)
         external_id_secret, jira_private_hosts = verdict.external_id_secret, verdict.jira_private_hosts
         notify_destinations = verdict.notify_destinations
+        accounts = verdict.accounts
 
     decision = _decide(obj, spec, now, obj.status)
     run_now = (
@@ -237,7 +240,15 @@ def plan(
             run_now=run_now,
         )
         status = running_status(obj.status, _context(obj, spec, now, decision), run)
-        return Start(status, run, spec, external_id_secret, jira_private_hosts, notify_destinations)
+        return Start(
+            status,
+            run,
+            spec,
+            external_id_secret,
+            jira_private_hosts,
+            notify_destinations=notify_destinations,
+            accounts=accounts,
+        )
     ctx = _context(obj, spec, now, decision)
     return Idle(idle_status(obj.status, ctx), decision.wake_at, decision, ctx.note)
 

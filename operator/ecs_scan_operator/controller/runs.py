@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from ecs_scan_operator.clock import SystemClock
 from ecs_scan_operator.controller.kube import KubeApi
+from ecs_scan_operator.core.grants import AccountScope
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.result import RunResult
 from ecs_scan_operator.core.status import failed_result
@@ -46,6 +47,7 @@ class RunFn(Protocol):
         /,
         *,
         notify_destinations: tuple[str, ...] | None = None,
+        account_scope: AccountScope | None = None,
     ) -> RunResult: ...
 
 
@@ -83,10 +85,12 @@ def execute_run(
     kube: KubeApi | None = None,
     notify_allow_private: bool = False,
     notify_destinations: tuple[str, ...] | None = None,
+    account_scope: AccountScope | None = None,
 ) -> RunResult:
     """The body of a worker thread: wire the adapters and run the pipeline; raise only Cancelled.
 
-    `notify_destinations`: the allowing grant's notification destinations (None in open mode).
+    `notify_destinations`: the allowing grant's notification destinations (None in open mode);
+    `account_scope`: the accounts the grant gives a multi-account policy (None: open mode, one account).
     """
     from ecs_scan_operator.bootstrap import build_ports
     from ecs_scan_operator.pipeline import run_policy
@@ -112,6 +116,7 @@ def execute_run(
             notify_secrets=notify_secrets,
             notify_allow_private=notify_allow_private,
             notify_destinations=notify_destinations,
+            account_scope=account_scope,
         )
         return run_policy(policy, spec, ports, clock, run_id=run_id, cancel=cancel)
     except Cancelled:
@@ -160,11 +165,22 @@ class RunPool:
         spec: PolicySpec,
         credentials: JiraCredentials | None,
         notify_destinations: tuple[str, ...] | None = None,
+        accounts: AccountScope | None = None,
     ) -> RunHandle:
-        """Start a run in a worker thread; it stays `active` until the thread is done."""
+        """Start a run in a worker thread; it stays `active` until the thread is done.
+
+        `accounts` (a multi-account policy in grants mode) reaches the run function as a keyword.
+        """
         cancel = threading.Event()
         future = self._executor.submit(
-            self._run_fn, policy, spec, run_id, cancel, credentials, notify_destinations=notify_destinations
+            self._run_fn,
+            policy,
+            spec,
+            run_id,
+            cancel,
+            credentials,
+            notify_destinations=notify_destinations,
+            account_scope=accounts,
         )
         handle = RunHandle(uid=uid, run_id=run_id, future=future, cancel=cancel)
         with self._lock:

@@ -485,7 +485,13 @@ class Scheduler:
                 credentials = credentials.model_copy(update={"allowed_hosts": step.jira_private_hosts})
         uid = entry.ref.uid
         submitted = self.deps.pool.submit(
-            uid, run.run_id, obj.ref, spec, credentials, notify_destinations=step.notify_destinations
+            uid,
+            run.run_id,
+            obj.ref,
+            spec,
+            credentials,
+            notify_destinations=step.notify_destinations,
+            accounts=step.accounts,
         )
         running = _Running(submitted, run)
         del obj, step, spec  # the run has its own; nothing of the policy is kept while it runs

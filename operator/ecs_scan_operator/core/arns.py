@@ -71,3 +71,9 @@ def ecr_repository_arn(region: str, account: str, repository: str) -> str:
 def ecr_image_arn(region: str, account: str, repository: str, digest: str) -> str:
     """The image ARN Inspector uses as a coverage `resourceId`: the repository ARN, then the digest."""
     return f"{ecr_repository_arn(region, account, repository)}/{digest}"
+
+
+def account_of_role(role_arn: str) -> str:
+    """The account ID of `arn:aws:iam::<account>:role/<name>` ("" when it is not such an ARN)."""
+    parts = role_arn.split(":", 5)
+    return parts[4] if len(parts) == 6 and parts[2] == "iam" else ""

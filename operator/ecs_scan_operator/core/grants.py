@@ -18,6 +18,13 @@ Rules of `check()` (pure; the operator, the CLI and the docs agree on them):
   read in one place and the external ID comes from the grant that granted the role.
 - Patterns: `*` matches any run of characters (`/` included); every other character is itself.
   The same regex is built in CEL by the chart's admission policy (`pattern_regex`).
+- Multi-account policies (`spec.aws.accounts` / `spec.aws.organization`): the grant must allow
+  `spec.aws.organization.roleArn` (in `aws.roleArns`), each of `organization.parents` (in
+  `aws.organizationalUnits`) and `spec.aws.inspectorAdminRoleArn` (in `aws.roleArns`). The
+  accounts themselves are decided per account when a run knows them (an organization's accounts
+  are discovered then): an account is scanned when it matches `aws.accounts` and its role (from
+  `roleArnPattern`) matches `aws.roleArns`; any other is refused, and the run reports it
+  (AccessNotGranted, naming the account) instead of dropping it (`AccountScope`).
 - `spec.aws.externalId` is refused when the allowing grant supplies the external ID (its
   `aws.externalIdSecretRef`): the tenant must not pick it.
 - Refused names the first field (in the order above) that no remaining candidate grant allows,
@@ -214,6 +221,13 @@ class AwsGrant(_Model):
     """Regions (or patterns such as eu-*) the policies may scan."""
     allow_operator_identity: bool = False
     """Whether a policy without roleArn may use the operator's own AWS identity. Default false."""
+    accounts: list[Pattern] = Field(default_factory=list, max_length=1000)
+    """Account IDs (or patterns) multi-account policies (spec.aws.accounts, spec.aws.organization)
+    may scan; each account's role (from roleArnPattern) must also match roleArns. A listed or
+    discovered account not granted is reported by the run as AccessNotGranted, not scanned."""
+    organizational_units: list[Pattern] = Field(default_factory=list, max_length=100)
+    """Organizational unit or root IDs (or patterns) spec.aws.organization.parents may name;
+    an organization policy without parents (the whole organization) needs the pattern *."""
     external_id_secret_ref: SecretKeyRef | None = None
     """Where the external ID for roleArn comes from; when set, spec.aws.externalId is refused."""
 
@@ -329,6 +343,23 @@ def parse_grant(doc: Any) -> Grant:
 
 
 @dataclass(frozen=True)
+class AccountScope:
+    """The accounts a multi-account run may scan: those of the grant that allowed the policy."""
+
+    grant: str
+    accounts: tuple[str, ...]
+    role_arns: tuple[str, ...]
+
+    def refusal(self, account: str, role: str) -> str | None:
+        """Why `account` (assumed through `role`) may not be scanned, or None when it may."""
+        if not any(matches(p, account) for p in self.accounts):
+            return f"account {account} is not in aws.accounts of ScanAccessGrant {self.grant}"
+        if not any(matches(p, role) for p in self.role_arns):
+            return f"role {role} is not in aws.roleArns of ScanAccessGrant {self.grant}"
+        return None
+
+
+@dataclass(frozen=True)
 class Allowed:
     """The policy may run; `grant` allowed it (None in open mode)."""
 
@@ -340,6 +371,8 @@ class Allowed:
     # Where its notifications may go (URL prefixes or host patterns); None in open mode: anywhere
     # public (the operator's own destination rules still apply).
     notify_destinations: tuple[str, ...] | None = None
+    # Multi-account policies: which accounts the run may scan (None: open mode, or one account).
+    accounts: AccountScope | None = None
 
 
 @dataclass(frozen=True)
@@ -389,7 +422,9 @@ class _Field:
 def _fields(spec: PolicySpec) -> list[_Field]:
     aws, s3 = spec.aws, spec.report.s3
     out: list[_Field] = []
-    if aws.role_arn is None:
+    if aws.multi_account:
+        out.extend(_org_fields(spec))
+    elif aws.role_arn is None:
         out.append(
             _Field(
                 "spec.aws.roleArn",
@@ -525,6 +560,52 @@ def _fields(spec: PolicySpec) -> list[_Field]:
     return out
 
 
+def _role_field(path: str, role: str) -> _Field:
+    return _Field(
+        path,
+        f"{role} is not granted to this namespace",
+        lambda g: any(matches(p, role) for p in g.aws.role_arns),
+        lambda g: g.aws.role_arns,
+    )
+
+
+def _org_fields(spec: PolicySpec) -> list[_Field]:
+    """What a multi-account policy names besides its accounts (those are decided per account)."""
+    aws = spec.aws
+    out = [
+        _Field(
+            "spec.aws.accounts" if aws.accounts is not None else "spec.aws.organization",
+            "no account is granted to this namespace (aws.accounts)",
+            lambda g: bool(g.aws.accounts),
+            lambda g: g.aws.accounts,
+        )
+    ]
+    org = aws.organization
+    if org is not None:
+        out.append(_role_field("spec.aws.organization.roleArn", org.role_arn))
+        parents = org.parents or ["*"]
+        for i, parent in enumerate(parents):
+            path = f"spec.aws.organization.parents[{i}]" if org.parents else "spec.aws.organization.parents"
+            reason = (
+                f"organizational unit {parent} is not granted to this namespace"
+                if org.parents
+                else "unset (the whole organization): needs organizationalUnits: ['*']"
+            )
+            out.append(
+                _Field(
+                    path,
+                    reason,
+                    lambda g, p=parent: any(
+                        q == "*" if p == "*" else matches(q, p) for q in g.aws.organizational_units
+                    ),
+                    lambda g: g.aws.organizational_units,
+                )
+            )
+    if aws.inspector_admin_role_arn is not None:
+        out.append(_role_field("spec.aws.inspectorAdminRoleArn", aws.inspector_admin_role_arn))
+    return out
+
+
 def selecting(policy: PolicyRef, namespace_labels: Mapping[str, str], grants: Iterable[Grant]) -> list[Grant]:
     """The grants that select the policy's namespace, by name."""
     chosen = [g for g in grants if g.spec.namespaces.selects(policy.namespace, namespace_labels)]
@@ -548,11 +629,16 @@ def check(
             return Refused(item.path, item.reason, tuple(offered))
         candidates = remaining
     winner = candidates[0]
+    scope = None
+    if spec.aws.multi_account:
+        aws = winner.spec.aws
+        scope = AccountScope(winner.name, tuple(aws.accounts), tuple(aws.role_arns))
     return Allowed(
         grant=winner.name,
         external_id_secret=winner.spec.aws.external_id_secret_ref,
         jira_private_hosts=tuple(winner.spec.jira.allow_private_hosts),
         notify_destinations=tuple(winner.spec.notifications.destinations),
+        accounts=scope,
     )
 
 

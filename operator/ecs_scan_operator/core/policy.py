@@ -50,6 +50,12 @@ KIND = "ScanPolicy"
 _GLOB_CHARS = re.compile(r"^[A-Za-z0-9_\-*?\[\]!.:/@]+$", re.ASCII)
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$", re.ASCII)
 _ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}$", re.ASCII)
+_ACCOUNT_RE = re.compile(r"^[0-9]{12}$", re.ASCII)
+# An organizational unit (ou-<root part>-<ou part>) or the organization's root (r-<id>).
+_PARENT_RE = re.compile(r"^(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|r-[0-9a-z]{4,32})$", re.ASCII)
+ACCOUNT_PLACEHOLDER = "{account}"
+# A role ARN with {account} where the 12 digits go (checked by formatting it with a sample account).
+_ROLE_PATTERN_SHAPE = r"^arn:aws(-[a-z]+)*:iam::[{]account[}]:role/[A-Za-z0-9_+=,.@/-]{1,512}$"
 _EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$", re.ASCII)
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", re.ASCII)
 _IPV4_RE = re.compile(r"^[0-9]{1,3}([.][0-9]{1,3}){3}$", re.ASCII)
@@ -161,6 +167,23 @@ Region = Annotated[
     Field(description="An AWS region name, e.g. eu-west-1."),
 ]
 RoleArn = Annotated[str, _Matching(_ROLE_ARN_RE, "an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>)")]
+AccountId = Annotated[
+    str,
+    _Matching(_ACCOUNT_RE, "an AWS account ID (12 digits)"),
+    Field(description="An AWS account ID, 12 digits."),
+]
+OrgParent = Annotated[
+    str,
+    _Matching(_PARENT_RE, "an organizational unit ID (ou-...) or the organization's root ID (r-...)"),
+    Field(description="An organizational unit ID (ou-xxxx-xxxxxxxx) or the root ID (r-xxxx)."),
+]
+
+
+def role_for_account(pattern: str, account: str) -> str:
+    """The role ARN of `account` from a roleArnPattern (`{account}` replaced)."""
+    return pattern.replace(ACCOUNT_PLACEHOLDER, account)
+
+
 ProjectKey = Annotated[
     str, _Matching(_JIRA_PROJECT_RE, "a Jira project key (2-10 uppercase letters, digits, _)")
 ]
@@ -201,6 +224,52 @@ class _Model(BaseModel):
     )
 
 
+def _unique(values: list[str] | None, what: str) -> list[str] | None:
+    if values is not None:
+        dupes = sorted({v for v in values if values.count(v) > 1})
+        if dupes:
+            raise ValueError(f"{what} listed more than once: {', '.join(dupes)}")
+    return values
+
+
+class OrganizationSpec(_Model):
+    """The accounts of an AWS Organization (or some of its OUs), discovered at each run."""
+
+    role_arn: RoleArn
+    """A role in the management account or in a delegated administrator account of AWS
+    Organizations, allowed organizations:ListAccounts (no parents), or ListAccountsForParent and
+    ListOrganizationalUnitsForParent (parents). Only ACTIVE accounts are scanned."""
+    parents: list[OrgParent] = Field(
+        default_factory=list, max_length=100, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Organizational unit IDs (ou-...) or the root ID (r-...) whose accounts are scanned, child OUs
+    included. Empty (the default): every account of the organization. At most 100."""
+    include_accounts: list[AccountId] = Field(
+        default_factory=list, max_length=1000, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Only these of the discovered accounts (12-digit IDs). Empty (the default): all of them."""
+    exclude_accounts: list[AccountId] = Field(
+        default_factory=list, max_length=1000, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Discovered accounts left out (12-digit IDs), applied after includeAccounts."""
+
+    @field_validator("parents")
+    @classmethod
+    def _parents(cls, v: list[str]) -> list[str]:
+        return _unique(v, "parents") or []
+
+    @field_validator("include_accounts", "exclude_accounts")
+    @classmethod
+    def _accounts(cls, v: list[str]) -> list[str]:
+        return _unique(v, "accounts") or []
+
+    def keeps(self, account: str) -> bool:
+        """Whether a discovered account is scanned (includeAccounts, then excludeAccounts)."""
+        if self.include_accounts and account not in self.include_accounts:
+            return False
+        return account not in self.exclude_accounts
+
+
 class AwsSpec(_Model):
     """Where the task definitions live and how to reach them."""
 
@@ -226,7 +295,42 @@ class AwsSpec(_Model):
     registry_role_arn: RoleArn | None = None
     """An IAM role to assume for reading ECR images that live in another account than the task
     definitions (cross-account registries). Unset: roleArn (or the operator's credentials) is used
-    for ECR too."""
+    for ECR too; with accounts or organization, the registry account's own role (roleArnPattern)."""
+    accounts: list[AccountId] | None = Field(
+        default=None, min_length=1, max_length=1000, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Several AWS accounts to scan (12-digit IDs, 1 to 1000), each through its role from
+    roleArnPattern; every account in every region, in parallel. Not with roleArn or organization."""
+    organization: OrganizationSpec | None = None
+    """Scan the accounts of an AWS Organization, discovered at each run, each through its role from
+    roleArnPattern. Not with roleArn or accounts."""
+    role_arn_pattern: str | None = Field(
+        default=None, max_length=600, json_schema_extra={"pattern": _ROLE_PATTERN_SHAPE}
+    )
+    """The role assumed in each account of accounts or organization, with {account} where the
+    account ID goes, e.g. arn:aws:iam::{account}:role/ecs-scan-read. Required with them."""
+    inspector_admin_role_arn: RoleArn | None = None
+    """A role in Amazon Inspector's delegated administrator account: ENHANCED findings and coverage
+    of every member account are read there (ListFindings and ListCoverage filtered by awsAccountId)
+    instead of through each account's role. ECR BASIC scanning stays per registry account."""
+
+    @field_validator("accounts")
+    @classmethod
+    def _accounts(cls, v: list[str] | None) -> list[str] | None:
+        return _unique(v, "accounts")
+
+    @field_validator("role_arn_pattern")
+    @classmethod
+    def _role_pattern(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if ACCOUNT_PLACEHOLDER not in v:
+            raise ValueError(f"{v!r} must contain {ACCOUNT_PLACEHOLDER} where the account ID goes")
+        if not _ROLE_ARN_RE.match(role_for_account(v, "000000000000")):
+            raise ValueError(
+                f"{v!r} is not a role ARN pattern such as arn:aws:iam::{ACCOUNT_PLACEHOLDER}:role/<name>"
+            )
+        return v
 
     @field_validator("regions")
     @classmethod
@@ -250,9 +354,19 @@ class AwsSpec(_Model):
                     "set exactly one of spec.aws.region or spec.aws.regions",
                 ),
                 cel(
-                    "!has(self.externalId) || has(self.roleArn)",
-                    "spec.aws.externalId is only used with spec.aws.roleArn",
+                    "!has(self.externalId) || has(self.roleArn) || has(self.roleArnPattern)",
+                    "spec.aws.externalId is only used with spec.aws.roleArn or roleArnPattern",
                     ".externalId",
+                ),
+                cel(
+                    "(has(self.roleArn) ? 1 : 0) + (has(self.accounts) ? 1 : 0)"
+                    " + (has(self.organization) ? 1 : 0) <= 1",
+                    "set at most one of spec.aws.roleArn, spec.aws.accounts or spec.aws.organization",
+                ),
+                cel(
+                    "has(self.roleArnPattern) == (has(self.accounts) || has(self.organization))",
+                    "spec.aws.roleArnPattern goes with spec.aws.accounts or spec.aws.organization",
+                    ".roleArnPattern",
                 ),
             ]
         }
@@ -262,9 +376,31 @@ class AwsSpec(_Model):
     def _one_region_form(self) -> AwsSpec:
         if (self.region is None) == (self.regions is None):
             raise ValueError("set exactly one of region or regions")
-        if self.external_id is not None and self.role_arn is None:
-            raise ValueError("externalId is only used with roleArn")
+        if self.external_id is not None and self.role_arn is None and self.role_arn_pattern is None:
+            raise ValueError("externalId is only used with roleArn or roleArnPattern")
+        modes = [
+            n
+            for n, v in (
+                ("roleArn", self.role_arn),
+                ("accounts", self.accounts),
+                ("organization", self.organization),
+            )
+            if v is not None
+        ]
+        if len(modes) > 1:
+            raise ValueError(f"set at most one of roleArn, accounts or organization (got {', '.join(modes)})")
+        if (self.role_arn_pattern is None) != (self.accounts is None and self.organization is None):
+            raise ValueError("roleArnPattern goes with accounts or organization, and they need it")
         return self
+
+    @property
+    def multi_account(self) -> bool:
+        """Whether the policy scans several accounts (accounts or organization)."""
+        return self.accounts is not None or self.organization is not None
+
+    def account_role(self, account: str) -> str | None:
+        """The role assumed in `account` (multi-account policies), else None."""
+        return role_for_account(self.role_arn_pattern, account) if self.role_arn_pattern else None
 
     @property
     def all_regions(self) -> list[str]:
@@ -483,6 +619,13 @@ class RouteMatch(_Model):
     """Tags (key to value) that a task definition using the image must all have. At most 20."""
     repository_tags: dict[str, str] = Field(default_factory=dict, max_length=20)
     """Tags (key to value) the image's ECR repository must all have. At most 20."""
+    accounts: list[Glob] = Field(default_factory=list, max_length=1000)
+    """Account IDs or globs (e.g. 1234567890*); an image matches when a task definition of a
+    matching account uses it (multi-account policies: spec.aws.accounts / organization). At most
+    1000."""
+    regions: list[Glob] = Field(default_factory=list, max_length=30)
+    """Region names or globs (e.g. eu-*); an image matches when a task definition in a matching
+    region uses it. At most 30."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -490,9 +633,11 @@ class RouteMatch(_Model):
                 cel(
                     "(has(self.families) && size(self.families) > 0)"
                     " || (has(self.taskDefinitionTags) && size(self.taskDefinitionTags) > 0)"
-                    " || (has(self.repositoryTags) && size(self.repositoryTags) > 0)",
+                    " || (has(self.repositoryTags) && size(self.repositoryTags) > 0)"
+                    " || (has(self.accounts) && size(self.accounts) > 0)"
+                    " || (has(self.regions) && size(self.regions) > 0)",
                     "spec.jira.routes[].match: set at least one of families,"
-                    " taskDefinitionTags or repositoryTags",
+                    " taskDefinitionTags, repositoryTags, accounts or regions",
                 )
             ]
         }
@@ -500,8 +645,16 @@ class RouteMatch(_Model):
 
     @model_validator(mode="after")
     def _not_empty(self) -> RouteMatch:
-        if not (self.families or self.task_definition_tags or self.repository_tags):
-            raise ValueError("set at least one of families, taskDefinitionTags or repositoryTags")
+        if not (
+            self.families
+            or self.task_definition_tags
+            or self.repository_tags
+            or self.accounts
+            or self.regions
+        ):
+            raise ValueError(
+                "set at least one of families, taskDefinitionTags, repositoryTags, accounts or regions"
+            )
         return self
 
 

@@ -12,7 +12,7 @@ import io
 import json
 import re
 import unicodedata
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -65,11 +65,25 @@ def runtime_document(rt: RuntimeContext) -> dict[str, Any]:
     }
 
 
-def _image_summary(img: ImageResult, new_ids: Sequence[str]) -> dict[str, Any]:
-    runtime: dict[str, Any] = {}
+def account_label(account: str, names: Mapping[str, str]) -> str:
+    """`123456789012 (payments-prod)`, or the ID alone when Organizations told no name."""
+    name = names.get(account, "")
+    return f"{account} ({name})" if name else account
+
+
+def _accounts(img: ImageResult, names: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"id": a, "name": names.get(a, "")} for a in img.accounts]
+
+
+def _image_summary(
+    img: ImageResult, new_ids: Sequence[str], account_names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
     if img.runtime is not None:  # only where the policy has a running view or Inspector counts uses
-        runtime = {"runtime": runtime_document(img.runtime), "redeployNeeded": img.redeploy_needed}
-    return runtime | {
+        extra = {"runtime": runtime_document(img.runtime), "redeployNeeded": img.redeploy_needed}
+    if img.accounts:  # multi-account policies: the accounts whose task definitions use the image
+        extra["accounts"] = _accounts(img, account_names or {})
+    return extra | {
         "image": img.ref.raw,
         "registry": img.ref.registry,
         "repository": img.ref.repository,
@@ -87,10 +101,14 @@ def _image_summary(img: ImageResult, new_ids: Sequence[str]) -> dict[str, Any]:
 
 
 def image_document(
-    img: ImageResult, run_id: str, policy: PolicyRef, new_ids: Sequence[str]
+    img: ImageResult,
+    run_id: str,
+    policy: PolicyRef,
+    new_ids: Sequence[str],
+    account_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The per-image JSON: summary plus every actionable and suppressed finding."""
-    doc = _image_summary(img, new_ids)
+    doc = _image_summary(img, new_ids, account_names)
     doc.update(
         {
             # Which container of which revision: in the per-image object only (a shared sidecar is
@@ -114,8 +132,13 @@ def image_document(
     return doc
 
 
-def render_csv(images: Sequence[ImageResult]) -> str:
-    """summary.csv: one row per image; every cell quoted and neutralised (see `csv_cell`)."""
+def render_csv(images: Sequence[ImageResult], account_names: Mapping[str, str] | None = None) -> str:
+    """summary.csv: one row per image; every cell quoted and neutralised (see `csv_cell`).
+
+    Multi-account runs (an image used in some account) add a last column, accounts.
+    """
+    names = account_names or {}
+    multi = any(img.accounts for img in images)
     buf = io.StringIO()
     # QUOTE_ALL: a cell holding CR, LF or any other line break (VT, FF, U+2028...) is always inside
     # quotes, so no reader - csv, universal newlines, str.splitlines - can start a row inside it.
@@ -130,6 +153,7 @@ def render_csv(images: Sequence[ImageResult]) -> str:
             "suppressed",
             "families",
             *RUNTIME_COLUMNS,
+            *(["accounts"] if multi else []),
         ]
     )
     for img in images:
@@ -144,6 +168,7 @@ def render_csv(images: Sequence[ImageResult]) -> str:
                 len(img.suppressed),
                 csv_cell(" ".join(img.families)),
                 *_runtime_cells(img),
+                *([csv_cell(", ".join(account_label(a, names) for a in img.accounts))] if multi else []),
             ]
         )
     return buf.getvalue()
@@ -247,9 +272,15 @@ def _href(link: str | None) -> str | None:
 
 
 def render_html(
-    images: Sequence[ImageResult], result: RunResult, links: dict[str, str], expired: Sequence[Suppression]
+    images: Sequence[ImageResult],
+    result: RunResult,
+    links: dict[str, str],
+    expired: Sequence[Suppression],
+    account_names: Mapping[str, str] | None = None,
 ) -> str:
     """index.html: a self-contained sortable table (no external resources), from the packaged template."""
+    names = account_names or {}
+    show_accounts = any(img.accounts for img in images)
     rows = []
     for img in images:
         counts = img.counts()
@@ -266,6 +297,7 @@ def render_html(
                 ],
                 "suppressed": len(img.suppressed),
                 "families": ", ".join(img.families),
+                "accounts": ", ".join(account_label(a, names) for a in img.accounts),
                 "reason": img.reason,
             }
         )
@@ -287,9 +319,11 @@ def render_html(
             *[s.value.title() for s in SEVERITY_ORDER],
             "Suppressed",
             "Families",
+            *(["Account"] if show_accounts else []),
             "Reason",
         ],
         rows=rows,
+        show_accounts=show_accounts,
     )
 
 
@@ -297,12 +331,17 @@ _SEVERITY_CLASS = {"CRITICAL": "n crit", "HIGH": "n high"}
 
 
 def render_images(
-    folder: str, policy: PolicyRef, images: Sequence[ImageResult], run_id: str, new_ids: dict[str, list[str]]
+    folder: str,
+    policy: PolicyRef,
+    images: Sequence[ImageResult],
+    run_id: str,
+    new_ids: dict[str, list[str]],
+    account_names: Mapping[str, str] | None = None,
 ) -> Iterator[ReportObject]:
     """One JSON object per affected image, rendered as it is asked for (memory stays flat)."""
     for img in images:
         if img.affected:
-            doc = image_document(img, run_id, policy, new_ids.get(img.ref.display, []))
+            doc = image_document(img, run_id, policy, new_ids.get(img.ref.display, []), account_names)
             yield ReportObject(
                 image_report_key(folder, img), json.dumps(doc, indent=2).encode(), "application/json"
             )
@@ -318,6 +357,7 @@ def render_index_json(
     *,
     written: Collection[str],
     objects: Sequence[str],
+    account_names: Mapping[str, str] | None = None,
 ) -> bytes:
     """index.json, the run folder's commit record (docs/run-protocol.md).
 
@@ -341,7 +381,8 @@ def render_index_json(
     rows = ",".join(
         json.dumps(
             dict(
-                _image_summary(img, new_ids.get(img.ref.display, [])), report=_relative(folder, img, written)
+                _image_summary(img, new_ids.get(img.ref.display, []), account_names),
+                report=_relative(folder, img, written),
             ),
             separators=compact,
         )

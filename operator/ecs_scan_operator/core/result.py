@@ -18,6 +18,8 @@ MAX_ERRORS = 10
 MAX_MESSAGE = 300
 MAX_CAUSES = 10  # distinct error causes kept with their counts
 SHOWN_CAUSES = 3  # named in one-line summaries, then "and N more"
+MAX_ACCOUNTS = 10  # accounts named in per-account counts; the rest are summed as "other"
+OTHER_ACCOUNTS = "other"
 
 
 class Outcome(StrEnum):
@@ -71,6 +73,10 @@ class RunResult:
     jira_requests: int = 0
     # "service:Operation ErrorCode" -> how many images or stages failed of it (bounded on output)
     error_causes: Counter[str] = field(default_factory=Counter)
+    # Multi-account policies: images (and affected images) per account using them, all accounts;
+    # bounded on output (`by_account`).
+    account_images: Counter[str] = field(default_factory=Counter)
+    account_affected: Counter[str] = field(default_factory=Counter)
     # Set when the run did not start at all (another run holds the policy's lease): why.
     refused: str = ""
     # The running view (issue #12): images whose affected digest still runs after the tag moved
@@ -121,6 +127,11 @@ class RunResult:
         self.redeploy_needed = sum(1 for i in images if i.redeploy_needed)
         self.redeploy_images = sorted(i.ref.display for i in images if i.redeploy_needed)[:MAX_ERRORS]
         self.coverage_at_risk = sum(1 for i in images if i.runtime is not None and i.runtime.coverage_at_risk)
+        self.account_images, self.account_affected = Counter(), Counter()
+        for img in images:
+            self.account_images.update(img.accounts)
+            if img.affected:
+                self.account_affected.update(img.accounts)
         for img in images:
             if img.status is ImageStatus.FAILED:
                 self.record_cause(img.cause)
@@ -134,6 +145,15 @@ class RunResult:
             self.outcome = Outcome.PARTIAL
         else:
             self.outcome = Outcome.SUCCEEDED
+
+    def by_account(self, counts: Counter[str], limit: int = MAX_ACCOUNTS) -> dict[str, int]:
+        """The `limit` accounts with the most images first (ties by ID), the rest summed as "other"."""
+        order = sorted(self.account_images, key=lambda a: (-self.account_images[a], a))
+        out = {a: counts.get(a, 0) for a in order[:limit]}
+        rest = sum(counts.get(a, 0) for a in order[limit:])
+        if len(order) > limit:
+            out[OTHER_ACCOUNTS] = rest
+        return out
 
     @property
     def findings_total(self) -> int:
@@ -170,4 +190,11 @@ class RunResult:
             "redeployNeeded": self.redeploy_needed,
             "coverageAtRisk": self.coverage_at_risk,
             "rescanWindows": list(self.rescan_windows),
-        }
+        } | (
+            {
+                "imagesByAccount": self.by_account(self.account_images),
+                "affectedByAccount": self.by_account(self.account_affected),
+            }
+            if self.account_images
+            else {}
+        )

@@ -109,6 +109,8 @@ class LastRunStatus(TypedDict):
     # The running view only (issue #12): absent for policies without one.
     redeployNeeded: NotRequired[int]
     coverageAtRisk: NotRequired[int]
+    imagesByAccount: NotRequired[dict[str, int]]
+    affectedByAccount: NotRequired[dict[str, int]]
 
 
 class ScanPolicyStatus(TypedDict, total=False):
@@ -370,6 +372,9 @@ def last_run_from_result(result: RunResult, trigger: Trigger) -> LastRunStatus:
     if result.running_view:
         out["redeployNeeded"] = result.redeploy_needed
         out["coverageAtRisk"] = result.coverage_at_risk
+    if result.account_images:  # multi-account: the top accounts, the rest as "other" (11 keys at most)
+        out["imagesByAccount"] = result.by_account(result.account_images)
+        out["affectedByAccount"] = result.by_account(result.account_affected)
     return out
 
 

@@ -2,7 +2,8 @@
 
 Routes are tried in order; the first whose `match` fits an image takes it, else the default
 route made of the top-level `jira` values. A route's criteria are ANDed: a family glob must
-match one of the families that use the image, every task-definition tag must be present (the
+match one of the families that use the image (an account or region glob: one of the accounts or
+regions whose task definitions use it), every task-definition tag must be present (the
 value is a glob) on the task definitions that use it, and every repository tag on its ECR
 repository. Within a route, images are grouped per repository (`groupBy: repository`) or per
 image reference (`groupBy: image`). Only private ECR images take part: nothing else is scanned.
@@ -78,6 +79,10 @@ def _tags_match(wanted: Mapping[str, str], have: Mapping[str, str]) -> bool:
 def route_matches(match: RouteMatch, image: ImageResult) -> bool:
     """True when every criterion of `match` fits the image (families: any family using it)."""
     if match.families and not any(fnmatchcase(f, g) for f in image.families for g in match.families):
+        return False
+    if match.accounts and not any(fnmatchcase(a, g) for a in image.accounts for g in match.accounts):
+        return False
+    if match.regions and not any(fnmatchcase(r, g) for r in image.regions for g in match.regions):
         return False
     if not _tags_match(match.task_definition_tags, image.td_tags):
         return False
