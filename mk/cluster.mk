@@ -1,4 +1,5 @@
-# Local Kubernetes control plane (tests/cluster): kubectl/helm, kube-apiserver + etcd.
+# Local Kubernetes control plane (tests/cluster): kubectl/helm, kube-apiserver + etcd
+# (+ kube-controller-manager and kube-scheduler for the "workloads" mode).
 # Included by the main Makefile (-include mk/*.mk); $(PY) is the venv's python there.
 # Works standalone too: make -f mk/cluster.mk cluster-bins (with an existing .venv).
 
@@ -14,8 +15,9 @@ tools: $(CLUSTER_VENV_DEP) ## kubectl + helm into .tools/bin
 	$(PY) tests/cluster/get_tools.py
 
 # Builds from the Go module proxy into ~/.cache/ecs-scan-operator/<k8s version>/ with progress;
-# a cold build takes ~7 min on 2 idle cores (see tests/cluster/README.md), a warm check ~1 s.
-cluster-bins: $(CLUSTER_VENV_DEP) ## build/cache kube-apiserver + etcd (Go module proxy)
+# a cold build takes ~7 min on 2 idle cores, +~4 min for controller-manager and scheduler
+# (see tests/cluster/README.md); a warm check ~1 s. ECS_SCAN_GO_BUILD_PROCS=1 leaves a core free.
+cluster-bins: $(CLUSTER_VENV_DEP) ## build/cache etcd, kube-apiserver, kube-controller-manager, kube-scheduler
 	$(PY) -m tests.cluster.localcluster build
 
 # Foreground until Ctrl-C, which stops both processes and removes everything.

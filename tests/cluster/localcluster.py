@@ -575,7 +575,7 @@ class LocalCluster:
 def _cmd_build(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
-        paths = build.ensure_all(build.default_progress, force=args.force)
+        paths = build.ensure_all(build.default_progress, force=args.force, workloads=True)
     except build.BuildError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -629,7 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_build = sub.add_parser(
-        "build", help="build (or reuse the cached) kube-apiserver and etcd, with progress"
+        "build",
+        help="build (or reuse the cached) etcd, kube-apiserver, kube-controller-manager and kube-scheduler",
     )
     p_build.add_argument(
         "--force", action="store_true", help="rebuild even if the cached binaries are current"
