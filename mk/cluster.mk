@@ -5,6 +5,8 @@
 
 PY ?= .venv/bin/python
 CLUSTER_DIR ?= .cluster
+# e.g. CLUSTER_ARGS=--workloads: also controller-manager, scheduler and the test node agent
+CLUSTER_ARGS ?=
 # depend on the main Makefile's `venv` target only when included from it
 CLUSTER_VENV_DEP := $(if $(VENV),venv)
 
@@ -22,4 +24,4 @@ cluster-bins: $(CLUSTER_VENV_DEP) ## build/cache etcd, kube-apiserver, kube-cont
 
 # Foreground until Ctrl-C, which stops both processes and removes everything.
 cluster: tools cluster-bins ## start etcd + kube-apiserver in the foreground; writes .cluster/kubeconfig
-	$(PY) -m tests.cluster.localcluster up --dir $(CLUSTER_DIR)
+	$(PY) -m tests.cluster.localcluster up --dir $(CLUSTER_DIR) $(CLUSTER_ARGS)

@@ -187,8 +187,8 @@ def kube_namespace(kube_cluster: LocalCluster) -> str:
 def kube_workloads(kube_cluster: LocalCluster, pytestconfig: pytest.Config) -> LocalCluster:
     """``kube_cluster`` with controller-manager, scheduler and the node agent running (started once).
 
-    Request it before ``kube_namespace`` (put it first in the test's arguments), so that the
-    namespace waits for its ``default`` ServiceAccount.
+    Session-scoped, so pytest sets it up before any ``kube_namespace`` of the same test, which
+    then waits for the namespace's ``default`` ServiceAccount (Pods need it).
     """
     if not kube_cluster.workloads_running:
         try:
