@@ -391,3 +391,66 @@ def test_what_the_node_agent_cannot_run_fails_clearly(
     assert failed["status"]["phase"] == "Failed"
     assert failed["status"]["reason"] == "NodeAgentUnsupported"
     assert expected in failed["status"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("script", "policy", "expected"),
+    [
+        # the message file's first 4096 bytes, as a kubelet reads it
+        ("import os; open(os.environ['OUT'], 'w').write('x' * 5000)", "File", "x" * 4096),
+        # nothing written and a failure: the log's tail with FallbackToLogsOnError
+        ("import sys; print('the last words'); sys.exit(1)", "FallbackToLogsOnError", "the last words"),
+        # ... but not with File
+        ("import sys; print('the last words'); sys.exit(1)", "File", None),
+    ],
+    ids=["truncated", "fallback-to-logs", "no-fallback"],
+)
+def test_the_termination_message(
+    kube_workloads: LocalCluster, kube_namespace: str, script: str, policy: str, expected: str | None
+) -> None:
+    c, ns = kube_workloads, kube_namespace
+    container = {
+        "env": [{"name": "OUT", "value": "/dev/termination-log"}],
+        "terminationMessagePolicy": policy,
+    }
+    create(c, JOBS.format(ns=ns), job("msg", script, container=container))
+    wait_for("the Job to finish", lambda: job_condition(c, ns, "msg", "Complete", "Failed"), 90)
+    [pod] = pods_of(c, ns, "msg")
+    message = terminated(pod).get("message")
+    if expected is None:
+        assert message is None
+    else:
+        assert message is not None and message.strip() == expected
+
+
+def test_on_failure_restarts_in_place_until_the_backoff_limit(
+    kube_workloads: LocalCluster, kube_namespace: str
+) -> None:
+    c, ns = kube_workloads, kube_namespace
+    marker = f"marker-{uuid.uuid4().hex}"
+    create(
+        c,
+        JOBS.format(ns=ns),
+        job(
+            "again",
+            f"import sys; '{marker}'; sys.exit(2)",
+            backoff_limit=1,
+            pod={"restartPolicy": "OnFailure"},
+        ),
+    )
+    restarted = wait_for(
+        "the container to be restarted in its Pod",
+        lambda: [
+            p
+            for p in pods_of(c, ns, "again")
+            if ((p["status"].get("containerStatuses") or [{}])[0].get("restartCount") or 0) >= 1
+        ],
+        90,
+    )
+    last = restarted[0]["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert (last["exitCode"], last["reason"]) == (2, "Error")
+    failed = wait_for("the Job to fail", lambda: job_condition(c, ns, "again", "Failed", "Complete"), 120)
+    assert failed["reason"] == "BackoffLimitExceeded", describe(c, ns, "again")
+    # the Job controller deletes the restarting Pod; the node agent stops it
+    wait_for("the Pod to be deleted", lambda: not pods_of(c, ns, "again"), 90)
+    wait_for("no process left", lambda: not process_alive(marker), 30)
