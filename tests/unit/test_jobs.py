@@ -357,7 +357,8 @@ def test_the_newest_pod_speaks() -> None:
     ("waiting", "age", "ends"),
     [
         ("InvalidImageName", 1, True),
-        ("CreateContainerConfigError", 1, True),
+        ("CreateContainerConfigError", 1, False),
+        ("CreateContainerConfigError", 301, True),
         ("ImagePullBackOff", 60, False),
         ("ImagePullBackOff", 301, True),
         ("ErrImagePull", 400, True),

@@ -68,8 +68,17 @@ NAME_MAX = 63  # a Job's name becomes its Pods' job-name label value
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 # Waiting reasons that never resolve by themselves, and those that may (image pulls back off).
-FATAL_WAITING = frozenset({"InvalidImageName", "CreateContainerConfigError", "ErrImageNeverPull"})
-STUCK_WAITING = frozenset({"ImagePullBackOff", "ErrImagePull", "CreateContainerError", "ContainerCreating"})
+# (A missing Secret or ConfigMap is waited for, as the kubelet does: it may be created late.)
+FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+STUCK_WAITING = frozenset(
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "CreateContainerError",
+        "CreateContainerConfigError",
+        "ContainerCreating",
+    }
+)
 
 
 @dataclass(frozen=True)
