@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from ecs_scan_operator.core import jobs
+from ecs_scan_operator.core.schedule import parse_time
 from tests.cluster.localcluster import LocalCluster
 from tests.e2e.conftest import Api, StartOperator, policy, report_runs, wait_for
 from tests.support.moto_fixtures import AWS_ENV
@@ -81,8 +82,8 @@ def test_a_scheduled_run_end_to_end_as_a_job(
     assert last["result"] == "Succeeded", last
     assert last["trigger"] == "Schedule" and last["images"] > 0
     assert last["id"] in report_runs(moto_server, api.namespace, "nightly")
-    reasons = api.event_reasons("nightly")
-    assert "RunStarted" in reasons and "RunSucceeded" in reasons
+    wait_for("the RunSucceeded Event", lambda: "RunSucceeded" in api.event_reasons("nightly"))
+    assert "RunStarted" in api.event_reasons("nightly")
     (job,) = [
         j
         for j in list_jobs(workloads, api.namespace)
@@ -91,8 +92,20 @@ def test_a_scheduled_run_end_to_end_as_a_job(
     assert job["status"].get("succeeded") == 1
     pods = list_pods(workloads, api.namespace, f"job-name={job['metadata']['name']}")
     assert [p["status"]["phase"] for p in pods] == ["Succeeded"]
-    message = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
-    assert json.loads(message)["id"] == last["id"]
+    terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert json.loads(terminated["message"])["id"] == last["id"]
+    # The figures of docs/jobs.md (the API's timestamps have whole seconds).
+    due = parse_time(api.status("nightly")["lastScheduleTime"])
+    created = parse_time(job["metadata"]["creationTimestamp"])
+    started = parse_time(terminated["startedAt"])
+    finished = parse_time(job["status"]["completionTime"])
+    recorded = parse_time(last["completionTime"])
+    assert due and created and started and finished and recorded
+    to_created, to_started = (created - due).total_seconds(), (started - due).total_seconds()
+    print(
+        f"\n[jobs] due {due:%H:%M:%S} -> Job created +{to_created:.0f} s, container started "
+        f"+{to_started:.0f} s; run {(finished - started).total_seconds():.0f} s"
+    )
 
 
 def test_a_run_that_exits_non_zero_records_its_own_result(

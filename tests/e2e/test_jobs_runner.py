@@ -214,8 +214,8 @@ def test_a_run_now_becomes_a_job_and_its_result_the_status(
     assert last["result"] == "Succeeded" and last["images"] > 0
     assert run_id in report_runs(moto_server, api.namespace, "pay")  # the report the Job's run wrote
     assert last["reportUri"].endswith("index.json")
-    reasons = api.event_reasons("pay")
-    assert "RunStarted" in reasons and "RunSucceeded" in reasons
+    wait_for("the RunSucceeded Event", lambda: "RunSucceeded" in api.event_reasons("pay"))
+    assert "RunStarted" in api.event_reasons("pay")
     print(f"\n[jobs] due -> Job created {created:.2f} s; Job finished -> status written {recorded:.2f} s")
 
 
@@ -337,3 +337,49 @@ def test_max_concurrent_jobs_holds_back_the_rest(
     wait_for("a third Job once one ended", lambda: len(fake.jobs()) == 3, timeout=60)
     active = [j for j in fake.jobs() if jobs.job_active(j)]
     assert len(active) == 2
+
+
+def kube_requests(metrics: str) -> dict[str, float]:
+    """ecsscan_kubernetes_api_requests_total by call, from the operator's /metrics text."""
+    out: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("ecsscan_kubernetes_api_requests_total{"):
+            call = line.split('call="', 1)[1].split('"', 1)[0]
+            out[call] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+@pytest.mark.parametrize("mode", ["inProcess", "job"])
+def test_api_requests_per_run(
+    api: Api, fake: Cluster, start_operator: StartOperator, moto_server: str, tmp_path: Path, mode: str
+) -> None:
+    """One run-now run from the policy's creation to its recorded result: the operator's API requests.
+
+    Job mode adds exactly: the policy's Jobs listed (never two runs), the Job and its ConfigMap
+    created, the Pods listed once the Job ended. Its result comes by the Job watch (no poll here).
+    """
+    env = job_env(moto_server, ECS_SCAN_JOB_POLL_SECONDS="600") if mode == "job" else {}
+    op = start_operator(**env)
+    before = kube_requests(op.metrics())
+    api.create(policy("pay", api.namespace, run_now="1"))
+    if mode == "job":
+        uid = api.get("pay")["metadata"]["uid"]
+        (job,) = wait_for("the run's Job", lambda: fake.jobs(uid), timeout=60)
+        code, message = fake.run_container(job, tmp_path, moto_server)
+        fake.pod(job, terminated={"exitCode": code, "reason": "Completed", "message": message})
+        fake.finish(job, succeeded=True)
+    last = wait_for(
+        "the run's result", lambda: (api.status("pay").get("lastRun") or {}).get("result"), timeout=120
+    )
+    assert last == "Succeeded"
+    time.sleep(2)  # the look after the run (next schedule) settles
+    after = kube_requests(op.metrics())
+    used = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+    print(
+        f"\n[jobs] API requests per run ({mode}): {sum(used.values()):.0f} {json.dumps(used, sort_keys=True)}"
+    )
+    if mode == "job":
+        assert used["list jobs"] == 1 and used["create job"] == 1 and used["create configmap"] == 1
+        assert used["list pods"] == 1
+    else:
+        assert not any(k.endswith(("job", "jobs", "configmap", "pods")) for k in used)

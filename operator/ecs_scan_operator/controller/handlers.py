@@ -23,7 +23,7 @@ import kopf
 from ecs_scan_operator.clock import SystemClock
 from ecs_scan_operator.controller.grants import GrantAccess
 from ecs_scan_operator.controller.jobs import JobRunner, job_settings
-from ecs_scan_operator.controller.kube import PLURAL, ClientKubeApi
+from ecs_scan_operator.controller.kube import PLURAL, ClientKubeApi, count_requests
 from ecs_scan_operator.controller.leader import AlwaysLeader, LeaderElector, Leadership
 from ecs_scan_operator.controller.metrics import Metrics
 from ecs_scan_operator.controller.reconcile import Deps, format_run_id
@@ -102,6 +102,7 @@ def build_deps(settings: Settings, loop: asyncio.AbstractEventLoop) -> Deps:
         grants = GrantAccess(kube)
         grants.prime()
     metrics = Metrics(process_metrics=True)
+    count_requests(lambda call: metrics.kube_requests.labels(call).inc())
     run_fn = functools.partial(
         execute_run,
         session_identity=settings.aws_session_tags,

@@ -53,11 +53,22 @@ class KubeApi(Protocol):
         ...
 
 
+# Told of every request (the verb and kind of `what`: "get scanpolicy"); the operator counts them.
+_on_request: list[Callable[[str], None]] = []
+
+
+def count_requests(hook: Callable[[str], None]) -> None:
+    """Call `hook` with "<verb> <kind>" before every request of ClientKubeApi (metrics)."""
+    _on_request.append(hook)
+
+
 def map_errors(call: Callable[[], T], what: str) -> T:
     """Run one client call, mapping its errors onto the project's hierarchy."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
+    for hook in _on_request:
+        hook(" ".join(what.split()[:2]))
     try:
         return call()
     except ApiException as exc:
