@@ -20,8 +20,10 @@ import pytest
 
 from ecs_scan_operator.core import jobs
 from ecs_scan_operator.core.schedule import parse_time
+from tests.cluster.fixtures import Kubectl
 from tests.cluster.localcluster import LocalCluster
 from tests.e2e.conftest import Api, StartOperator, policy, report_runs, wait_for
+from tests.jira_server.server import JiraTestServer
 from tests.support.moto_fixtures import AWS_ENV
 
 pytestmark = pytest.mark.e2e
@@ -278,3 +280,45 @@ def test_fifty_policies_due_at_once_run_ten_at_a_time(
     assert all(r and r["result"] == "Succeeded" for r in results.values()), results
     assert len(list_jobs(workloads, api.namespace)) == 50  # one Job per policy, none twice
     assert peak == 10
+
+
+def test_the_run_reads_only_its_namespaces_jira_secret_under_its_own_service_account(
+    api: Api,
+    workloads: LocalCluster,
+    kubectl: Kubectl,
+    start_operator: StartOperator,
+    jira_server: JiraTestServer,
+) -> None:
+    """The kubelet mounts the policy's Secret into the run; the ServiceAccount itself may read no Secret."""
+    ns = api.namespace
+    kubectl("create", "serviceaccount", "scanner", "-n", ns)
+    kubectl(
+        "create", "secret", "generic", "jira-credentials", "-n", ns,
+        f"--from-literal=email={jira_server.EMAIL}", f"--from-literal=apiToken={jira_server.API_TOKEN}",
+    )  # fmt: skip
+    # The Jira test server listens on 127.0.0.1: allowed as for a Jira on a private address.
+    start_operator(**job_env(ECS_SCAN_JIRA_ALLOWED_HOSTS="127.0.0.1"))
+    body = policy(
+        "tickets",
+        ns,
+        run_now="1",
+        serviceAccountName="scanner",
+        jira={"url": jira_server.url, "credentialsSecret": "jira-credentials", "project": "SEC"},
+    )
+    api.create(body)
+    last = wait_for("the run with tickets", lambda: finished_run(api, "tickets"), timeout=150)
+    assert last["result"] == "Succeeded", last
+    synced = next(c for c in api.status("tickets")["conditions"] if c["type"] == "TicketsSynced")
+    assert synced["status"] == "True", synced
+    assert jira_server.state.issues, "no Jira ticket was created"
+    (job,) = list_jobs(workloads, ns)
+    pod_spec = job["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == "scanner" and pod_spec["automountServiceAccountToken"] is False
+    assert [v["secret"]["secretName"] for v in pod_spec["volumes"] if "secret" in v] == ["jira-credentials"]
+    user = f"system:serviceaccount:{ns}:scanner"
+    for where in (ns, "default", "kube-system"):
+        for verb in ("get", "list"):
+            res = kubectl("auth", "can-i", verb, "secrets", "-n", where, f"--as={user}", check=False)
+            assert res.stdout.strip() == "no", (verb, where, res.stdout)
+    res = kubectl("auth", "can-i", "get", "secrets/jira-credentials", "-n", ns, f"--as={user}", check=False)
+    assert res.stdout.strip() == "no"
