@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from pydantic import SecretStr
 
 from ecs_scan_operator import cli
