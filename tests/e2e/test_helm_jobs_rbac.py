@@ -7,22 +7,32 @@ ConfigMaps and list Pods in its watched namespaces, and nothing more than in-pro
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from ecs_scan_operator.demo.fleet import FleetInfo
 from tests.cluster.fixtures import Kubectl
 from tests.cluster.localcluster import LocalCluster
+from tests.e2e.conftest import policy, wait_for
 from tests.e2e.test_helm_rbac import (
     SP,
     Install,
     _apply,
     _create_namespace,
+    _free_port,
     _install,
+    _operator,
+    _sa_kubeconfig,
     _wait_for_rbac,
     can_i,
     helm_template,
 )
+from tests.support.moto_fixtures import AWS_ENV
 
 pytestmark = pytest.mark.e2e
 
@@ -140,3 +150,57 @@ def test_a_run_service_account_may_do_nothing(kubectl: Kubectl, run_account: str
     ]:
         res = kubectl("auth", "can-i", verb, resource, "-n", ns, f"--as={user}", check=False)
         assert res.stdout.strip() == "no", (verb, resource, res.stdout, res.stderr)
+
+
+def test_the_operator_runs_a_job_with_nothing_but_the_charts_rbac(
+    kube_workloads: LocalCluster,
+    kubectl: Kubectl,
+    moto_server: str,
+    demo_fleet: FleetInfo,
+    tmp_path: Path,
+) -> None:
+    """The operator under the chart's ServiceAccount in job mode: a run as a Job, recorded, no 403.
+
+    The real Job controller, scheduler and node agent run the Job (tests/cluster workloads mode);
+    the watched namespace enforces the restricted Pod Security profile.
+    """
+    inst = _install(kube_workloads, kubectl, "runner.mode=job", "metrics.enabled=false", watched=1)
+    ns = inst.watched[0]
+    _wait_for_rbac(kubectl, inst, ns)
+    kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    wait_for(
+        "the namespace's default ServiceAccount",
+        lambda: kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0,
+    )
+    kube_workloads.set_node_env({**AWS_ENV, "AWS_ENDPOINT_URL": moto_server})
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(policy("as-sa", ns, run_now="1")))
+    kubeconfig = _sa_kubeconfig(kube_workloads, kubectl, inst, tmp_path / "sa.kubeconfig")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        **inst.env,  # what the chart's Deployment sets: runner mode job, the Job image, resources
+        "KUBECONFIG": str(kubeconfig),
+        "ECS_SCAN_HEALTH_PORT": str(_free_port()),
+        "ECS_SCAN_METRICS_PORT": str(_free_port()),
+        "ECS_SCAN_LOG_FORMAT": "text",
+        "ECS_SCAN_JOB_POLL_SECONDS": "2",
+    }
+    assert "AWS_ACCESS_KEY_ID" not in env  # the operator itself has no AWS credentials at all
+    log = tmp_path / "operator.log"
+    with _operator(env, log) as proc:
+
+        def finished() -> dict[str, Any] | None:
+            assert proc.poll() is None, f"the operator exited ({proc.returncode}):\n{log.read_text()[-5000:]}"
+            obj = kubectl.json("get", SP, "as-sa", "-n", ns)
+            last = (obj.get("status") or {}).get("lastRun") or {}
+            return last if last.get("completionTime") and not obj["status"].get("activeRun") else None
+
+        try:
+            last = wait_for("the run as a Job", finished, timeout=180)
+        except AssertionError:
+            pytest.fail(f"no finished run; operator log:\n{log.read_text()[-6000:]}")
+    assert last["result"] == "Succeeded", last
+    jobs = kubectl.json("get", "jobs", "-n", ns)["items"]
+    assert len(jobs) == 1 and jobs[0]["status"].get("succeeded") == 1
+    text = log.read_text()
+    assert "403" not in text and "Forbidden" not in text, text[-4000:]
