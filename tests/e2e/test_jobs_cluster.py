@@ -322,3 +322,28 @@ def test_the_run_reads_only_its_namespaces_jira_secret_under_its_own_service_acc
             assert res.stdout.strip() == "no", (verb, where, res.stdout)
     res = kubectl("auth", "can-i", "get", "secrets/jira-credentials", "-n", ns, f"--as={user}", check=False)
     assert res.stdout.strip() == "no"
+
+
+def test_a_pod_refused_by_the_namespaces_quota_is_run_failed_and_retried_at_the_next_run(
+    api: Api, workloads: LocalCluster, start_operator: StartOperator
+) -> None:
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-pods"},
+        "spec": {"hard": {"pods": "0"}},
+    }
+    status, body = workloads.request("POST", f"/api/v1/namespaces/{api.namespace}/resourcequotas", quota)
+    assert status == 201, body
+    start_operator(**job_env(ECS_SCAN_JOB_START_TIMEOUT_SECONDS="10"))
+    api.create(policy("quota", api.namespace, run_now="1"))
+    last = wait_for("the refusal in the status", lambda: finished_run(api, "quota"), timeout=90)
+    assert last["result"] == "Failed" and "created no Pod within 10 s" in last["errors"][0], last
+    wait_for(
+        "the Job deleted", lambda: not [j for j in list_jobs(workloads, api.namespace) if jobs.job_active(j)]
+    )
+    # The quota lifted, the next run (here a run-now) starts and succeeds.
+    workloads.request("DELETE", f"/api/v1/namespaces/{api.namespace}/resourcequotas/no-pods")
+    api.run_now("quota", "2")
+    again = wait_for("the next run", lambda: finished_run(api, "quota", after=last["id"]), timeout=120)
+    assert again["result"] == "Succeeded", again

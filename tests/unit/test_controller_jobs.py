@@ -49,6 +49,7 @@ class FakeJobs:
             raise Conflict("exists")
         job = copy.deepcopy(dict(body))
         job["metadata"]["uid"] = f"job-uid-{len(self.jobs)}"
+        job["metadata"]["creationTimestamp"] = "2026-11-29T09:00:00Z"
         self.jobs[name] = job
         return copy.deepcopy(job)
 

@@ -381,3 +381,13 @@ def test_adoption_reads_the_run_from_the_job() -> None:
     run = jobs.active_run_of(built)
     assert run is not None and run.run_id == RUN.run_id and run.started == T0
     assert jobs.active_run_of({"metadata": {}}) is None
+
+
+@pytest.mark.parametrize(("age", "ends"), [(10, False), (299, False), (300, True), (4000, True)])
+def test_a_job_that_gets_no_pod_ends_the_run_after_the_start_timeout(age: int, ends: bool) -> None:
+    got = outcome(job(), [], now=datetime(2026, 11, 29, 9, 0, tzinfo=UTC) + timedelta(seconds=age))
+    if not ends:
+        assert got == StillRunning()
+        return
+    assert isinstance(got, Ended) and got.delete
+    assert "created no Pod within 300 s" in got.result.errors[0]

@@ -19,8 +19,8 @@ Rules (docs/jobs.md says why):
 - The outcome of a Job: the result in its Pod's termination message when there is one (a run
   that failed or was partial exits 1 and still has one); otherwise RunFailed with the Job's
   reason (DeadlineExceeded, BackoffLimitExceeded, ...) and the Pod's (OOMKilled, exit code,
-  ImagePullBackOff ...). A Pod stuck before its container runs (image pull, a missing Secret)
-  ends the run once `stuck_after` passed.
+  ImagePullBackOff ...). A Pod stuck before its container runs (image pull, a missing Secret),
+  or no Pod at all (a ResourceQuota refusing it), ends the run once `stuck_after` passed.
 """
 
 from __future__ import annotations
@@ -593,6 +593,14 @@ def job_outcome(
             why = _stuck(pod, now, stuck_after)
             if why is not None:
                 return Ended(_failed(run, policy, now, f"the Job's Pod did not start: {why}"), delete=True)
+        if not ordered and (now - _created(job)).total_seconds() >= stuck_after:
+            # The Job controller could not create the Pod: a ResourceQuota or LimitRange, or an
+            # admission policy refused it (its FailedCreate Events say which).
+            text = (
+                f"the Job created no Pod within {stuck_after:.0f} s (refused by a ResourceQuota, a "
+                "LimitRange or admission? see the Job's FailedCreate Events)"
+            )
+            return Ended(_failed(run, policy, now, text), delete=True)
         return StillRunning()
     if message_result is not None:
         if message_result.completed is None:
