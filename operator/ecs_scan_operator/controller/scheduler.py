@@ -588,7 +588,10 @@ class Scheduler:
         finally:
             slots.release()
         if entry.ref.uid in self.entries and not self.stopping:
-            await self._look(entry)
+            if entry.busy:
+                entry.again = True  # the look in progress looks once more
+            else:
+                await self._look(entry)  # the status after the run, the next fire time
 
     async def _job_blocks(self, entry: Entry) -> bool:
         """A Job of the policy still runs (never two runs at once): True, and look again later."""
