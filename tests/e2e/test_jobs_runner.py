@@ -215,7 +215,8 @@ def test_a_run_now_becomes_a_job_and_its_result_the_status(
     assert run_id in report_runs(moto_server, api.namespace, "pay")  # the report the Job's run wrote
     assert last["reportUri"].endswith("index.json")
     wait_for("the RunSucceeded Event", lambda: "RunSucceeded" in api.event_reasons("pay"))
-    assert "RunStarted" in api.event_reasons("pay")
+    (started,) = [e for e in api.events("pay") if e["reason"] == "RunStarted"]
+    assert started["message"].endswith(f"as Job {job['metadata']['name']}")
     print(f"\n[jobs] due -> Job created {created:.2f} s; Job finished -> status written {recorded:.2f} s")
 
 

@@ -56,7 +56,7 @@ from ecs_scan_operator.controller.reconcile import (
 )
 from ecs_scan_operator.controller.runs import RunHandle, read_jira_credentials
 from ecs_scan_operator.core.grants import Tenancy
-from ecs_scan_operator.core.jobs import PolicyMeta
+from ecs_scan_operator.core.jobs import PolicyMeta, job_name
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.core.schedule import parse_time
 from ecs_scan_operator.core.status import ActiveRun, failed_result, status_patch
@@ -469,7 +469,10 @@ class Scheduler:
                 return written is None  # conflict: read again; error: retried after the backoff
             run = first.run
             self.logger_for(entry.ref).info("run %s started (%s)", run.run_id, run.trigger.value)
-            self._event(entry.ref, "Normal", "RunStarted", f"run {run.run_id} started ({run.trigger.value})")
+            where = f" as Job {job_name(obj.name, run.run_id)}" if self.deps.jobs is not None else ""
+            self._event(
+                entry.ref, "Normal", "RunStarted", f"run {run.run_id} started ({run.trigger.value}){where}"
+            )
             await self._execute(entry, obj, first)
             return True
         finally:
