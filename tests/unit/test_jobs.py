@@ -391,3 +391,17 @@ def test_a_job_that_gets_no_pod_ends_the_run_after_the_start_timeout(age: int, e
         return
     assert isinstance(got, Ended) and got.delete
     assert "created no Pod within 300 s" in got.result.errors[0]
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"jira": JIRA, "notify": [{"name": "c", "type": "slack", "secret": "s"}]}]
+)
+def test_the_manifests_pass_the_kubernetes_schemas_strictly(extra: dict[str, Any]) -> None:
+    """No misspelled or unknown field (the API server would only warn and drop it)."""
+    import kubernetes_validate
+
+    the_spec = spec(**extra)
+    job = build_job(POLICY, the_spec, RUN, SETTINGS)
+    kubernetes_validate.validate(job, "1.33.0", strict=True)
+    job["metadata"]["uid"] = "job-uid"
+    kubernetes_validate.validate(build_config_map(job, POLICY, the_spec), "1.33.0", strict=True)
