@@ -101,6 +101,7 @@ RENEW_SECONDS = 10
 RESTART_BACKOFF_SECONDS = 1.0
 DEFAULT_GRACE = 30
 UNSUPPORTED = "NodeAgentUnsupported"
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"  # the kubelet's
 
 _LIBC: Any = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
@@ -343,7 +344,6 @@ class PodWorker:
             "hostIPs": [{"ip": "127.0.0.1"}],
             "podIP": "127.0.0.1",
             "podIPs": [{"ip": "127.0.0.1"}],
-            "qosClass": _get(self.pod, "status", "qosClass") or "BestEffort",
             "conditions": self.conditions,
             **status,
         }
@@ -420,6 +420,8 @@ class PodWorker:
                 argv, env, cwd = self._prepare()
                 break
             except ConfigMissing as err:
+                if self._past_deadline():
+                    return self._fail("DeadlineExceeded", DEADLINE_MESSAGE)
                 waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": str(err)}}
                 self._patch_status(
                     {"phase": "Pending", "containerStatuses": self._container_status(waiting, False, 0)}
@@ -456,6 +458,11 @@ class PodWorker:
                     return self._finish_deleted(terminated)
                 continue
             return self._finish(terminated, restarts, last, None)
+
+    def _past_deadline(self) -> bool:
+        """The Pod's activeDeadlineSeconds, counted from when the agent took it (its startTime)."""
+        deadline = self.pod["spec"].get("activeDeadlineSeconds")
+        return deadline is not None and time.monotonic() - self.started_mono >= int(deadline)
 
     def _check_supported(self) -> None:
         spec = self.pod["spec"]
@@ -742,8 +749,7 @@ class PodWorker:
                 self._terminate(DEFAULT_GRACE if grace is None else int(grace))
                 why = "deleted"
                 break
-            deadline = self.pod["spec"].get("activeDeadlineSeconds")
-            if deadline is not None and time.monotonic() - self.started_mono >= int(deadline):
+            if self._past_deadline():
                 self._terminate(int(self.pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE)))
                 why = "deadline"
                 break
@@ -843,7 +849,7 @@ class PodWorker:
         }
         if reason:
             status["reason"] = reason
-            status["message"] = "Pod was active on the node longer than the specified deadline"
+            status["message"] = DEADLINE_MESSAGE
         self._patch_status(status)
         if self.deleting:
             self._delete()

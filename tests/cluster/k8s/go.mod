@@ -1,6 +1,7 @@
-// Build-only module: its one job is to build the real kube-apiserver of a
-// pinned Kubernetes release from the k8s.io/kubernetes module on the Go module
-// proxy.  Nothing of Kubernetes' source is committed here.
+// Build-only module: its one job is to build the real kube-apiserver,
+// kube-controller-manager and kube-scheduler of a pinned Kubernetes release from
+// the k8s.io/kubernetes module on the Go module proxy.  Nothing of Kubernetes'
+// source is committed here.
 //
 // k8s.io/kubernetes refers to its staging modules (k8s.io/api, ...) as v0.0.0
 // with replace directives into ./staging; those replaces do not apply to a
