@@ -10,14 +10,17 @@ import codecs
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import SecretStr
 
 from ecs_scan_operator import __version__
 from ecs_scan_operator.clock import SystemClock
@@ -25,8 +28,19 @@ from ecs_scan_operator.controller import NOISY_LOGGERS
 from ecs_scan_operator.core.grants import Grant, Refused, check, parse_grant
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec, clip_reason, clip_value, parse_document
 from ecs_scan_operator.core.result import Outcome, RunResult
-from ecs_scan_operator.errors import AuthError, FieldError, InvalidPolicy, LeaseHeld, ScanError
+from ecs_scan_operator.errors import (
+    AuthError,
+    Cancelled,
+    FieldError,
+    InvalidPolicy,
+    LeaseHeld,
+    PermanentError,
+    ScanError,
+)
 from ecs_scan_operator.settings import SettingsError, state_key_from_env
+
+if TYPE_CHECKING:
+    from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 log = logging.getLogger("ecs_scan_operator")
@@ -315,10 +329,142 @@ def _table(result: RunResult, index_html: str | None, fleet_note: str | None) ->
         console.print(fleet_note)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """`run -f FILE [--dry-run] [--output-dir DIR] [--format table|json] [--demo]`."""
+def _jira_credentials(args: argparse.Namespace) -> JiraCredentials | None:
+    """From --jira-credentials-dir (the Secret mounted in a Job) or the environment."""
+    from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
+
+    if args.jira_credentials_dir:
+        root = Path(args.jira_credentials_dir)
+        data = {k: (root / k).read_bytes() for k in ("email", "apiToken", "token") if (root / k).is_file()}
+        return JiraCredentials.from_mapping(data)
+    return JiraCredentials.from_env()
+
+
+def _secret_dir_reader(root: Path) -> Callable[[str], Mapping[str, SecretStr]]:
+    """Secret <name> is the files of <root>/<name>/ (a Secret volume per notification destination)."""
+
+    def read(secret: str) -> Mapping[str, SecretStr]:
+        folder = root / secret
+        if not folder.is_dir():
+            raise PermanentError(f"Secret {secret} is not mounted at {folder}")
+        out = {}
+        for key in ("url", "signingKey"):
+            if (folder / key).is_file():
+                try:
+                    out[key] = SecretStr((folder / key).read_text(encoding="utf-8").strip())
+                except UnicodeDecodeError:
+                    raise PermanentError(f"Secret {secret}: key {key} is not UTF-8") from None
+        return out
+
+    return read
+
+
+def write_termination_log(path: str, result: RunResult) -> None:
+    """The compact result (core.jobs.encode_result, at most 4 KiB) where the kubelet reads it."""
+    from ecs_scan_operator.core.jobs import encode_result
+
+    try:
+        Path(path).write_text(encode_result(result), encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        print(f"could not write the result to {path}: {exc}", file=sys.stderr)
+
+
+class _Terminated:
+    """SIGTERM (the Job deleted, its deadline, a node drain) cancels the run at its next checkpoint."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+
+    def __enter__(self) -> threading.Event:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.cancel.set())
+        return self.cancel
+
+    def __exit__(self, *_: object) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _demo_fleet(stack: ExitStack, spec: PolicySpec) -> tuple[str, Any]:
+    """The emulated fleet (moto) and the AWS clients that read it: a note for the table, clients."""
+    from ecs_scan_operator.adapters.aws_session import AwsClients
+    from ecs_scan_operator.demo.fleet import seed_fleet, task_digest_hook
+    from ecs_scan_operator.demo.server import moto_server
+
+    endpoint = stack.enter_context(moto_server())
+    fleet = seed_fleet(endpoint, region=spec.aws.all_regions[0], running=True)
+    # moto's tasks carry no imageDigest: the demo adds the digests its tasks run (validated).
+    clients = AwsClients(hooks=[task_digest_hook(fleet.running)])
+    note = (
+        f"demo fleet: {len(fleet.families)} families, {len(fleet.repositories)} ECR repositories, "
+        f"{len(fleet.images)} images, emulated by moto at {endpoint}"
+    )
+    return note, clients
+
+
+def _run_ports(
+    args: argparse.Namespace,
+    ref: PolicyRef,
+    spec: PolicySpec,
+    output_dir: Path | None,
+    state_key: SecretStr | None,
+    jira_credentials: JiraCredentials | None,
+    clients: Any = None,
+) -> Any:
+    """The run's adapters (raises ScanError when they cannot be wired, e.g. a role not assumed)."""
+    from ecs_scan_operator.adapters.notify_http import secrets_from_env
     from ecs_scan_operator.bootstrap import build_ports
+    from ecs_scan_operator.core.jobs import parse_grant_env
+
+    # A run in a Job: the allowing grant's limits, set by the operator (core/jobs.py).
+    try:
+        notify_destinations, account_scope = parse_grant_env(os.environ)
+    except ValueError as exc:
+        raise PermanentError(f"the run's grant limits: {exc}") from None
+    notify_secrets = (
+        _secret_dir_reader(Path(args.notify_secrets_dir))
+        if args.notify_secrets_dir
+        else secrets_from_env(os.environ)
+    )
+    # The CLI runs at a person's request: a Jira URL on a private or loopback address is warned
+    # about on stderr, not refused (the operator refuses it unless allowed, and so does a run in
+    # a Job: --enforce-jira-destination).
+    return build_ports(
+        ref,
+        spec,
+        output_dir=output_dir,
+        clients=clients,
+        jira_credentials=jira_credentials,
+        enforce_jira_destination=args.enforce_jira_destination,
+        state_key=state_key,
+        session_identity=not args.no_session_tags,
+        notify_secrets=notify_secrets,
+        notify_allow_private=os.environ.get("ECS_SCAN_NOTIFY_ALLOW_PRIVATE_DESTINATIONS", "").lower()
+        in ("1", "true", "yes"),
+        notify_destinations=notify_destinations,
+        account_scope=account_scope,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one exit per way a run ends
+    """`run -f FILE [--dry-run] [--output-dir DIR] [--format table|json] [--demo] [--run-id ID] ...`."""
+    from ecs_scan_operator.core.status import failed_result
     from ecs_scan_operator.pipeline import run_policy
+
+    clock = SystemClock()
+    began = clock.now()
+    ref = PolicyRef()
+
+    def not_run(message: str, code: int, *, refused: bool = False, said: bool = False) -> int:
+        # A run of the operator's (a Job) says why in its result too: the operator records it.
+        if not said:
+            print(message, file=sys.stderr)
+        if args.termination_log and args.run_id:
+            result = failed_result(args.run_id, ref.key, began, clock.now(), message)
+            if refused:
+                result.refused = message
+            write_termination_log(args.termination_log, result)
+        return code
 
     try:
         ref, spec = load_policy(args.file)
@@ -326,68 +472,49 @@ def cmd_run(args: argparse.Namespace) -> int:
         state_key = state_key_from_env()
     except InvalidPolicy as exc:
         _print_errors(exc)
-        return EXIT_BAD_INPUT
+        return not_run("; ".join(f"{e.path}: {e.reason}" for e in exc.errors), EXIT_BAD_INPUT, said=True)
     if args.dry_run:
         spec = spec.model_copy(update={"dry_run": True})
     jira_credentials = None
     if spec.jira is not None:
-        from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
-
         try:
-            jira_credentials = JiraCredentials.from_env()
-        except AuthError as exc:  # names the variables' keys, never a value
-            print(f"{exc} (environment JIRA_EMAIL + JIRA_API_TOKEN, or JIRA_PAT)", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            jira_credentials = _jira_credentials(args)
+        except (AuthError, OSError) as exc:  # names the keys, never a value
+            where = args.jira_credentials_dir or "environment JIRA_EMAIL + JIRA_API_TOKEN, or JIRA_PAT"
+            return not_run(f"jira credentials: {exc} ({where})", EXIT_BAD_INPUT)
     with ExitStack() as stack:
-        fleet_note = None
-        clients = None
-        if args.demo:
-            from ecs_scan_operator.adapters.aws_session import AwsClients
-            from ecs_scan_operator.demo.fleet import seed_fleet, task_digest_hook
-            from ecs_scan_operator.demo.server import moto_server
-
-            endpoint = stack.enter_context(moto_server())
-            fleet = seed_fleet(endpoint, region=spec.aws.all_regions[0], running=True)
-            # moto's tasks carry no imageDigest: the demo adds the digests its tasks run (validated).
-            clients = AwsClients(hooks=[task_digest_hook(fleet.running)])
-            fleet_note = (
-                f"demo fleet: {len(fleet.families)} families, {len(fleet.repositories)} ECR repositories, "
-                f"{len(fleet.images)} images, emulated by moto at {endpoint}"
-            )
-        # The CLI runs at a person's request: a Jira URL on a private or loopback address is
-        # warned about on stderr, not refused (the operator refuses it unless allowed).
-        from ecs_scan_operator.adapters.notify_http import secrets_from_env
-
-        ports = build_ports(
-            ref,
-            spec,
-            output_dir=output_dir,
-            clients=clients,
-            jira_credentials=jira_credentials,
-            enforce_jira_destination=False,
-            state_key=state_key,
-            notify_secrets=secrets_from_env(os.environ),
-            notify_allow_private=os.environ.get("ECS_SCAN_NOTIFY_ALLOW_PRIVATE_DESTINATIONS", "").lower()
-            in ("1", "true", "yes"),
-        )
+        fleet_note, clients = _demo_fleet(stack, spec) if args.demo else (None, None)
+        try:
+            ports = _run_ports(args, ref, spec, output_dir, state_key, jira_credentials, clients)
+        except ScanError as exc:  # e.g. the role could not be assumed while wiring the adapters
+            return not_run(f"run not started: {exc}", EXIT_RUN_FAILED)
         progress = _progress_callback(stack) if args.format == "table" and sys.stderr.isatty() else None
         try:
-            result = run_policy(ref, spec, ports, SystemClock(), progress=progress)
+            with _Terminated() as cancel:
+                result = run_policy(
+                    ref, spec, ports, clock, run_id=args.run_id, cancel=cancel, progress=progress
+                )
         except LeaseHeld as exc:
-            print(str(exc), file=sys.stderr)
-            return EXIT_RUN_FAILED
+            return not_run(str(exc), EXIT_RUN_FAILED, refused=True)
+        except Cancelled:
+            return not_run("cancelled: the run was stopped (SIGTERM)", EXIT_RUN_FAILED)
         except ScanError as exc:  # the lease could not even be read: nothing was written
-            print(f"run not started: {exc}", file=sys.stderr)
-            return EXIT_RUN_FAILED
-    if args.format == "json":
+            return not_run(f"run not started: {exc}", EXIT_RUN_FAILED)
+    if args.termination_log:
+        write_termination_log(args.termination_log, result)
+    _print_result(args.format, result, output_dir, fleet_note)
+    return EXIT_OK if result.outcome is Outcome.SUCCEEDED else EXIT_RUN_FAILED
+
+
+def _print_result(fmt: str, result: RunResult, output_dir: Path | None, fleet_note: str | None) -> None:
+    if fmt == "json":
         json.dump(result.to_dict(), sys.stdout, indent=2)
         print()
-    else:
-        index_html = None
-        if output_dir is not None and result.report_uri.endswith("index.json"):
-            index_html = result.report_uri[: -len("index.json")] + "index.html"
-        _table(result, index_html, fleet_note)
-    return EXIT_OK if result.outcome is Outcome.SUCCEEDED else EXIT_RUN_FAILED
+        return
+    index_html = None
+    if output_dir is not None and result.report_uri.endswith("index.json"):
+        index_html = result.report_uri[: -len("index.json")] + "index.html"
+    _table(result, index_html, fleet_note)
 
 
 def _progress_callback(stack: ExitStack) -> Any:
@@ -481,6 +608,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="write the report tree here instead of the policy's S3 location")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output on stdout")
     p.add_argument("--demo", action="store_true", help="run against an embedded emulated AWS fleet (moto)")
+    p.add_argument("--run-id", help="the run's id (the operator's, for a run in a Job); default a new one")
+    p.add_argument(
+        "--termination-log",
+        metavar="PATH",
+        help="also write the compact JSON result (at most 4 KiB) here, e.g. /dev/termination-log",
+    )
+    p.add_argument(
+        "--jira-credentials-dir",
+        metavar="DIR",
+        help="read the Jira credentials from files email + apiToken, or token, in DIR (a mounted Secret)",
+    )
+    p.add_argument(
+        "--enforce-jira-destination",
+        action="store_true",
+        help="refuse a Jira URL on a private address not in ECS_SCAN_JIRA_ALLOWED_HOSTS (as the operator)",
+    )
+    p.add_argument(
+        "--notify-secrets-dir",
+        metavar="DIR",
+        help="notification Secret <name> is the files url and signingKey in DIR/<name>/",
+    )
+    p.add_argument(
+        "--no-session-tags",
+        action="store_true",
+        help="assume spec.aws.roleArn without session tags and SourceIdentity",
+    )
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("lease", help="show or break a policy's run lease (docs/run-protocol.md)")
     p.add_argument("action", choices=["show", "break"], help="break deletes the lease shown, if unchanged")

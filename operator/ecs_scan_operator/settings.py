@@ -12,7 +12,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -91,8 +91,36 @@ class Settings(BaseSettings):
     notify_allow_private_destinations: bool = False
     # A diagnosis aid: trace allocations and dump the top sites here on SIGUSR1 (controller.memprof).
     tracemalloc_file: str = ""
+    # Where runs execute: `inProcess` (threads of the leader, maxConcurrentRuns at once) or `job`
+    # (a batch/v1 Job per run in the policy's namespace, maxConcurrentJobs at once; docs/jobs.md).
+    runner_mode: Literal["inProcess", "job"] = "inProcess"
+    # Jobs of all policies active at once (runner mode job).
+    max_concurrent_jobs: int = Field(default=10, ge=1, le=1000)
+    # The image of the Jobs: the operator's own (the chart sets it); required in runner mode job.
+    job_image: str = ""
+    job_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    # The Job container's resources (a ResourceRequirements object, JSON in the environment).
+    job_resources: dict[str, Any] = Field(default_factory=dict)
+    # Seconds a finished Job (and its Pod and pinned-spec ConfigMap) is kept before the TTL
+    # controller deletes it; the operator records the result long before.
+    job_ttl_seconds_after_finished: int = Field(default=3600, ge=0, le=7 * 86400)
+    # activeDeadlineSeconds is the policy's runDeadlineSeconds plus this: the run stops itself at
+    # its deadline and writes its report; the Job's deadline is the hard stop behind it.
+    job_deadline_grace_seconds: int = Field(default=120, ge=0, le=3600)
+    job_termination_message_path: str = Field(default="/dev/termination-log", pattern=r"^/[^\s]*$")
+    # The ServiceAccount of runs whose policy names none (in the policy's namespace).
+    job_service_account: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    # imagePullSecrets of the Jobs (Secrets that must exist in each policy's namespace).
+    job_image_pull_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Extra environment of the Job container (AWS_REGION, endpoints, ECS_SCAN_AWS_*); JSON object.
+    job_env: dict[str, str] = Field(default_factory=dict)
+    # A Pod that has not started its container after this long (image pull back-off, a volume that
+    # cannot be mounted) ends the run as failed and its Job is deleted.
+    job_start_timeout_seconds: float = Field(default=300.0, ge=10, le=86400)
+    # The operator re-reads a running Job this often when no watch event came (a missed event).
+    job_poll_seconds: float = Field(default=60.0, ge=1, le=3600)
 
-    @field_validator("watch_namespaces", "jira_allowed_hosts", mode="before")
+    @field_validator("watch_namespaces", "jira_allowed_hosts", "job_image_pull_secrets", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -125,6 +153,8 @@ class Settings(BaseSettings):
             and self.renew_deadline_seconds >= self.lease_duration_seconds
         ):
             raise ValueError("renew_deadline_seconds must be shorter than lease_duration_seconds")
+        if self.runner_mode == "job" and not self.job_image:
+            raise ValueError("ECS_SCAN_JOB_IMAGE is required when ECS_SCAN_RUNNER_MODE is job")
         return self
 
     @property

@@ -3,9 +3,13 @@
 Both are built from Go modules through the Go module proxy, with our own
 build-only go.mod files; nothing of their source is committed:
 
-* ``kube-apiserver`` of the pinned Kubernetes release: ``tests/cluster/k8s/go.mod``
-  requires ``k8s.io/kubernetes`` and maps every ``k8s.io/*`` staging module to
-  its published ``v0.X.Y``;
+* ``kube-apiserver``, ``kube-controller-manager`` and ``kube-scheduler`` of the
+  pinned Kubernetes release: ``tests/cluster/k8s/go.mod`` requires
+  ``k8s.io/kubernetes``, maps every ``k8s.io/*`` staging module to its
+  published ``v0.X.Y`` and names the three commands as ``tool`` lines, so one
+  module graph (one set of versions) serves all three; the controller-manager
+  and the scheduler are only needed by the "workloads" mode of the local
+  cluster (``LocalCluster(workloads=True)``) and are built on demand;
 * ``etcd`` at the version that release supports (kubeadm's default etcd for it):
   ``tests/cluster/etcd/go.mod`` requires ``go.etcd.io/etcd/server/v3``.
   (Debian's etcd-server 3.4.23 is *not* usable: kube-apiserver >= 1.31 needs
@@ -16,15 +20,22 @@ build-only go.mod files; nothing of their source is committed:
 The binaries go to ``<cache>/<k8s version>/`` (``<cache>`` defaults to
 ``~/.cache/ecs-scan-operator``), next to the Go module and build caches
 (``<cache>/go/``), so later runs start in seconds.  A stamp (hash of go.mod,
-go.sum and flags) next to each binary triggers a rebuild when those change.
+go.sum and flags) next to each binary marks it current.  When the stamp differs
+(go.mod changed), the module versions embedded in the binary (``go version -m``)
+are compared with the ones go.mod selects: a binary built from the same versions
+is kept (adding a ``tool`` line or an unrelated requirement rebuilds nothing),
+anything else is rebuilt.
 
 Environment overrides:
 
 ``ECS_SCAN_CACHE_DIR``   cache root (default ``$XDG_CACHE_HOME/ecs-scan-operator``
                          or ``~/.cache/ecs-scan-operator``)
 ``KUBE_APISERVER_BIN``   use this kube-apiserver instead of building one
+``KUBE_CONTROLLER_MANAGER_BIN``, ``KUBE_SCHEDULER_BIN``   the same for those two
 ``ETCD_BIN``             use this etcd (>= 3.5.13) instead of building one
 ``GO``                   the go command (default: ``go`` on PATH, then /usr/local/go/bin/go)
+``ECS_SCAN_GO_BUILD_PROCS``  N: ``go build -p N`` and ``GOMAXPROCS=N`` (default: Go's own,
+                         all cores), to leave cores to others on a shared machine
 """
 
 from __future__ import annotations
@@ -49,6 +60,8 @@ HERE = Path(__file__).resolve().parent
 GOMOD_DIR = HERE / "k8s"
 ETCD_GOMOD_DIR = HERE / "etcd"
 APISERVER_PKG = "k8s.io/kubernetes/cmd/kube-apiserver"
+CONTROLLER_MANAGER_PKG = "k8s.io/kubernetes/cmd/kube-controller-manager"
+SCHEDULER_PKG = "k8s.io/kubernetes/cmd/kube-scheduler"
 ETCD_PKG = "go.etcd.io/etcd/server/v3"
 
 # kube-apiserver needs etcd's RequestWatchProgress: etcd >= 3.5.13 (3.4.31 on 3.4)
@@ -124,7 +137,7 @@ class GoBinary:
 
     def ldflags(self) -> list[str]:
         flags = ["-s", "-w"]
-        if self.name == "kube-apiserver":
+        if self.gomod_dir == GOMOD_DIR:  # Kubernetes' commands: the release into their --version
             major, minor, _ = _version_tuple(self.version)
             for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
                 flags += [
@@ -144,11 +157,100 @@ class GoBinary:
 
     def fresh(self) -> bool:
         p, sp = self.path, self.stamp_path
-        return p.is_file() and sp.is_file() and sp.read_text().strip() == self.stamp()
+        if not p.is_file():
+            return False
+        if sp.is_file() and sp.read_text().strip() == self.stamp():
+            return True
+        return self.built_from_selected_versions()
+
+    def built_from_selected_versions(self) -> bool:
+        """True when the binary embeds exactly the module versions go.mod selects for it.
+
+        Only consulted when the stamp differs: go.mod gained a ``tool`` line or a
+        requirement that this binary does not use.  Needs the go command (False without).
+        """
+        try:
+            go = find_go()
+            out = subprocess.run(
+                [go, "version", "-m", str(self.path)], capture_output=True, text=True, check=True, timeout=30
+            ).stdout
+            selected = _selected_versions(self.gomod_dir / "go.mod")
+        except (BuildError, OSError, subprocess.SubprocessError):
+            return False
+        embedded = _embedded_versions(out)
+        if not embedded or embedded.get("path") != {self.package: ""}:
+            return False
+        deps = embedded["deps"]
+        return bool(deps) and all(selected.get(mod) == ver for mod, ver in deps.items())
+
+
+def _selected_versions(gomod: Path) -> dict[str, str]:
+    """Module path -> (path@)version that a go.mod file selects."""
+    return _selected_versions_text(gomod.read_text())
+
+
+def _selected_versions_text(gomod_text: str) -> dict[str, str]:
+    """Module path -> (path@)version that go.mod text selects (requirements, then replacements)."""
+    text = re.sub(r"//[^\n]*", "", gomod_text)
+    selected: dict[str, str] = {}
+    for block_kind, body in re.findall(r"^(require|replace)\s*\(([^)]*)\)", text, re.M):
+        for line in body.splitlines():
+            _select(block_kind, line.split(), selected)
+    for block_kind, rest in re.findall(r"^(require|replace)\s+([^(\s][^\n]*)$", text, re.M):
+        _select(block_kind, rest.split(), selected)
+    return selected
+
+
+def _select(kind: str, words: list[str], selected: dict[str, str]) -> None:
+    if kind == "require" and len(words) == 2:
+        selected.setdefault(words[0], words[1])
+    elif kind == "replace" and "=>" in words:
+        i = words.index("=>")
+        target = words[i + 1 :]
+        if len(target) == 2:  # a module replacement (a local directory has no version)
+            selected[words[0]] = f"{target[0]}@{target[1]}" if target[0] != words[0] else target[1]
+
+
+def _embedded_versions(version_m: str) -> dict[str, dict[str, str]]:
+    """Parse `go version -m` output: {"path": {pkg: ""}, "deps": {module: (path@)version}}."""
+    path: dict[str, str] = {}
+    deps: dict[str, str] = {}
+    last = ""
+    for line in version_m.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "path":
+            path[words[1]] = ""
+        elif len(words) >= 3 and words[0] in ("mod", "dep"):
+            last = words[1]
+            if words[0] == "dep":
+                deps[last] = words[2]
+        elif len(words) >= 3 and words[0] == "=>" and last in deps:
+            deps[last] = f"{words[1]}@{words[2]}" if words[1] != last else words[2]
+    return {"path": path, "deps": deps}
 
 
 def kube_apiserver_spec() -> GoBinary:
     return GoBinary("kube-apiserver", GOMOD_DIR, APISERVER_PKG, kubernetes_version(), "KUBE_APISERVER_BIN")
+
+
+def kube_controller_manager_spec() -> GoBinary:
+    return GoBinary(
+        "kube-controller-manager",
+        GOMOD_DIR,
+        CONTROLLER_MANAGER_PKG,
+        kubernetes_version(),
+        "KUBE_CONTROLLER_MANAGER_BIN",
+    )
+
+
+def kube_scheduler_spec() -> GoBinary:
+    return GoBinary("kube-scheduler", GOMOD_DIR, SCHEDULER_PKG, kubernetes_version(), "KUBE_SCHEDULER_BIN")
+
+
+def specs(workloads: bool = False) -> list[GoBinary]:
+    """The binaries of the control plane; with ``workloads`` also controller-manager and scheduler."""
+    base = [etcd_spec(), kube_apiserver_spec()]
+    return [*base, kube_controller_manager_spec(), kube_scheduler_spec()] if workloads else base
 
 
 def etcd_spec() -> GoBinary:
@@ -205,7 +307,20 @@ def _go_env(go: str) -> dict[str, str]:
         # never try to download another toolchain: the local go must be new enough
         GOTOOLCHAIN="local",
     )
+    procs = _build_procs()
+    if procs:
+        env["GOMAXPROCS"] = str(procs)
     return env
+
+
+def _build_procs() -> int:
+    """ECS_SCAN_GO_BUILD_PROCS as a positive int, or 0 (Go's default)."""
+    raw = os.environ.get("ECS_SCAN_GO_BUILD_PROCS", "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) < 1:
+        raise BuildError(f"ECS_SCAN_GO_BUILD_PROCS must be a positive integer, got {raw!r}")
+    return int(raw)
 
 
 def _check_go_version(go: str, env: dict[str, str], gomod_dir: Path) -> str:
@@ -333,7 +448,9 @@ def _build(spec: GoBinary, progress: Progress) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp.{os.getpid()}")
     ldflags = " ".join(spec.ldflags())
-    cmd = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), spec.package]
+    procs = _build_procs()
+    parallel = ["-p", str(procs)] if procs else []
+    cmd = [go, "build", "-v", *parallel, "-trimpath", "-ldflags", ldflags, "-o", str(tmp), spec.package]
     try:
         t1 = time.monotonic()
         rc, _ = _stream(cmd, spec.gomod_dir, env, on_build_line)
@@ -373,29 +490,36 @@ def ensure_etcd(progress: Progress = default_progress, force: bool = False) -> P
     return path
 
 
-def ensure_all(progress: Progress = default_progress, force: bool = False) -> dict[str, Path]:
-    """Build (or reuse) etcd and kube-apiserver; return their paths."""
+def ensure_all(
+    progress: Progress = default_progress, force: bool = False, *, workloads: bool = False
+) -> dict[str, Path]:
+    """Build (or reuse) etcd and kube-apiserver (and, with ``workloads``, kube-controller-manager
+    and kube-scheduler); return their paths by name."""
     t0 = time.monotonic()
-    ready = binaries_ready()
+    ready = binaries_ready(workloads=workloads)
     if not ready:
         progress(
             f"building the local control plane (Kubernetes {kubernetes_version()}, "
             f"etcd {etcd_pinned_version()}) "
-            "from the Go module proxy; a cold build takes ~5-10 min on 2 cores, later runs reuse the cache"
+            "from the Go module proxy; a cold build takes ~5-10 min on 2 cores"
+            + (" (+ a few min for controller-manager and scheduler)" if workloads else "")
+            + ", later runs reuse the cache"
         )
-    paths = {"etcd": ensure_etcd(progress, force), "kube-apiserver": ensure_kube_apiserver(progress, force)}
+    paths = {"etcd": ensure_etcd(progress, force)}
+    for spec in specs(workloads)[1:]:
+        paths[spec.name] = ensure_binary(spec, progress, force)
     if not ready:
         progress(f"control-plane binaries ready in {_fmt_secs(time.monotonic() - t0)}")
     return paths
 
 
-def binaries_ready() -> bool:
-    """True when no build is needed (cheap check)."""
+def binaries_ready(*, workloads: bool = False) -> bool:
+    """True when no build is needed (cheap check; with ``workloads`` also the two workload binaries)."""
     try:
-        return all(os.environ.get(s.env_override) or s.fresh() for s in (etcd_spec(), kube_apiserver_spec()))
+        return all(os.environ.get(s.env_override) or s.fresh() for s in specs(workloads))
     except (OSError, BuildError):
         return False
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience
-    print(json.dumps({k: str(v) for k, v in ensure_all().items()}))
+    print(json.dumps({k: str(v) for k, v in ensure_all(workloads=True).items()}))

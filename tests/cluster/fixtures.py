@@ -9,10 +9,16 @@ Fixtures
 ``kubectl`` (session)       a :class:`Kubectl` helper: ``kubectl("get", "ns")`` runs
                             ``.tools/bin/kubectl`` against the cluster as admin,
                             ``kubectl(..., user="alice")`` as a test identity.
-``kube_namespace``          a fresh namespace per test (its name).
+``kube_namespace``          a fresh namespace per test (its name); once the workloads run, it
+                            also waits for the namespace's ``default`` ServiceAccount.
+``kube_workloads`` (session) the same cluster as ``kube_cluster``, with kube-controller-manager,
+                            kube-scheduler and the node agent started on it (lazily, at the
+                            first test that asks; about 5 s): Jobs run, Pods run as local
+                            processes (see ``tests/cluster/nodeagent.py``).
 
 Binaries: when the collected tests use ``kube_cluster``, missing binaries
-(kube-apiserver and etcd builds, kubectl) are provided once after
+(kube-apiserver and etcd builds, kubectl; kube-controller-manager and
+kube-scheduler when a test uses ``kube_workloads``) are provided once after
 collection, outside any per-test timeout, with progress on the terminal.
 """
 
@@ -42,6 +48,10 @@ def _uses_cluster(item: pytest.Item) -> bool:
     return "kube_cluster" in getattr(item, "fixturenames", ())
 
 
+def _uses_workloads(item: pytest.Item) -> bool:
+    return "kube_workloads" in getattr(item, "fixturenames", ())
+
+
 @contextlib.contextmanager
 def _uncaptured(config: pytest.Config) -> Iterator[None]:
     capman = config.pluginmanager.getplugin("capturemanager")
@@ -55,7 +65,8 @@ def _uncaptured(config: pytest.Config) -> Iterator[None]:
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly or not any(_uses_cluster(i) for i in session.items):
         return
-    if build.binaries_ready() and get_tools.installed():
+    workloads = any(_uses_workloads(i) for i in session.items)
+    if build.binaries_ready(workloads=workloads) and get_tools.installed():
         return
     reporter = session.config.pluginmanager.getplugin("terminalreporter")
 
@@ -69,7 +80,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     with _uncaptured(session.config):
         try:
             t0 = time.monotonic()
-            build.ensure_all(progress)
+            build.ensure_all(progress, workloads=workloads)
             get_tools.install()
             progress(f"binaries ready in {time.monotonic() - t0:.0f} s")
         except Exception as err:
@@ -157,10 +168,36 @@ def kubectl(kube_cluster: LocalCluster) -> Kubectl:
 
 @pytest.fixture
 def kube_namespace(kube_cluster: LocalCluster) -> str:
-    """A fresh namespace for one test (not deleted: there is no namespace controller)."""
+    """A fresh namespace for one test (not deleted: tests may look at it after a failure)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     status, body = kube_cluster.request(
         "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
     )
     assert status == 201, body
+    if kube_cluster.workloads_running:
+        # the ServiceAccount admission plugin refuses Pods until the controller made `default`
+        deadline = time.monotonic() + 60
+        while kube_cluster.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] != 200:
+            assert time.monotonic() < deadline, f"no default ServiceAccount in {name} after 60 s"
+            time.sleep(0.1)
     return name
+
+
+@pytest.fixture(scope="session")
+def kube_workloads(kube_cluster: LocalCluster, pytestconfig: pytest.Config) -> LocalCluster:
+    """``kube_cluster`` with controller-manager, scheduler and the node agent running (started once).
+
+    Session-scoped, so pytest sets it up before any ``kube_namespace`` of the same test, which
+    then waits for the namespace's ``default`` ServiceAccount (Pods need it).
+    """
+    if not kube_cluster.workloads_running:
+        try:
+            kube_cluster.start_workloads()
+        except Exception as exc:
+            pytest.fail(f"the workloads mode did not start: {exc}", pytrace=False)
+        line = pytestconfig.stash.get(_startup_key, "")
+        pytestconfig.stash[_startup_key] = (
+            f"{line}; workloads (controller-manager, scheduler, node agent) started in "
+            f"{kube_cluster.workloads_startup_seconds:.1f} s"
+        )
+    return kube_cluster

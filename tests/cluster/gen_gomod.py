@@ -41,9 +41,10 @@ require go.etcd.io/etcd/server/v3 {etcd}
 """
 
 HEADER = """\
-// Build-only module: its one job is to build the real kube-apiserver of a
-// pinned Kubernetes release from the k8s.io/kubernetes module on the Go module
-// proxy.  Nothing of Kubernetes' source is committed here.
+// Build-only module: its one job is to build the real kube-apiserver,
+// kube-controller-manager and kube-scheduler of a pinned Kubernetes release from
+// the k8s.io/kubernetes module on the Go module proxy.  Nothing of Kubernetes'
+// source is committed here.
 //
 // k8s.io/kubernetes refers to its staging modules (k8s.io/api, ...) as v0.0.0
 // with replace directives into ./staging; those replaces do not apply to a
@@ -85,7 +86,10 @@ def generate(version: str) -> tuple[str, str]:
     lines = [HEADER, f"go {go_directive.group(1) if go_directive else '1.26.0'}\n"]
     if godebug:
         lines.append(godebug.group(0) + "\n")
-    lines.append("tool k8s.io/kubernetes/cmd/kube-apiserver\n")
+    # one module graph for the three: they are built at the same versions
+    lines.append("tool (")
+    lines += [f"\t{pkg}" for pkg in (build.APISERVER_PKG, build.CONTROLLER_MANAGER_PKG, build.SCHEDULER_PKG)]
+    lines.append(")\n")
     lines.append(f"require k8s.io/kubernetes {version}\n")
     lines.append("replace (")
     lines += [f"\t{mod} => {mod} {staging_version}" for mod in staging]

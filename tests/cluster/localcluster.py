@@ -4,8 +4,18 @@ Starts ``etcd`` and the real ``kube-apiserver`` (built by ``tests/cluster/build.
 as local processes on free 127.0.0.1 ports: TLS with a throw-away CA, static
 token authentication (an admin in ``system:masters`` plus named test
 identities that only have ``system:authenticated``), RBAC authorization, the
-service-account signing flags and the default admission plugins.  No kubelet,
-no controller-manager, no scheduler, no containers.
+service-account signing flags and the default admission plugins.  By default no
+kubelet, no controller-manager, no scheduler, no containers.
+
+With ``workloads=True`` ("workloads mode") it also runs the real
+``kube-controller-manager`` (the controllers in :data:`WORKLOAD_CONTROLLERS`:
+Job, CronJob, garbage collector, TTL-after-finished, ServiceAccount and token,
+namespace, ResourceQuota, root-CA publisher, node lifecycle), the real
+``kube-scheduler`` and the test-only
+node agent (``tests/cluster/nodeagent.py``, the kubelet's stand-in: it registers
+a Node and runs the Pods bound to it as local processes).  Jobs then create real
+Pods, the scheduler binds them, ownerReferences cascade and TTLs delete.
+``start_workloads()`` turns the mode on later, on a running cluster.
 
 Python API::
 
@@ -15,6 +25,7 @@ Python API::
         cluster.kubeconfig            # admin kubeconfig path
         cluster.kubeconfig_for("alice")
         cluster.server                # https://127.0.0.1:PORT
+        # LocalCluster(workloads=True): cluster.node_name, cluster.pod_dir(ns, name), ...
         cluster.ca_file               # PEM of the cluster CA
         cluster.token_for("alice")
         status, body = cluster.request("GET", "/api/v1/namespaces", user="alice")
@@ -67,6 +78,27 @@ DEFAULT_USERS: tuple[str, ...] = ("alice", "bob")
 TMP_PREFIX = "ecs-localcluster-"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # allocation only: nothing routes there
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+CONTROLLER_MANAGER = "system:kube-controller-manager"  # the identities the default RBAC binds
+SCHEDULER = "system:kube-scheduler"
+NODE_NAME = "nodeagent-0"
+# what a Job's life needs, and node-lifecycle: the TaintNodesByCondition admission plugin
+# creates every Node with the not-ready taint, which that controller lifts once the Node is
+# Ready (and it watches the node agent's Lease, as for a kubelet).  Left out: Services,
+# endpoints, PVs, node IPAM, Deployments/ReplicaSets, certificates.
+WORKLOAD_CONTROLLERS = (
+    "node-lifecycle-controller",
+    "job-controller",
+    "garbage-collector-controller",
+    "ttl-after-finished-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "namespace-controller",
+    "resourcequota-controller",
+    "root-ca-certificate-publisher-controller",
+    "cronjob-controller",
+)
+WORKLOAD_PROCESSES = ("nodeagent", "kube-scheduler", "kube-controller-manager")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class ClusterError(RuntimeError):
@@ -163,6 +195,8 @@ class LocalCluster:
     :param extra_apiserver_args: appended to the kube-apiserver command line.
     :param startup_timeout: seconds to wait for /readyz.
     :param progress: callable for progress lines (default: print to stderr).
+    :param workloads: also run kube-controller-manager, kube-scheduler and the node
+        agent (one Node, :data:`NODE_NAME`), so Pods run; builds those binaries if needed.
     """
 
     def __init__(
@@ -174,8 +208,11 @@ class LocalCluster:
         startup_timeout: float = 180.0,
         progress: build.Progress | None = None,
         verbosity: int = 1,
+        workloads: bool = False,
     ) -> None:
         self.users: list[str] = [u for u in users if u != ADMIN]
+        self.workloads = workloads
+        self.node_name = NODE_NAME
         self._auto_build = auto_build
         self._extra_args = list(extra_apiserver_args)
         self._timeout = startup_timeout
@@ -192,6 +229,7 @@ class LocalCluster:
         self.port = 0
         self.etcd_url = ""
         self.startup_seconds = 0.0
+        self.workloads_startup_seconds = 0.0
 
     # -- public API ---------------------------------------------------------------
 
@@ -220,6 +258,40 @@ class LocalCluster:
     @property
     def etcd_log(self) -> str:
         return str(self._dir / "etcd.log")
+
+    @property
+    def nodeagent_root(self) -> Path:
+        """The node agent's directory: one sub-directory per Pod it ran (workloads mode)."""
+        return self._dir / "nodeagent"
+
+    def pod_dir(self, namespace: str, name: str) -> Path | None:
+        """The node agent's directory of a Pod (its files and ``container.log``), if it ran it."""
+        found = sorted(
+            self.nodeagent_root.glob(f"pods/{namespace}_{name}_*"), key=lambda p: p.stat().st_mtime
+        )
+        return found[-1] if found else None
+
+    def pod_log(self, namespace: str, name: str) -> str:
+        """stdout+stderr of a Pod's container as the node agent captured it ('' if none)."""
+        d = self.pod_dir(namespace, name)
+        if d is None:
+            return ""
+        try:
+            return (d / "container.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def set_node_env(self, env: dict[str, str]) -> None:
+        """Test-only: variables the node agent adds to every container it starts from now on.
+
+        Like a mutating webhook would, for endpoints only the test knows (moto's URL);
+        the Pod's own ``env`` wins on a clash.
+        """
+        path = self.nodeagent_root / "node-env.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(env))
+        tmp.replace(path)
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)
@@ -305,9 +377,9 @@ class LocalCluster:
         if self._procs:
             raise ClusterError("already started")
         t0 = time.monotonic()
-        if not self._auto_build and not build.binaries_ready():
+        if not self._auto_build and not build.binaries_ready(workloads=self.workloads):
             raise ClusterError("the control-plane binaries are not built: run `make cluster-bins`")
-        binaries = build.ensure_all(self._progress)
+        binaries = build.ensure_all(self._progress, workloads=self.workloads)
         self._install_signal_handlers()
         if not self._atexit_registered:
             atexit.register(self.stop)
@@ -322,7 +394,7 @@ class LocalCluster:
             except ClusterError as err:
                 logs = ""
                 with contextlib.suppress(Exception):
-                    logs = _tail(Path(self.apiserver_log), 200) + _tail(Path(self.etcd_log), 200)
+                    logs = "".join(_tail(self._dir / f"{n}.log", 200) for n in list(self._procs))
                 self.stop()
                 last_err = err
                 if "address already in use" not in logs.lower():
@@ -332,10 +404,10 @@ class LocalCluster:
         raise last_err
 
     def stop(self) -> None:
-        """Kill both process groups and remove the temp dir. Idempotent."""
+        """Kill all process groups and remove the temp dir. Idempotent."""
         with self._lock:
-            # apiserver first, then etcd
-            for name in ("kube-apiserver", "etcd"):
+            # clients first (the node agent stops the Pods' processes), then apiserver, then etcd
+            for name in (*WORKLOAD_PROCESSES, "kube-apiserver", "etcd"):
                 proc = self._procs.pop(name, None)
                 if proc is not None:
                     self._kill(proc)
@@ -453,6 +525,10 @@ class LocalCluster:
     def _write_tokens(self) -> None:
         self._tokens = {ADMIN: secrets.token_hex(24)}
         lines = [f'{self._tokens[ADMIN]},{ADMIN},uid-{ADMIN},"system:masters"']
+        # always: the workloads mode can be started later, on this apiserver (static tokens)
+        for component in (CONTROLLER_MANAGER, SCHEDULER):
+            self._tokens[component] = secrets.token_hex(24)
+            lines.append(f"{self._tokens[component]},{component},uid-{component}")
         for user in self.users:
             if not user or any(c in user for c in ',"\n'):
                 raise ValueError(f"bad user name {user!r}")
@@ -523,6 +599,107 @@ class LocalCluster:
         for user in [ADMIN, *self.users]:
             self.write_kubeconfig(d / "kubeconfigs" / f"{user}.yaml", user)
         self._wait_ready()
+        if self.workloads:
+            self._start_workloads(binaries)
+
+    @property
+    def workloads_running(self) -> bool:
+        """True when kube-controller-manager, kube-scheduler and the node agent run."""
+        return "nodeagent" in self._procs
+
+    def start_workloads(self) -> LocalCluster:
+        """Start the workloads mode on this running cluster (idempotent); builds what is missing."""
+        with self._lock:
+            if self.workloads_running:
+                return self
+            if not self._procs:
+                raise ClusterError("the cluster is not running")
+            if not self._auto_build and not build.binaries_ready(workloads=True):
+                raise ClusterError("the workload binaries are not built: run `make cluster-bins`")
+            t0 = time.monotonic()
+            try:
+                self._start_workloads(build.ensure_all(self._progress, workloads=True))
+            except BaseException:
+                for name in WORKLOAD_PROCESSES:
+                    proc = self._procs.pop(name, None)
+                    if proc is not None:
+                        self._kill(proc)
+                raise
+            self.workloads = True
+            self.workloads_startup_seconds = time.monotonic() - t0
+            return self
+
+    def _start_workloads(self, binaries: dict[str, Path]) -> None:
+        d = self._dir
+        pki = d / "pki"
+        kcfg = {
+            c: self.write_kubeconfig(d / "kubeconfigs" / f"{c}.yaml", c)
+            for c in (CONTROLLER_MANAGER, SCHEDULER)
+        }
+        common = [
+            "--leader-elect=true",  # a fresh lease is taken at once; it doubles as the "started" signal
+            "--leader-elect-lease-duration=15s",
+            "--leader-elect-renew-deadline=10s",
+            "--leader-elect-retry-period=2s",
+            "--secure-port=0",  # no HTTPS endpoint: no port to clash with other clusters
+            "--kube-api-qps=100",
+            "--kube-api-burst=200",
+            f"--v={self._verbosity}",
+        ]
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(binaries["kube-controller-manager"]),
+                f"--kubeconfig={kcfg[CONTROLLER_MANAGER]}",
+                f"--controllers={','.join(WORKLOAD_CONTROLLERS)}",
+                "--use-service-account-credentials=true",  # each controller as its own SA, as in kubeadm
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                "--concurrent-job-syncs=10",
+                *common,
+            ],
+        )
+        self._spawn(
+            "kube-scheduler", [str(binaries["kube-scheduler"]), f"--kubeconfig={kcfg[SCHEDULER]}", *common]
+        )
+        self.nodeagent_root.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+        self._spawn(
+            "nodeagent",
+            [
+                sys.executable,
+                "-m",
+                "tests.cluster.nodeagent",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--node-name={self.node_name}",
+                f"--root={self.nodeagent_root}",
+            ],
+            env=env,
+        )
+        self._wait_workloads()
+
+    def _wait_workloads(self) -> None:
+        """Both leases taken, the `default` ServiceAccount made, the Node Ready."""
+        deadline = time.monotonic() + self._timeout
+        leases = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases"
+        checks = {
+            "kube-controller-manager's lease": f"{leases}/kube-controller-manager",
+            "kube-scheduler's lease": f"{leases}/kube-scheduler",
+            "the default ServiceAccount": "/api/v1/namespaces/default/serviceaccounts/default",
+            f"Node {self.node_name} Ready and untainted": f"/api/v1/nodes/{self.node_name}",
+        }
+        for what, path in checks.items():
+            while True:
+                self._check_alive()
+                status, body = self.request("GET", path, timeout=5)
+                if status == 200 and _workload_check_ok(body):
+                    break
+                if time.monotonic() > deadline:
+                    logs = "\n".join(f"--- {n}:\n{_tail(self._dir / f'{n}.log', 30)}" for n in self._procs)
+                    raise ClusterError(f"{what}: not there after {self._timeout:.0f} s ({status});\n{logs}")
+                time.sleep(0.2)
 
     def _check_alive(self) -> None:
         for name, proc in self._procs.items():
@@ -569,13 +746,25 @@ class LocalCluster:
             time.sleep(0.2)
 
 
+def _workload_check_ok(body: Any) -> bool:
+    if not isinstance(body, dict):
+        return False
+    if body.get("kind") == "Lease":
+        return bool((body.get("spec") or {}).get("holderIdentity"))
+    if body.get("kind") == "Node":  # Ready, and the not-ready taint lifted: Pods can be scheduled
+        conditions = (body.get("status") or {}).get("conditions") or []
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        return ready and not (body.get("spec") or {}).get("taints")
+    return True
+
+
 # --------------------------------------------------------------------------- CLI
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
-        paths = build.ensure_all(build.default_progress, force=args.force)
+        paths = build.ensure_all(build.default_progress, force=args.force, workloads=True)
     except build.BuildError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -589,7 +778,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     out_dir = Path(args.dir).resolve()
     written: list[Path] = []
     try:
-        with LocalCluster(users=args.user or DEFAULT_USERS) as cluster:
+        with LocalCluster(users=args.user or DEFAULT_USERS, workloads=args.workloads) as cluster:
             written.append(Path(cluster.write_kubeconfig(out_dir / "kubeconfig")))
             for user in cluster.users:
                 written.append(Path(cluster.write_kubeconfig(out_dir / f"kubeconfig-{user}", user)))
@@ -629,7 +818,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_build = sub.add_parser(
-        "build", help="build (or reuse the cached) kube-apiserver and etcd, with progress"
+        "build",
+        help="build (or reuse the cached) etcd, kube-apiserver, kube-controller-manager and kube-scheduler",
     )
     p_build.add_argument(
         "--force", action="store_true", help="rebuild even if the cached binaries are current"
@@ -638,6 +828,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start a cluster in the foreground until Ctrl-C")
     p_up.add_argument("--dir", default=".cluster", help="where to write kubeconfig files (default: .cluster)")
     p_up.add_argument("--user", action="append", help="test identity (repeatable; default: alice, bob)")
+    p_up.add_argument(
+        "--workloads",
+        action="store_true",
+        help="also run kube-controller-manager, kube-scheduler and the test node agent (Pods run)",
+    )
     p_up.set_defaults(func=_cmd_up)
     args = parser.parse_args(argv)
     return int(args.func(args))

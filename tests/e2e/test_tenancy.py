@@ -127,6 +127,7 @@ def tenants(
             },
             reports=[{"bucket": "ecs-scan-reports", "prefix": f"e2e/{a}"}],
             jira={"urls": ["https://team-a.atlassian.net"]},
+            serviceAccountNames=["ecs-scan-*"],
         ),
         _grant(
             f"team-b-{suffix}",
@@ -181,6 +182,22 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
         "another Jira site",
         "a",
         {"aws": {"region": "us-east-1", "roleArn": ROLE_A}, "jira": "https://team-a.atlassian.net.evil.io"},
+    ),
+    (
+        "its run ServiceAccount",
+        "a",
+        {"aws": {"region": "us-east-1", "roleArn": ROLE_A}, "sa": "ecs-scan-nightly"},
+    ),
+    ("another ServiceAccount", "a", {"aws": {"region": "us-east-1", "roleArn": ROLE_A}, "sa": "default"}),
+    (
+        "by label, a ServiceAccount not granted",
+        "b",
+        {
+            "aws": {"region": "us-east-1", "roleArn": ROLE_B},
+            "report": "b",
+            "kms": "alias/team-b",
+            "sa": "ecs-scan",
+        },
     ),
     (
         "by label, pattern role, its KMS key",
@@ -274,6 +291,8 @@ def _manifest(t: Tenants, name: str, which: str, case: dict[str, Any]) -> dict[s
     doc["spec"]["report"] = {"s3": s3}
     if "jira" in case:
         doc["spec"]["jira"] = {"url": case["jira"], "credentialsSecret": "jira", "project": "SEC"}
+    if "sa" in case:
+        doc["spec"]["serviceAccountName"] = case["sa"]
     return doc
 
 

@@ -453,3 +453,40 @@ def test_grant_patterns_match_the_whole_value_never_up_to_a_line_break(pattern: 
     value = pattern.replace("*", "x")
     assert matches(pattern, value)
     assert not matches(pattern, value + suffix)
+
+
+@pytest.mark.parametrize(
+    ("account", "patterns", "allowed"),
+    [
+        (None, [], True),  # the default Job ServiceAccount needs no grant
+        ("scanner", [], False),
+        ("scanner", ["scanner"], True),
+        ("scanner-x", ["scanner"], False),
+        ("ecs-scan-nightly", ["ecs-scan-*"], True),
+        ("default", ["ecs-scan-*"], False),
+    ],
+)
+def test_a_policy_may_name_only_the_service_accounts_its_grant_allows(
+    account: str | None, patterns: list[str], allowed: bool
+) -> None:
+    g = grant(
+        "team-a-jobs",
+        namespaces={"names": ["team-a"]},
+        aws={"roleArns": [ROLE_A], "regions": ["eu-*"]},
+        reports=[{"bucket": "reports-team-a"}],
+        serviceAccountNames=patterns,
+    )
+    extra = {"serviceAccountName": account} if account else {}
+    decision = check(A, {}, spec(**extra), [g])
+    if allowed:
+        assert isinstance(decision, Allowed)
+        return
+    assert isinstance(decision, Refused) and decision.field == "spec.serviceAccountName"
+    assert f"ServiceAccount {account} is not granted" in decision.message
+    assert decision.granted == tuple(patterns)
+
+
+def test_a_service_account_name_that_is_not_a_kubernetes_name_is_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidPolicy) as caught:
+        spec(serviceAccountName="Not_A/Name")
+    assert [e.path for e in caught.value.errors] == ["spec.serviceAccountName"]

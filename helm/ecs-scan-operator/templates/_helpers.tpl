@@ -102,3 +102,11 @@ The Secret holding the state key (ECS_SCAN_STATE_KEY): the user's, else the char
 {{- printf "%s-state-key" (include "ecs-scan-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
+
+{{/*
+Whether the operator reads Secrets of the policies' namespaces (Jira credentials, notification
+URLs): "true" or empty. In runner mode job it never does: the kubelet mounts them into the run.
+*/}}
+{{- define "ecs-scan-operator.readSecrets" -}}
+{{- if and .Values.rbac.readSecrets (ne .Values.runner.mode "job") }}true{{- end }}
+{{- end }}

@@ -22,13 +22,15 @@ import kopf
 
 from ecs_scan_operator.clock import SystemClock
 from ecs_scan_operator.controller.grants import GrantAccess
-from ecs_scan_operator.controller.kube import PLURAL, ClientKubeApi
+from ecs_scan_operator.controller.jobs import JobRunner, job_settings
+from ecs_scan_operator.controller.kube import PLURAL, ClientKubeApi, count_requests
 from ecs_scan_operator.controller.leader import AlwaysLeader, LeaderElector, Leadership
 from ecs_scan_operator.controller.metrics import Metrics
 from ecs_scan_operator.controller.reconcile import Deps, format_run_id
 from ecs_scan_operator.controller.runs import RunPool, execute_run
 from ecs_scan_operator.controller.scheduler import PolicyKey, Scheduler
 from ecs_scan_operator.core.grants import GRANT_PLURAL
+from ecs_scan_operator.core.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from ecs_scan_operator.core.policy import API_GROUP, API_VERSION
 from ecs_scan_operator.core.status import clip_bytes
 from ecs_scan_operator.settings import Settings, get_settings
@@ -41,11 +43,14 @@ log = logging.getLogger(__name__)
 SETTINGS: Settings = get_settings()
 
 
+_QUIET = frozenset({"Handler 'policy_event' succeeded.", "Handler 'job_event' succeeded."})
+
+
 class _QuietEvents(logging.Filter):
     """Drop kopf's "Handler 'policy_event' succeeded." line: it would log every change of every policy."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "Handler 'policy_event' succeeded."
+        return record.getMessage() not in _QUIET
 
 
 logging.getLogger("kopf.objects").addFilter(_QuietEvents())
@@ -97,6 +102,7 @@ def build_deps(settings: Settings, loop: asyncio.AbstractEventLoop) -> Deps:
         grants = GrantAccess(kube)
         grants.prime()
     metrics = Metrics(process_metrics=True)
+    count_requests(lambda call: metrics.kube_requests.labels(call).inc())
     run_fn = functools.partial(
         execute_run,
         session_identity=settings.aws_session_tags,
@@ -104,8 +110,21 @@ def build_deps(settings: Settings, loop: asyncio.AbstractEventLoop) -> Deps:
         notify_allow_private=settings.notify_allow_private_destinations,
     )
     pool = RunPool(settings.max_concurrent_runs, run_fn)
-    metrics.run_slots.set(settings.max_concurrent_runs)
-    metrics.runs_in_progress.set_function(pool.running)
+    jobs: JobRunner | None = None
+    if settings.runner_mode == "job":
+        jobs = JobRunner(
+            kube,
+            job_settings(settings),
+            SystemClock(),
+            max_jobs=settings.max_concurrent_jobs,
+            poll=settings.job_poll_seconds,
+            start_timeout=settings.job_start_timeout_seconds,
+        )
+        metrics.run_slots.set(settings.max_concurrent_jobs)
+        metrics.runs_in_progress.set_function(jobs.following)
+    else:
+        metrics.run_slots.set(settings.max_concurrent_runs)
+        metrics.runs_in_progress.set_function(pool.running)
     leadership: Leadership
     if settings.leader_election:
         elector = LeaderElector(
@@ -137,6 +156,7 @@ def build_deps(settings: Settings, loop: asyncio.AbstractEventLoop) -> Deps:
         cancel_grace=settings.cancel_grace_seconds,
         resync=settings.resync_seconds,
         grants=grants,
+        jobs=jobs,
     )
 
 
@@ -160,10 +180,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.deps = deps
     memo.scheduler = Scheduler(deps, post_event=post_event, logger_for=logger_factory(settings))
     log.info(
-        "ecs-scan-operator %s: namespaces=%s, max concurrent runs=%d, leader election=%s, tenancy=%s",
+        "ecs-scan-operator %s: namespaces=%s, runner=%s, runs at once=%d, leader election=%s, tenancy=%s",
         SETTINGS.identity,
         ",".join(SETTINGS.watch_namespaces) or "all",
-        SETTINGS.max_concurrent_runs,
+        SETTINGS.runner_mode,
+        SETTINGS.max_concurrent_jobs if SETTINGS.runner_mode == "job" else SETTINGS.max_concurrent_runs,
         SETTINGS.leader_election,
         SETTINGS.tenancy_mode,
     )
@@ -220,6 +241,16 @@ if SETTINGS.tenancy_mode == "grants":
             return
         if deps.grants.namespaces.apply(type, body) and scheduler is not None:
             scheduler.look_at_all()
+
+
+if SETTINGS.runner_mode == "job":
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+    async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        """A Job of ours changed: wake the run that follows it (scheduler -> controller/jobs.py)."""
+        deps: Deps | None = getattr(memo, "deps", None)
+        if deps is not None and deps.jobs is not None:
+            deps.jobs.notice(event["object"], event.get("type"))
 
 
 @kopf.on.probe(id="leader")

@@ -53,11 +53,22 @@ class KubeApi(Protocol):
         ...
 
 
+# Told of every request (the verb and kind of `what`: "get scanpolicy"); the operator counts them.
+_on_request: list[Callable[[str], None]] = []
+
+
+def count_requests(hook: Callable[[str], None]) -> None:
+    """Call `hook` with "<verb> <kind>" before every request of ClientKubeApi (metrics)."""
+    _on_request.append(hook)
+
+
 def map_errors(call: Callable[[], T], what: str) -> T:
     """Run one client call, mapping its errors onto the project's hierarchy."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
+    for hook in _on_request:
+        hook(" ".join(what.split()[:2]))
     try:
         return call()
     except ApiException as exc:
@@ -103,6 +114,7 @@ class ClientKubeApi:
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._coordination = client.CoordinationV1Api(api_client)
+        self._batch = client.BatchV1Api(api_client)
         self._timeout = timeout
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -224,3 +236,78 @@ class ClientKubeApi:
         )
         labels = (raw.get("metadata") or {}).get("labels") or {}
         return {str(k): str(v) for k, v in labels.items()}
+
+    # ---- runner mode job (controller/jobs.py): Jobs, their pinned-spec ConfigMaps, their Pods
+
+    def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Job (Conflict when the name exists)."""
+        return map_errors(
+            lambda: _json(
+                self._batch.create_namespaced_job(
+                    namespace, dict(body), _preload_content=False, _request_timeout=self._timeout
+                )
+            ),
+            f"create job {namespace}/{body.get('metadata', {}).get('name')}",
+        )
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Job, or None when it is gone."""
+        try:
+            return map_errors(
+                lambda: _json(
+                    self._batch.read_namespaced_job(
+                        name, namespace, _preload_content=False, _request_timeout=self._timeout
+                    )
+                ),
+                f"get job {namespace}/{name}",
+            )
+        except NotFoundError:
+            return None
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job; its Pods and ConfigMap are deleted in the background (NotFoundError if gone)."""
+        map_errors(
+            lambda: self._batch.delete_namespaced_job(
+                name,
+                namespace,
+                propagation_policy="Background",
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            ),
+            f"delete job {namespace}/{name}",
+        )
+
+    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The Jobs of a namespace matching a label selector."""
+        raw = map_errors(
+            lambda: _json(
+                self._batch.list_namespaced_job(
+                    namespace, label_selector=selector, _preload_content=False, _request_timeout=self._timeout
+                )
+            ),
+            f"list jobs {namespace} ({selector})",
+        )
+        return [dict(item) for item in raw.get("items") or []]
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The Pods of a namespace matching a label selector."""
+        raw = map_errors(
+            lambda: _json(
+                self._core.list_namespaced_pod(
+                    namespace, label_selector=selector, _preload_content=False, _request_timeout=self._timeout
+                )
+            ),
+            f"list pods {namespace} ({selector})",
+        )
+        return [dict(item) for item in raw.get("items") or []]
+
+    def create_config_map(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a ConfigMap (Conflict when the name exists)."""
+        return map_errors(
+            lambda: _json(
+                self._core.create_namespaced_config_map(
+                    namespace, dict(body), _preload_content=False, _request_timeout=self._timeout
+                )
+            ),
+            f"create configmap {namespace}/{body.get('metadata', {}).get('name')}",
+        )

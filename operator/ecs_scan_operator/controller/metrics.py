@@ -133,6 +133,12 @@ class Metrics:
             POLICY,
             registry=r,
         )
+        self.kube_requests = Counter(
+            "ecsscan_kubernetes_api_requests",
+            "Kubernetes API requests of the controller (watches and Events posted by kopf not counted).",
+            ["call"],
+            registry=r,
+        )
         self.kube_errors = Counter(
             "ecsscan_kubernetes_api_errors",
             "Failed Kubernetes API calls of the controller.",

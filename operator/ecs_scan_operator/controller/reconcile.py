@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ecs_scan_operator.controller.grants import GrantAccess
+from ecs_scan_operator.controller.jobs import JobRunner
 from ecs_scan_operator.controller.kube import KubeApi
 from ecs_scan_operator.controller.leader import Leadership
 from ecs_scan_operator.controller.metrics import Metrics
@@ -282,6 +283,7 @@ class Deps:
     cancel_grace: float = 60.0
     resync: float = 300.0
     grants: GrantAccess | None = None  # tenancy mode grants; None: open
+    jobs: JobRunner | None = None  # runner mode job; None: runs in the pool's threads
 
 
 def format_run_id(now: datetime) -> str:

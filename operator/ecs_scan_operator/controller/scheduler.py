@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from ecs_scan_operator.controller.jobs import JobRef
 from ecs_scan_operator.controller.kube import Conflict
 from ecs_scan_operator.controller.reconcile import (
     ERROR_BACKOFF,
@@ -55,6 +56,7 @@ from ecs_scan_operator.controller.reconcile import (
 )
 from ecs_scan_operator.controller.runs import RunHandle, read_jira_credentials
 from ecs_scan_operator.core.grants import Tenancy
+from ecs_scan_operator.core.jobs import PolicyMeta, job_name
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.core.schedule import parse_time
 from ecs_scan_operator.core.status import ActiveRun, failed_result, status_patch
@@ -101,9 +103,9 @@ class Entry:
 
 @dataclass(slots=True)
 class _Running:
-    """A run executing in the pool, and how to stop it from the loop."""
+    """A run executing in the pool (or in a Job: no handle), and how to stop it from the loop."""
 
-    handle: RunHandle
+    handle: RunHandle | None
     run: ActiveRun
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -153,8 +155,14 @@ class Scheduler:
             return
         self._started = True
         self._spawn(self._timer_loop())
-        for _ in range(self.deps.pool.max_runs):
+        runners = self.deps.jobs.max_jobs if self.deps.jobs is not None else self.deps.pool.max_runs
+        for _ in range(runners):
             self._spawn(self._runner())
+
+    @property
+    def _slots(self) -> asyncio.Semaphore:
+        """Runs at once: maxConcurrentJobs Jobs, or maxConcurrentRuns threads."""
+        return self.deps.jobs.slots if self.deps.jobs is not None else self.deps.pool.slots
 
     async def stop(self) -> None:
         """Stop looking; cancel the runs and record them as cancelled (the operator is stopping)."""
@@ -307,22 +315,29 @@ class Scheduler:
                 logger.warning("%s", step.status["message"])
             return False  # a new generation comes as an event
         if isinstance(step, Recover):
-            written = await self._write(entry, obj, step.status)
-            if written:
-                self._event(
-                    entry.ref,
-                    "Warning",
-                    "RunInterrupted",
-                    f"run {step.run.run_id} was interrupted: its operator stopped",
-                )
-                logger.warning("run %s was interrupted by an operator restart", step.run.run_id)
-            return written is not False
+            return await self._recover(entry, obj, step)
         if isinstance(step, Start):
             entry.queued = True
             self._queue.append(entry.ref.uid)
             self._queued.set()
             return False
         return await self._idle(entry, obj, step)
+
+    async def _recover(self, entry: Entry, obj: PolicyObject, step: Recover) -> bool:
+        if self.deps.jobs is not None and await self._adopt(entry, step.run):
+            return False  # its Job still runs, or ended unrecorded: followed as if started here
+        written = await self._write(entry, obj, step.status)
+        if written:
+            self._event(
+                entry.ref,
+                "Warning",
+                "RunInterrupted",
+                f"run {step.run.run_id} was interrupted: its operator stopped",
+            )
+            self.logger_for(entry.ref).warning(
+                "run %s was interrupted by an operator restart", step.run.run_id
+            )
+        return written is not False
 
     async def _idle(self, entry: Entry, obj: PolicyObject, step: Idle) -> bool:
         written = await self._write(entry, obj, step.status)
@@ -406,7 +421,8 @@ class Scheduler:
             if entry is None:
                 continue
             entry.queued = False
-            if not await self._race(self.deps.pool.slots.acquire(), None):
+            slots = self._slots
+            if not await self._race(slots.acquire(), None):
                 return
             look = False
             try:
@@ -417,7 +433,7 @@ class Scheduler:
                 )
                 self._set_due(entry, self.deps.clock.now() + timedelta(seconds=ERROR_BACKOFF))
             finally:
-                self.deps.pool.slots.release()
+                slots.release()
             if (look or entry.again) and uid in self.entries and not self.stopping:
                 await self._look(entry)  # the status after the run, the next fire time
             # A run's garbage (clients, service models, pages of findings) is not kept for the next.
@@ -446,12 +462,17 @@ class Scheduler:
             )
             if not isinstance(first, Start):
                 return True  # no longer due (or invalid, or interrupted): the look says so
+            if self.deps.jobs is not None and await self._job_blocks(entry):
+                return False
             written = await self._write(entry, obj, first.status)
             if not written:
                 return written is None  # conflict: read again; error: retried after the backoff
             run = first.run
             self.logger_for(entry.ref).info("run %s started (%s)", run.run_id, run.trigger.value)
-            self._event(entry.ref, "Normal", "RunStarted", f"run {run.run_id} started ({run.trigger.value})")
+            where = f" as Job {job_name(obj.name, run.run_id)}" if self.deps.jobs is not None else ""
+            self._event(
+                entry.ref, "Normal", "RunStarted", f"run {run.run_id} started ({run.trigger.value}){where}"
+            )
             await self._execute(entry, obj, first)
             return True
         finally:
@@ -469,6 +490,27 @@ class Scheduler:
                 )
                 await self._finish(entry, run, result, time.monotonic() - began)
                 return
+        if self.deps.jobs is not None:
+            # The run's own ServiceAccount reads the AWS identity, the kubelet mounts the Jira
+            # Secret: the operator reads no credentials for a run in a Job.
+            meta = PolicyMeta(obj.namespace, obj.name, obj.uid, obj.generation)
+            launched = await self.deps.jobs.launch(
+                meta,
+                run,
+                spec,
+                jira_private_hosts=step.jira_private_hosts,
+                notify_destinations=step.notify_destinations,
+                accounts=step.accounts,
+            )
+            del obj, step, spec
+            if isinstance(launched, RunResult):
+                await self._finish(entry, run, launched, time.monotonic() - began)
+                return
+            running = _Running(None, run)
+            self._runs[entry.ref.uid] = running
+            self.logger_for(entry.ref).info("run %s: Job %s created", run.run_id, launched.name)
+            await self._follow(entry, running, launched)
+            return
         credentials = None
         if spec.jira is not None:
             try:
@@ -484,7 +526,7 @@ class Scheduler:
             if step.jira_private_hosts:  # the allowing grant's private Jira hosts travel with them
                 credentials = credentials.model_copy(update={"allowed_hosts": step.jira_private_hosts})
         uid = entry.ref.uid
-        submitted = self.deps.pool.submit(
+        handle = self.deps.pool.submit(
             uid,
             run.run_id,
             obj.ref,
@@ -493,25 +535,105 @@ class Scheduler:
             notify_destinations=step.notify_destinations,
             accounts=step.accounts,
         )
-        running = _Running(submitted, run)
+        running = _Running(handle, run)
         del obj, step, spec  # the run has its own; nothing of the policy is kept while it runs
         self._runs[uid] = running
         try:
-            ended = await self._await_run(entry, running)
+            ended = await self._await_run(entry, running, handle)
         finally:
             self._runs.pop(uid, None)
             running.done.set()
         if ended is not None:
             await self._finish(entry, run, ended, time.monotonic() - began)
 
-    async def _await_run(self, entry: Entry, running: _Running) -> RunResult | None:
-        future = asyncio.wrap_future(running.handle.future)
+    # ---- runs as Jobs (runner mode job)
+
+    async def _follow(self, entry: Entry, running: _Running, ref: JobRef) -> None:
+        """Wait for the run's Job to end and record its result; `running` is in `_runs` already."""
+        jobs = self.deps.jobs
+        assert jobs is not None
+        run, uid = running.run, entry.ref.uid
+        began = time.monotonic()
+        try:
+            result = await jobs.wait(ref, run, entry.ref.key, running.cancel)
+        finally:
+            self._runs.pop(uid, None)
+            running.done.set()
+        if result is None:
+            if uid in self._deleted:
+                # The garbage collector deletes it too; deleting now stops the Pod sooner.
+                await jobs.delete(ref)
+                self._event(entry.ref, "Normal", "RunCancelled", f"run {run.run_id} cancelled")
+            # Else the operator is stopping: the Job runs on and the next leader adopts it.
+            return
+        seconds = (result.completed - result.started).total_seconds() if result.completed else 0.0
+        await self._finish(
+            entry, run, result, max(seconds, time.monotonic() - began if seconds <= 0 else seconds)
+        )
+
+    async def _adopt(self, entry: Entry, run: ActiveRun) -> bool:
+        """status.activeRun names a run nobody here follows: follow its Job if it exists."""
+        jobs = self.deps.jobs
+        assert jobs is not None
+        try:
+            ref = await jobs.find(entry.ref.namespace, entry.ref.uid, run.run_id)
+        except ScanError as exc:
+            # Unknown whether it runs: not recorded as interrupted on a guess; looked at again.
+            self.logger_for(entry.ref).warning("listing the Jobs of run %s failed: %s", run.run_id, exc)
+            self._set_due(entry, self.deps.clock.now() + timedelta(seconds=ERROR_BACKOFF))
+            return True
+        if ref is None:
+            return False
+        running = _Running(None, run)
+        self._runs[entry.ref.uid] = running
+        self.logger_for(entry.ref).info("run %s: following its Job %s (adopted)", run.run_id, ref.name)
+        self._spawn(self._adopted(entry, running, ref))
+        return True
+
+    async def _adopted(self, entry: Entry, running: _Running, ref: JobRef) -> None:
+        """An adopted Job counts against maxConcurrentJobs like one this process created."""
+        slots = self._slots
+        if not await self._race(slots.acquire(), None):
+            self._runs.pop(entry.ref.uid, None)
+            running.done.set()
+            return
+        try:
+            await self._follow(entry, running, ref)
+        except Exception:  # noqa: BLE001 - logged; looked at again after the backoff
+            self.logger_for(entry.ref).exception("following Job %s failed", ref.name)
+        finally:
+            slots.release()
+        if entry.ref.uid in self.entries and not self.stopping:
+            if entry.busy:
+                entry.again = True  # the look in progress looks once more
+            else:
+                await self._look(entry)  # the status after the run, the next fire time
+
+    async def _job_blocks(self, entry: Entry) -> bool:
+        """A Job of the policy still runs (never two runs at once): True, and look again later."""
+        jobs = self.deps.jobs
+        assert jobs is not None
+        try:
+            active = await jobs.active(entry.ref.namespace, entry.ref.uid)
+        except ScanError as exc:
+            self.logger_for(entry.ref).warning("listing the policy's Jobs failed: %s", exc)
+            active = [{}]
+        if not active:
+            return False
+        names = ", ".join(str((j.get("metadata") or {}).get("name") or "?") for j in active)
+        if names != "?":
+            self.logger_for(entry.ref).warning("not starting a run: Job %s of the policy still runs", names)
+        self._set_due(entry, self.deps.clock.now() + timedelta(seconds=jobs.poll))
+        return True
+
+    async def _await_run(self, entry: Entry, running: _Running, handle: RunHandle) -> RunResult | None:
+        future = asyncio.wrap_future(handle.future)
         await self._race(asyncio.shield(future), None, also=running.cancel)
         run = running.run
         logger = self.logger_for(entry.ref)
         deleting = entry.ref.uid in self._deleted
         if not future.done():
-            running.handle.cancel.set()
+            handle.cancel.set()
             why = "the policy is being deleted" if deleting else "the operator is stopping"
             logger.info("cancelling run %s: %s", run.run_id, why)
             done, _ = await asyncio.wait({future}, timeout=self.deps.cancel_grace)

@@ -14,8 +14,9 @@ Rules of `check()` (pure; the operator, the CLI and the docs agree on them):
   `spec.aws.registryRoleArn`, each region, the report's bucket with its prefix and KMS key (a
   destination without `kmsKey` allows no `kmsKeyId`), and the Jira URL (exact base URLs,
   trailing '/' ignored; a private, loopback or link-local IP literal also needs the host in
-  `jira.allowPrivateHosts`). One grant, not a field-by-field union, so that what it grants is
-  read in one place and the external ID comes from the grant that granted the role.
+  `jira.allowPrivateHosts`), and `spec.serviceAccountName` (in `serviceAccountNames`). One grant,
+  not a field-by-field union, so that what it grants is read in one place and the external ID
+  comes from the grant that granted the role.
 - Patterns: `*` matches any run of characters (`/` included); every other character is itself.
   The same regex is built in CEL by the chart's admission policy (`pattern_regex`).
 - Multi-account policies (`spec.aws.accounts` / `spec.aws.organization`): the grant must allow
@@ -306,6 +307,10 @@ class GrantSpec(_Model):
         default_factory=NotificationGrant, json_schema_extra={"default": {}}
     )
     """Notification destinations."""
+    service_account_names: list[Pattern] = Field(default_factory=list, max_length=50)
+    """ServiceAccounts (names or patterns) of the policy's namespace that spec.serviceAccountName
+    may name: the identity a run as a Job gets (IRSA, EKS Pod Identity). A policy without
+    serviceAccountName needs none."""
 
 
 @dataclass(frozen=True)
@@ -555,6 +560,16 @@ def _fields(spec: PolicySpec) -> list[_Field]:
                 f"destination {dest.name}: no notification destinations are granted to this namespace",
                 lambda g: bool(g.notifications.destinations),
                 lambda g: g.notifications.destinations,
+            )
+        )
+    if spec.service_account_name is not None:
+        account = spec.service_account_name
+        out.append(
+            _Field(
+                "spec.serviceAccountName",
+                f"ServiceAccount {account} is not granted to this namespace",
+                lambda g: any(matches(p, account) for p in g.service_account_names),
+                lambda g: g.service_account_names,
             )
         )
     return out

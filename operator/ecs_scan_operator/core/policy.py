@@ -909,6 +909,14 @@ class PolicySpec(_Model):
     """How long, in seconds, a run may take. Past it the run stops at its next checkpoint and ends
     Failed naming the stage it was in, still writes its report folder and releases its run lease;
     it also bounds how long the lease can be held. 60 to 86400 (1 day). Default 3600."""
+    service_account_name: str | None = Field(
+        default=None, json_schema_extra={"maxLength": 253, "pattern": _DNS_SUBDOMAIN_RE.pattern}
+    )
+    """The ServiceAccount of the policy's namespace its runs use when the operator runs them as
+    Jobs (runner mode job), so IRSA or EKS Pod Identity give the run the team's own AWS identity.
+    Unset: the operator's default Job ServiceAccount. In tenancy mode grants, a ScanAccessGrant
+    must allow the name (serviceAccountNames). Ignored when runs execute in the operator's
+    process."""
     aws: AwsSpec
     task_definitions: TaskDefinitionsSpec = Field(
         default_factory=TaskDefinitionsSpec, json_schema_extra={"default": {}}
@@ -941,6 +949,13 @@ class PolicySpec(_Model):
     @classmethod
     def _schedule(cls, v: str) -> str:
         return normalize_cron(v)
+
+    @field_validator("service_account_name")
+    @classmethod
+    def _service_account(cls, v: str | None) -> str | None:
+        if v is not None and not _DNS_SUBDOMAIN_RE.match(v):
+            raise ValueError(f"{v!r} is not a ServiceAccount name (a lowercase DNS name)")
+        return v
 
     @field_validator("time_zone")
     @classmethod
