@@ -215,6 +215,8 @@ class Finding:
     title: str = ""
     signals: Signals = field(default_factory=Signals)
     assessment: Assessment = field(default_factory=Assessment)
+    # Inspector's packageManager (OS, PIP, NPM, JAR...); "" where the scan does not say (BASIC).
+    package_manager: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, used in reports."""
