@@ -116,7 +116,8 @@ def test_report_tree_index_written_after_images() -> None:
     log_events = [json.loads(line)["event"] for line in sink.objects[f"{folder}/run.log.jsonl"].splitlines()]
     assert log_events[0] == "run_started" and log_events[-1] == "run_finished"
     html = sink.objects[f"{folder}/index.html"].decode()
-    assert "<script" in html and "http" not in html.split("<body>")[0]  # no external resources
+    head = html.split("<body>")[0]
+    assert "<script" in html and "http:" not in head and "https:" not in head  # no external resources
 
 
 def test_second_run_uses_cache_and_marks_new_findings() -> None:
