@@ -54,7 +54,7 @@ def test_ticket_carries_the_remediation_plan(jira_server: JiraTestServer, sink: 
         in plan
     )
     assert "# upgrade openssl from 3.0.1 to 3.0.15: fixes 2 findings (0 known-exploited, 1 critical)" in plan
-    assert "No fixed version yet for 1: CVE-2024-4 (zlib, CRITICAL)." in plan
+    assert "No fixed version known for 1: CVE-2024-4 (zlib, CRITICAL)." in plan
 
 
 @pytest.mark.parametrize("jira_server", ["cloud", "dc"], indirect=True)

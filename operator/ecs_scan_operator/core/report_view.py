@@ -183,6 +183,7 @@ def finding_row(f: Finding) -> dict[str, Any]:
         "priority": a.priority or "",
         "priority_rank": priority_rank(a.priority),
         "remediation": s.remediation,
+        "kev_action": s.kev_action,
     }
 
 

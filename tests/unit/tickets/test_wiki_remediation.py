@@ -51,7 +51,7 @@ def test_plan_names_the_upgrade_and_what_it_fixes_most_urgent_first() -> None:
         r"# upgrade glibc from 3.0.1 to 2.36-9\+deb12u7: fixes 1 finding (1 known-exploited, 0 critical)",
         r"# upgrade openssl from 3.0.1 to 3.0.15: fixes 2 findings (0 known-exploited, 1 critical)",
     ]
-    assert section[2] == "No fixed version yet for 1: CVE-4 (zlib, CRITICAL)."
+    assert section[2] == "No fixed version known for 1: CVE-4 (zlib, CRITICAL)."
 
 
 def test_plan_comes_before_the_findings_table() -> None:

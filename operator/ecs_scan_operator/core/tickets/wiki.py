@@ -203,7 +203,7 @@ def _remediation(remedy: RemediationPlan, caps: _Caps) -> list[str]:
             for f in remedy.unfixed[:PLAN_UNFIXED]
         )
         more = f" and {len(remedy.unfixed) - PLAN_UNFIXED} more" if len(remedy.unfixed) > PLAN_UNFIXED else ""
-        lines.append(f"No fixed version yet for {len(remedy.unfixed)}: {shown}{more}.")
+        lines.append(f"No fixed version known for {len(remedy.unfixed)}: {shown}{more}.")
     lines.append("")
     return lines
 
