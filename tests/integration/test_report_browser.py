@@ -78,9 +78,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path = Path(obj.key)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(obj.body)
-    rel = lambda key: key[len(str(root)) + 1 :]  # noqa: E731
-    links = {i.ref.raw: rel(image_report_key(str(root), i)) for i in images if i.affected}
-    pages = {i.ref.raw: rel(image_page_key(str(root), i)) for i in images if i.affected}
+    start = len(str(root)) + 1
+    links = {i.ref.raw: image_report_key(str(root), i)[start:] for i in images if i.affected}
+    pages = {i.ref.raw: image_page_key(str(root), i)[start:] for i in images if i.affected}
     (root / "index.html").write_text(render_html(images, _result(), links, [], pages=pages), encoding="utf-8")
     return root
 

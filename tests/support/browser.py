@@ -117,7 +117,7 @@ class Page:
                 return msg
         deadline = time.monotonic() + self._timeout
         while time.monotonic() < deadline:
-            msg = json.loads(self._ws.recv())
+            msg: dict[str, Any] = json.loads(self._ws.recv())
             self._record(msg)
             if msg.get("method") == method:
                 self._events.remove(msg)
