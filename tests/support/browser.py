@@ -111,10 +111,10 @@ class Page:
 
     def wait_for(self, method: str) -> dict[str, Any]:
         """The next event `method` (or one already received)."""
-        for i, msg in enumerate(self._events):
-            if msg.get("method") == method:
+        for i, seen in enumerate(self._events):
+            if seen.get("method") == method:
                 del self._events[i]
-                return msg
+                return seen
         deadline = time.monotonic() + self._timeout
         while time.monotonic() < deadline:
             msg: dict[str, Any] = json.loads(self._ws.recv())
