@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrDigestResolver
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from ecs_scan_operator.adapters.jira_credentials import JiraCredentials
 
 
-def aws_clients(policy: PolicyRef, spec: PolicySpec, *, session_identity: bool = True) -> AwsClients:
+def aws_clients(
+    policy: PolicyRef, spec: PolicySpec, *, session_identity: bool = True, hooks: list[Any] | None = None
+) -> AwsClients:
     """The run's AWS clients: the policy's roles, assumed as `ecsscan-<namespace>-<policy>`.
 
     `session_identity`: with session tags and SourceIdentity (the role's trust policy must allow
@@ -38,6 +40,7 @@ def aws_clients(policy: PolicyRef, spec: PolicySpec, *, session_identity: bool =
         session_name=session.name,
         session_tags=session.tags if session_identity else None,
         source_identity=session.source_identity if session_identity else None,
+        hooks=hooks,  # each new botocore client is passed to these (the demo's emulated Inspector)
     )
 
 

@@ -304,7 +304,7 @@ def _table(result: RunResult, index_html: str | None, fleet_note: str | None) ->
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`run -f FILE [--dry-run] [--output-dir DIR] [--format table|json] [--demo]`."""
-    from ecs_scan_operator.bootstrap import build_ports
+    from ecs_scan_operator.bootstrap import aws_clients, build_ports
     from ecs_scan_operator.pipeline import run_policy
 
     try:
@@ -327,15 +327,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     with ExitStack() as stack:
         fleet_note = None
+        demo_hooks: list[Any] = []
         if args.demo:
             from ecs_scan_operator.demo.fleet import seed_fleet
             from ecs_scan_operator.demo.server import moto_server
 
             endpoint = stack.enter_context(moto_server())
-            fleet = seed_fleet(endpoint, region=spec.aws.all_regions[0])
+            regions = spec.aws.all_regions
+            # A second region of the policy gets the ENHANCED (emulated Inspector) part.
+            fleet = seed_fleet(
+                endpoint, region=regions[0], enhanced_region=regions[1] if len(regions) > 1 else None
+            )
+            demo_hooks = fleet.hooks
             fleet_note = (
                 f"demo fleet: {len(fleet.families)} families, {len(fleet.repositories)} ECR repositories, "
                 f"{len(fleet.images)} images, emulated by moto at {endpoint}"
+                + (
+                    f"; ENHANCED scanning in {regions[1]} with an emulated Amazon Inspector"
+                    if fleet.inspector is not None
+                    else ""
+                )
             )
         # The CLI runs at a person's request: a Jira URL on a private or loopback address is
         # warned about on stderr, not refused (the operator refuses it unless allowed).
@@ -344,6 +355,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ports = build_ports(
             ref,
             spec,
+            clients=aws_clients(ref, spec, hooks=demo_hooks) if demo_hooks else None,
             output_dir=output_dir,
             jira_credentials=jira_credentials,
             enforce_jira_destination=False,

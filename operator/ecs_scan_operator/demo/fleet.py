@@ -8,7 +8,9 @@ cache path, a tag that no longer exists, a malformed reference, and an S3 bucket
 
 moto's limits, stated: findings are seeded through moto's `/moto-api/static/ecr/scan-finding-results`
 (moto returns a canned finding otherwise), and the registry scans BASIC, because moto has no
-Inspector2 `ListCoverage` and ignores `ListFindings` filters.
+Inspector2 `ListCoverage` and ignores `ListFindings` filters. With `enhanced_region`, a second
+region scans ENHANCED (demo/enhanced.py): its Inspector is emulated in-process and checked against
+botocore's model (`FleetInfo.inspector`, attached to the run's AWS clients).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import json
 import random
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
+
+if TYPE_CHECKING:
+    from ecs_scan_operator.demo.inspector import InspectorEmulator
 
 ACCOUNT = "123456789012"  # moto's default account
 REPORT_BUCKET = "ecs-scan-reports"
@@ -97,6 +102,12 @@ class FleetInfo:
     findings: dict[str, list[str]] = field(default_factory=dict)  # repo:tag -> vulnerability ids
     never_scanned: list[str] = field(default_factory=list)
     bucket: str = REPORT_BUCKET
+    inspector: InspectorEmulator | None = None  # the ENHANCED region's emulated Inspector
+
+    @property
+    def hooks(self) -> list[Any]:
+        """AwsClients hooks the demo's run needs (the Inspector emulation), if any."""
+        return [self.inspector.attach] if self.inspector is not None else []
 
 
 def _registry(region: str) -> str:
@@ -130,6 +141,7 @@ class _Seeder:
         self.ecs = boto3.client("ecs", **kw)
         self.ecr = boto3.client("ecr", **kw)
         self.s3 = boto3.client("s3", **kw)
+        self.kw = kw
         self.rng = random.Random(seed)  # noqa: S311 -- a reproducible demo, not security
         self.info = FleetInfo(endpoint=endpoint, region=region)
         self.scan_results: list[dict[str, Any]] = []
@@ -204,9 +216,20 @@ class _Seeder:
             resp.read()
 
 
-def seed_fleet(endpoint_url: str, *, region: str = "us-east-1", seed: int = 20261128) -> FleetInfo:
-    """Seed the demo fleet into the moto server at `endpoint_url`; returns what was made."""
+def seed_fleet(
+    endpoint_url: str, *, region: str = "us-east-1", seed: int = 20261128, enhanced_region: str | None = None
+) -> FleetInfo:
+    """Seed the demo fleet into the moto server at `endpoint_url`; returns what was made.
+
+    `enhanced_region`: also seed the ENHANCED part there (demo/enhanced.py).
+    """
     s = _Seeder(endpoint_url, region, seed)
+    if enhanced_region is not None:
+        from ecs_scan_operator.demo.enhanced import SERVICES, seed_enhanced
+
+        s.info.inspector = seed_enhanced(s.kw, ACCOUNT, enhanced_region, digest_of)
+        s.info.families += list(SERVICES)
+        s.info.repositories += [repo for repo, *_ in SERVICES.values()]
     s.s3.create_bucket(Bucket=REPORT_BUCKET)
     # Shared sidecars and init containers, in ECR.
     fluent = s.image("platform/fluent-bit", "2.2.0", s.pick_findings(3))
