@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ecs_scan_operator.core.model import ImageResult, Signals
+from ecs_scan_operator.core.model import FixAvailable, ImageResult, Signals
 from ecs_scan_operator.core.tickets import evaluate_group, group_images
 from ecs_scan_operator.core.tickets.wiki import PLAN_STEPS, TEXT_BUDGET, render_description
 from tests.jira_server import fleet
@@ -79,6 +79,15 @@ def test_base_image_hint_when_most_findings_are_os_packages() -> None:
 
 def test_no_findings_no_plan() -> None:
     assert "Remediation plan" not in _text([fleet.image("app/api", "1.0", [])])
+
+
+def test_a_scan_that_says_nothing_of_fixes_gets_no_plan() -> None:
+    """BASIC scanning gives no fixed versions: no plan rather than a list of "no fix known"."""
+    img = fleet.image("app/api", "1.0", [("CVE-1", "openssl", "HIGH"), ("CVE-2", "zlib", "CRITICAL")])
+    img.findings[:] = [replace(f, fixed_version="") for f in img.findings]
+    assert "Remediation plan" not in _text([img])
+    img.findings[1] = replace(img.findings[1], signals=Signals(fix_available=FixAvailable.NO))
+    assert "No fixed version known for 2: CVE-2 (zlib, CRITICAL), CVE-1 (openssl, HIGH)." in _text([img])
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)

@@ -188,8 +188,8 @@ def group_plan(group: Group) -> RemediationPlan:
 
 def _remediation(remedy: RemediationPlan, caps: _Caps) -> list[str]:
     """The plan's section: the most urgent upgrades first, the findings no upgrade fixes, the hint."""
-    if remedy.empty:
-        return []
+    if remedy.empty or (not remedy.steps and not any(f.signals.fix_available for f in remedy.unfixed)):
+        return []  # nothing to say: no upgrade known, and the scan says nothing of fixes (BASIC)
     lines = ["h3. Remediation plan"]
     if remedy.hint:
         lines.append(f"_{esc(remedy.hint)}_")
