@@ -41,7 +41,6 @@ from ecs_scan_operator.core.report_view import (
     priority_rank,
     redeploy_text,
     runtime_view,
-    yes_no,
 )
 from ecs_scan_operator.core.result import RunResult
 
@@ -360,7 +359,6 @@ def render_image_page(img: ImageResult, run_id: str, policy: PolicyRef, *, depth
         suppressed=[dict(finding_row(f), why=why) for f, why in img.suppressed],
         index_href=f"{up}index.html",
         json_href=image_report_key("x", img).rsplit("/", 1)[-1],
-        yes_no=yes_no,
         csp="default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
     )
 
