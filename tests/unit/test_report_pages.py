@@ -34,7 +34,7 @@ from tests.unit.test_report import ECR, HOSTILE, HOSTILE_URLS, _Page, _result
 POLICY = PolicyRef(namespace="team-a", name="nightly")
 PAGE_TAGS = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "b", "ol", "li", "table", "thead",
-    "tr", "th", "tbody", "td", "a", "br", "small", "dl", "dt", "dd",
+    "tr", "th", "tbody", "td", "a", "br", "small", "dl", "dt", "dd", "span",
 }  # fmt: skip
 PAGE_ATTRS = {"lang", "charset", "name", "content", "class", "href", "http-equiv"}
 
