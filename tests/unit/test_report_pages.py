@@ -7,6 +7,7 @@ and every URL field every hostile URL, on both pages.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -28,7 +29,7 @@ from ecs_scan_operator.core.model import (
     Signals,
 )
 from ecs_scan_operator.core.policy import PolicyRef
-from ecs_scan_operator.core.report import render_html, render_image_page, render_images
+from ecs_scan_operator.core.report import render_html, render_image_page, render_images, render_index_json
 from tests.unit.test_report import ECR, HOSTILE, HOSTILE_URLS, _Page, _result
 
 POLICY = PolicyRef(namespace="team-a", name="nightly")
@@ -295,3 +296,20 @@ def test_render_images_writes_a_page_next_to_each_json() -> None:
     ]
     page = objs[1].body.decode()
     assert 'href="../../../index.html"' in page  # images/team/app/ and 'href="1.json"' in page
+
+
+def test_index_json_names_each_image_page_and_priority_only_when_stored() -> None:
+    urgent = image(findings=[finding(assessment=Assessment(priority="P2"))])
+    other = image("b/c")
+    keys = [o.key for o in render_images("f", POLICY, [urgent, other], "r1", {})]
+    written = {k for k in keys if not (k.startswith("f/images/b/") and k.endswith(".html"))}
+    doc = json.loads(
+        render_index_json("f", POLICY, [urgent, other], _result(), {}, [], written=written, objects=[])
+    )
+    first, second = doc["images"]
+    assert (first["report"], first["page"], first["priority"]) == (
+        "images/team/app/1.json",
+        "images/team/app/1.html",
+        "P2",
+    )
+    assert (second["report"], second["page"], second["priority"]) == ("images/b/c/1.json", None, None)

@@ -410,6 +410,7 @@ def render_index_json(
                 _image_summary(img, new_ids.get(img.ref.display, [])),
                 report=_relative(folder, img, written),
                 page=_relative_page(folder, img, written),
+                priority=image_priority(img) or None,
             )
             for img in images
         ],
