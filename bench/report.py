@@ -50,7 +50,8 @@ def bound_calls(t: Mapping[str, Any], *, rerun: bool) -> dict[str, int]:
                 math.ceil(t["covered"] / FILTER_MAX), math.ceil(t["matching_findings"] / FINDINGS_PAGE)
             ),
             "s3:GetObject": 1,  # the state object
-            "s3:PutObject": t["affected"] + 4 + 1,  # per affected image, the run's 4 index objects, the state
+            # Per affected image its JSON and its page, the run's 4 index objects, the state.
+            "s3:PutObject": 2 * t["affected"] + 4 + 1,
         }
     )
     return calls
@@ -548,8 +549,9 @@ _METHOD = """## How it is measured, and what is emulated how
   the cheaper of that and `ceil(ACTIVE revisions / 100)` `ListTaskDefinitions` pages; one
   `GetRegistryScanningConfiguration`; per repository `ceil(tags / 100)` `DescribeImages`;
   `ceil(images / 10)` `ListCoverage` (10 resource ids per filter); `max(ceil(covered images / 10),
-  ceil(findings at the threshold / 25))` `ListFindings`; the state `GetObject`; one `PutObject` per
-  affected image + 4 index objects + the state. The rate-limit bound applies the buckets to those.
+  ceil(findings at the threshold / 25))` `ListFindings`; the state `GetObject`; two `PutObject` per
+  affected image (its JSON and its page) + 4 index objects + the state. The rate-limit bound
+  applies the buckets to those.
 - **CPU and memory**: each run is a fresh process; CPU is `getrusage` user + system, peak RSS is
   `ru_maxrss`, both of the pipeline process only (moto and the Jira test server run elsewhere). The
   process includes the benchmark's own hooks (the Inspector emulation holds the image catalog,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ecs_scan_operator.adapters.aws_config import ConfigImageSource
 from ecs_scan_operator.adapters.aws_session import AwsClients
@@ -33,6 +33,7 @@ def aws_clients(
     *,
     session_identity: bool = True,
     account_scope: AccountScope | None = None,
+    hooks: list[Any] | None = None,
 ) -> AwsClients:
     """The run's AWS clients: the policy's roles, assumed as `ecsscan-<namespace>-<policy>`.
 
@@ -55,6 +56,7 @@ def aws_clients(
         role_arn_pattern=spec.aws.role_arn_pattern,
         inspector_admin_role_arn=spec.aws.inspector_admin_role_arn,
         account_scope=account_scope,
+        hooks=hooks,  # each new botocore client is passed to these (the demo's emulated Inspector)
     )
 
 

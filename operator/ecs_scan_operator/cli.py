@@ -385,19 +385,28 @@ class _Terminated:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _demo_fleet(stack: ExitStack, spec: PolicySpec) -> tuple[str, Any]:
+def _demo_fleet(stack: ExitStack, ref: PolicyRef, spec: PolicySpec) -> tuple[str, Any]:
     """The emulated fleet (moto) and the AWS clients that read it: a note for the table, clients."""
-    from ecs_scan_operator.adapters.aws_session import AwsClients
+    from ecs_scan_operator.bootstrap import aws_clients
     from ecs_scan_operator.demo.fleet import seed_fleet, task_digest_hook
     from ecs_scan_operator.demo.server import moto_server
 
     endpoint = stack.enter_context(moto_server())
-    fleet = seed_fleet(endpoint, region=spec.aws.all_regions[0], running=True)
+    regions = spec.aws.all_regions
+    # A second region of the policy gets the ENHANCED (emulated Inspector) part.
+    fleet = seed_fleet(
+        endpoint, region=regions[0], running=True, enhanced_region=regions[1] if len(regions) > 1 else None
+    )
     # moto's tasks carry no imageDigest: the demo adds the digests its tasks run (validated).
-    clients = AwsClients(hooks=[task_digest_hook(fleet.running)])
+    clients = aws_clients(ref, spec, hooks=[task_digest_hook(fleet.running), *fleet.hooks])
     note = (
         f"demo fleet: {len(fleet.families)} families, {len(fleet.repositories)} ECR repositories, "
         f"{len(fleet.images)} images, emulated by moto at {endpoint}"
+        + (
+            f"; ENHANCED scanning in {regions[1]} with an emulated Amazon Inspector"
+            if fleet.inspector is not None
+            else ""
+        )
     )
     return note, clients
 
@@ -483,7 +492,7 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one exit per wa
             where = args.jira_credentials_dir or "environment JIRA_EMAIL + JIRA_API_TOKEN, or JIRA_PAT"
             return not_run(f"jira credentials: {exc} ({where})", EXIT_BAD_INPUT)
     with ExitStack() as stack:
-        fleet_note, clients = _demo_fleet(stack, spec) if args.demo else (None, None)
+        fleet_note, clients = _demo_fleet(stack, ref, spec) if args.demo else (None, None)
         try:
             ports = _run_ports(args, ref, spec, output_dir, state_key, jira_credentials, clients)
         except ScanError as exc:  # e.g. the role could not be assumed while wiring the adapters

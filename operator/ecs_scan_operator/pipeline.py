@@ -41,6 +41,7 @@ from ecs_scan_operator.core.notify import RunContext, jira_keys, plan_notificati
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
 from ecs_scan_operator.core.report import (
     ReportObject,
+    image_page_key,
     image_report_key,
     render_csv,
     render_html,
@@ -879,9 +880,11 @@ class _Run:
         links = {}
         for img in self.images:
             if img.affected:
-                key = image_report_key(self.folder, img)
-                if key in self.written:
-                    links[img.ref.display] = self.written[key]
+                # The page for people when it is stored, else the JSON.
+                for key in (image_page_key(self.folder, img), image_report_key(self.folder, img)):
+                    if key in self.written:
+                        links[img.ref.display] = self.written[key]
+                        break
         request = TicketRequest(
             policy=self.policy,
             spec=spec,
@@ -923,7 +926,14 @@ class _Run:
         )
         self.write_state()
         self._settle()
-        html = render_html(self.images, self.result, self._relative_links(), self.expired, self.account_names)
+        html = render_html(
+            self.images,
+            self.result,
+            self._relative_links(image_report_key),
+            self.expired,
+            self.account_names,
+            pages=self._relative_links(image_page_key),
+        )
         self.put_run_object("index.html", html.encode(), "text/html; charset=utf-8")
         self._settle()
         self.rlog(
@@ -937,11 +947,11 @@ class _Run:
         self.write_index()
         self._progress("report", 2, 2)
 
-    def _relative_links(self) -> dict[str, str]:
+    def _relative_links(self, key_of: Callable[[str, ImageResult], str]) -> dict[str, str]:
         # Relative links, so index.html works from a downloaded copy too; only objects stored.
         out = {}
         for img in self.images:
-            key = image_report_key(self.folder, img)
+            key = key_of(self.folder, img)
             if img.affected and key in self.written:
                 out[img.ref.raw] = key[len(self.folder) + 1 :]
         return out

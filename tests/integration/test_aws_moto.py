@@ -261,6 +261,10 @@ def test_pipeline_on_demo_fleet_to_s3_and_rerun(aws: str) -> None:
     for img in affected:
         assert f"{folder}/{img['report']}" in keys
         assert fleet.findings[f"{img['repository']}:{img['tag']}"]  # only images seeded with findings
+        # Each image's page for people, next to its JSON, in the commit protocol's index.json.
+        assert img["page"] == img["report"].removesuffix(".json") + ".html"
+        head = s3.head_object(Bucket=REPORT_BUCKET, Key=f"{folder}/{img['page']}")
+        assert head["ContentType"] == "text/html; charset=utf-8" and head["ServerSideEncryption"] == "AES256"
     assert (
         s3.head_object(Bucket=REPORT_BUCKET, Key=f"{folder}/index.json")["ServerSideEncryption"] == "AES256"
     )
@@ -362,6 +366,8 @@ def test_cli_demo_end_to_end(tmp_path: Path) -> None:
     with (index.parent / "summary.csv").open(newline="", encoding="utf-8") as fh:
         table = list(csv.DictReader(fh))
     assert [r["image"] for r in table if r["redeploy_needed"] == "yes"] == [row["image"]]
+    pages = [i["page"] for i in json.loads(index.read_text())["images"] if i["report"]]
+    assert pages and all((index.parent / p).is_file() for p in pages)  # the local sink stores them too
 
 
 def _cli_demo(out_dir: Path) -> subprocess.CompletedProcess[str]:

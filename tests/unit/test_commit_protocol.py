@@ -10,6 +10,7 @@ Every run-level object is failed in turn, with every error class a sink raises. 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,9 @@ SPEC: dict[str, Any] = {
 }
 # Every object a run writes, named by a part of its key.
 WRITES = [
-    "/images/app/",
+    "/images/app/",  # the image's JSON and its page
+    "/images/app/1.html",  # the page alone
+    "/images/sidecar/2.json",  # the JSON alone
     "/images/sidecar/",
     "summary.csv",
     "state/team-a/nightly.json",
@@ -95,8 +98,13 @@ def check_folder(sink: MemorySink, result: RunResult) -> dict[str, Any] | None:
     for name in index["objects"]:
         assert f"{folder}/{name}" in sink.objects, name
     for img in index["images"]:
-        if img["report"]:
-            assert f"{folder}/{img['report']}" in sink.objects
+        for link in (img["report"], img["page"]):
+            if link:
+                assert f"{folder}/{link}" in sink.objects
+    if "index.html" in index["objects"]:
+        # index.html links an image's JSON or page only when that object is stored.
+        own = re.findall(r'href="(images/[^"]+)"', sink.objects[f"{folder}/index.html"].decode())
+        assert own and all(f"{folder}/{link}" in sink.objects for link in own)
     assert sink.order[-1] == index_key or sink.order[-1].startswith("DELETE")  # last, bar the lease release
     if "run.log.jsonl" in index["objects"]:
         lines = [json.loads(line) for line in sink.objects[f"{folder}/run.log.jsonl"].splitlines()]

@@ -97,7 +97,9 @@ def test_report_tree_index_written_after_images() -> None:
     result = run_policy(POLICY, spec(), ports(sink), FixedClock(), run_id="r1")
     folder = "scans/2026-11-28/team-a/nightly/r1"
     images = [k for k in sink.order if "/images/" in k]
-    assert images == [f"{folder}/images/app/1.json", f"{folder}/images/sidecar/2.json"]
+    assert images == [
+        f"{folder}/images/{name}.{ext}" for name in ("app/1", "sidecar/2") for ext in ("json", "html")
+    ]  # each image's JSON, then its page
     assert sink.order.index(f"{folder}/index.json") > max(sink.order.index(k) for k in images)
     assert {f"{folder}/{n}" for n in ("index.json", "summary.csv", "index.html", "run.log.jsonl")} <= set(
         sink.objects
@@ -114,7 +116,8 @@ def test_report_tree_index_written_after_images() -> None:
     log_events = [json.loads(line)["event"] for line in sink.objects[f"{folder}/run.log.jsonl"].splitlines()]
     assert log_events[0] == "run_started" and log_events[-1] == "run_finished"
     html = sink.objects[f"{folder}/index.html"].decode()
-    assert "<script" in html and "http" not in html.split("<body>")[0]  # no external resources
+    head = html.split("<body>")[0]
+    assert "<script" in html and "http:" not in head and "https:" not in head  # no external resources
 
 
 def test_second_run_uses_cache_and_marks_new_findings() -> None:
@@ -205,8 +208,8 @@ def test_tickets_get_links_and_partial_inventory_flag() -> None:
     assert req.inventory_complete is False  # eu-west-1 failed: no ticket may be closed as "no longer used"
     assert (
         req.report_links["app:1"]
-        == "https://reports.example/scans/2026-11-28/team-a/nightly/r1/images/app/1.json"
-    )
+        == "https://reports.example/scans/2026-11-28/team-a/nightly/r1/images/app/1.html"
+    )  # the page for people
     assert req.index_link.endswith("/r1/index.html")
     assert result.tickets == {"create": 2}
 

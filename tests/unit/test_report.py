@@ -238,10 +238,15 @@ def test_summary_csv_has_no_url_column() -> None:
 # ------------------------------------------------------------------------------------------ HTML
 
 ALLOWED_TAGS = {
-    "html", "head", "meta", "title", "style", "body", "h1", "p", "div", "span", "b", "ul", "li",
-    "table", "thead", "tr", "th", "tbody", "td", "a", "br", "small", "script",
+    "html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "div", "span", "b", "ul", "ol",
+    "li", "table", "thead", "tr", "th", "tbody", "td", "a", "br", "small", "script", "dl", "dt", "dd",
+    "label", "input", "select", "option",
 }  # fmt: skip
-ALLOWED_ATTRS = {"lang", "charset", "name", "content", "class", "href", "title"}
+ALLOWED_ATTRS = {
+    "lang", "charset", "name", "content", "class", "href", "title", "http-equiv", "id", "hidden", "type",
+    "value", "data-sort", "data-type", "data-kev", "data-fix", "data-overdue", "data-redeploy",
+    "data-account",
+}  # fmt: skip
 
 
 class _Page(HTMLParser):
@@ -377,10 +382,11 @@ def test_index_html_is_self_contained_and_sortable() -> None:
     img = _hostile_image("x", where="reason")
     page_html = render_html([img], _result(), {img.ref.raw: "images/app/1.json"}, [])
     head = page_html.split("<body>")[0]
-    assert "http" not in head and "<link" not in head  # no external stylesheet, font or script
+    assert "http:" not in head and "https:" not in head and "<link" not in head  # nothing external
+    assert "default-src &#39;none&#39;" in head  # and the CSP says so to the browser
     page = _assert_inert(page_html)
     assert "addEventListener" in "".join(page.scripts)
-    assert page.tags.count("th") == 11 and page.tags.count("tr") == 2
+    assert page.tags.count("th") == 19 and page.tags.count("tr") == 2
 
 
 def test_every_run_file_is_inert_with_hostile_data() -> None:

@@ -176,7 +176,7 @@ def test_pipeline_reports_running_digests_and_pending_containers() -> None:
     assert f"{ECR}/job:1" not in {r.raw for r in digests.asked}
     assert result.images_by_status["not_scanned"] == 1
     # Each running digest has its own per-image object (one tag, two digests) with the runtime context.
-    objects = [json.loads(v) for k, v in sink.objects.items() if "/images/" in k]
+    objects = [json.loads(v) for k, v in sink.objects.items() if "/images/" in k and k.endswith(".json")]
     assert sorted(o["digest"] for o in objects) == [D1, D2]
     uses = next(o["uses"] for o in objects if o["digest"] == D1)
     assert uses == [

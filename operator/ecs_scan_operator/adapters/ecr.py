@@ -187,6 +187,7 @@ def parse_enhanced_finding(raw: dict[str, Any]) -> Finding:
         url=str(details.get("sourceUrl") or (refs[0] if refs else "")),
         first_observed=first if isinstance(first, datetime) else None,
         title=str(raw.get("title", ""))[:300],
+        package_manager=str(pkg.get("packageManager", "") or ""),
     )
 
 

@@ -232,6 +232,8 @@ class Finding:
     # findings would otherwise carry two empty objects apiece (about 270 bytes per finding).
     signals: Signals = field(default=_NO_SIGNALS)
     assessment: Assessment = field(default=_NO_ASSESSMENT)
+    # Inspector's packageManager (OS, PIP, NPM, JAR...); "" where the scan does not say (BASIC).
+    package_manager: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, used in reports."""

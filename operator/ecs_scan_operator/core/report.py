@@ -1,13 +1,16 @@
 """The report tree of one run, rendered to bytes. Pure: the sinks only store what this returns.
 
 Layout (DESIGN.md): `<run folder>/images/<repository>/<tag-or-digest>.json` for each affected
-image, and `index.json`, `summary.csv`, `index.html`, `run.log.jsonl` in the run folder.
+image with its page for people next to it (`.html`), and `index.json`, `summary.csv`, `index.html`,
+`run.log.jsonl` in the run folder.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import functools
+import hashlib
 import io
 import json
 import re
@@ -21,8 +24,25 @@ import jinja2
 
 from ecs_scan_operator.core.keys import image_key
 from ecs_scan_operator.core.links import safe_url
-from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageResult, RefKind, RuntimeContext
+from ecs_scan_operator.core.model import SEVERITY_ORDER, Finding, ImageResult, RuntimeContext
 from ecs_scan_operator.core.policy import PolicyRef, Suppression
+from ecs_scan_operator.core.report_view import (
+    count_text,
+    day,
+    finding_order,
+    finding_row,
+    image_accounts,
+    image_plan,
+    image_priority,
+    image_signals,
+    index_order,
+    label,
+    plan_document,
+    plan_view,
+    priority_rank,
+    redeploy_text,
+    runtime_view,
+)
 from ecs_scan_operator.core.result import RunResult
 
 
@@ -42,6 +62,11 @@ def image_report_key(folder: str, img: ImageResult) -> str:
         # One tag, several digests running (source: running after the tag moved): one object each.
         name = f"{img.ref.tag}@{img.ref.digest}"
     return image_key(folder, img.ref.repository or "unknown", name)
+
+
+def image_page_key(folder: str, img: ImageResult) -> str:
+    """Where an affected image's page for people goes: next to its JSON."""
+    return image_report_key(folder, img).removesuffix(".json") + ".html"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -125,11 +150,39 @@ def image_document(
             ],
             "runId": run_id,
             "policy": policy.key,
-            "findings": [dict(f.to_dict(), new=f.vulnerability_id in new_ids) for f in img.findings],
+            "findings": [
+                dict(f.to_dict(), new=f.vulnerability_id in new_ids, **_finding_remediation(f))
+                for f in img.findings
+            ],
             "suppressedFindings": [dict(f.to_dict(), suppressionReason=why) for f, why in img.suppressed],
         }
     )
+    doc.update(_image_remediation(img))
     return doc
+
+
+# ---- issue #13, the remediation plan and priority columns (kept apart from the signal columns)
+
+
+def _finding_remediation(f: Finding) -> dict[str, Any]:
+    return {"packageManager": f.package_manager or None, "priority": f.assessment.priority or None}
+
+
+def _image_remediation(img: ImageResult) -> dict[str, Any]:
+    return {"priority": image_priority(img) or None, "remediation": plan_document(image_plan(img))}
+
+
+REMEDIATION_CSV_HEADER = ("priority", "remediation_steps", "next_step", "no_fix_known")
+
+
+def _remediation_csv(img: ImageResult) -> list[str | int]:
+    p = image_plan(img)
+    return [
+        image_priority(img),
+        len(p.steps),
+        csv_cell(p.steps[0].text if p.steps else ""),
+        len(p.unfixed),
+    ]
 
 
 def render_csv(images: Sequence[ImageResult], account_names: Mapping[str, str] | None = None) -> str:
@@ -153,6 +206,7 @@ def render_csv(images: Sequence[ImageResult], account_names: Mapping[str, str] |
             "suppressed",
             "families",
             *RUNTIME_COLUMNS,
+            *REMEDIATION_CSV_HEADER,
             *(["accounts"] if multi else []),
         ]
     )
@@ -168,6 +222,7 @@ def render_csv(images: Sequence[ImageResult], account_names: Mapping[str, str] |
                 len(img.suppressed),
                 csv_cell(" ".join(img.families)),
                 *_runtime_cells(img),
+                *_remediation_csv(img),
                 *([csv_cell(", ".join(account_label(a, names) for a in img.accounts))] if multi else []),
             ]
         )
@@ -246,20 +301,33 @@ def csv_cell(text: str) -> str:
 
 
 @functools.cache
-def _template() -> jinja2.Template:
-    """The packaged index.html template, loaded once (autoescaping on: the data is outside data)."""
-    env = jinja2.Environment(
+def _environment() -> jinja2.Environment:
+    """The packaged templates (autoescaping on: the data is outside data)."""
+    return jinja2.Environment(
         loader=jinja2.PackageLoader("ecs_scan_operator", "report"),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default=True),
         undefined=jinja2.StrictUndefined,  # a misspelt name fails the render instead of printing ""
         keep_trailing_newline=True,
     )
-    return env.get_template("index.html.j2")
 
 
-# A per-image report, relative to the run folder, as `image_key` builds it: segments of its safe
-# characters that never start with a dot (so no `..`, no `%2e%2e`, no backslash, no scheme).
-_OWN_REPORT = re.compile(r"images(?:/[A-Za-z0-9_=+~-][A-Za-z0-9._=+~-]*)+\.json")
+def _template(name: str = "index.html.j2") -> jinja2.Template:
+    return _environment().get_template(name)
+
+
+@functools.cache
+def _script() -> tuple[str, str]:
+    """index.html's sorting and filtering script, and its CSP hash (the only script a page may run)."""
+    loader = _environment().loader
+    assert loader is not None
+    text = loader.get_source(_environment(), "report.js")[0]
+    digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+    return text, f"'sha256-{digest}'"
+
+
+# A per-image report or page, relative to the run folder, as `image_key` builds it: segments of its
+# safe characters that never start with a dot (so no `..`, no `%2e%2e`, no backslash, no scheme).
+_OWN_REPORT = re.compile(r"images(?:/[A-Za-z0-9_=+~-][A-Za-z0-9._=+~-]*)+\.(?:json|html)")
 
 
 def _href(link: str | None) -> str | None:
@@ -271,36 +339,61 @@ def _href(link: str | None) -> str | None:
     return None
 
 
+def _index_row(
+    img: ImageResult, href: str | None, page: str | None, names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    counts = img.counts()
+    signals = image_signals(img)
+    priority = image_priority(img)
+    steps = image_plan(img).steps if img.affected else ()
+    accounts = image_accounts(img)
+    return {
+        "href": _href(page) or _href(href),
+        "json": _href(href) if page and _href(page) else None,
+        "raw": img.ref.raw,
+        "label": label(img),
+        "digest": img.digest[:19] if img.digest else "",
+        "status": img.status.value,
+        "priority": priority or ("unknown" if img.affected else "-"),
+        "priority_rank": priority_rank(priority) if img.affected else 99,
+        "counts": [
+            (_SEVERITY_CLASS.get(s.value, "n") if counts[s.value] else "n", counts[s.value])
+            for s in SEVERITY_ORDER
+        ],
+        "signals": [
+            (key, count_text(signals[key]) if img.affected else "-", signals[key] or 0)
+            for key in ("kev", "exploit", "fix", "overdue")
+        ],
+        "redeploy": redeploy_text(img),
+        "accounts": " ".join(accounts),  # bare IDs: what the account filter matches
+        "account_labels": ", ".join(account_label(a, names or {}) for a in accounts),
+        "next_step": steps[0].text if steps else "",
+        "suppressed": len(img.suppressed),
+        "families": ", ".join(img.families),
+        "reason": img.reason,
+    }
+
+
 def render_html(
     images: Sequence[ImageResult],
     result: RunResult,
     links: dict[str, str],
     expired: Sequence[Suppression],
     account_names: Mapping[str, str] | None = None,
+    *,
+    pages: dict[str, str] | None = None,
 ) -> str:
-    """index.html: a self-contained sortable table (no external resources), from the packaged template."""
-    names = account_names or {}
-    show_accounts = any(img.accounts for img in images)
-    rows = []
-    for img in images:
-        counts = img.counts()
-        rows.append(
-            {
-                "href": _href(links.get(img.ref.raw)),
-                "raw": img.ref.raw,
-                "label": img.ref.display if img.ref.kind is RefKind.ECR else img.ref.raw,
-                "digest": img.digest[:19] if img.digest else "",
-                "status": img.status.value,
-                "counts": [
-                    (_SEVERITY_CLASS.get(s.value, "n") if counts[s.value] else "n", counts[s.value])
-                    for s in SEVERITY_ORDER
-                ],
-                "suppressed": len(img.suppressed),
-                "families": ", ".join(img.families),
-                "accounts": ", ".join(account_label(a, names) for a in img.accounts),
-                "reason": img.reason,
-            }
-        )
+    """index.html: a self-contained table, most urgent first, sortable and filterable with inline JS.
+
+    `links` and `pages` map an image's raw reference to its JSON report and its page (relative).
+    Without JavaScript the table stays in its static order (priority, then severity) unfiltered.
+    """
+    pages = pages or {}
+    ordered = sorted(images, key=index_order)
+    rows = [
+        _index_row(img, links.get(img.ref.raw), pages.get(img.ref.raw), account_names) for img in ordered
+    ]
+    script, script_hash = _script()
     return _template().render(
         policy=result.policy,
         run_id=result.run_id,
@@ -313,21 +406,58 @@ def render_html(
         expired=[
             {"id": s.vulnerability_id, "expires": s.expires.isoformat(), "reason": s.reason} for s in expired
         ],
-        heads=[
-            "Image",
-            "Status",
-            *[s.value.title() for s in SEVERITY_ORDER],
-            "Suppressed",
-            "Families",
-            *(["Account"] if show_accounts else []),
-            "Reason",
-        ],
+        severities=[s.value.title() for s in SEVERITY_ORDER],
+        accounts=sorted({a for img in images for a in image_accounts(img)}),
         rows=rows,
-        show_accounts=show_accounts,
+        script=script,  # our packaged file, not data: the template marks it |safe
+        csp=f"default-src 'none'; style-src 'unsafe-inline'; script-src {script_hash}; "
+        "base-uri 'none'; form-action 'none'",
     )
 
 
 _SEVERITY_CLASS = {"CRITICAL": "n crit", "HIGH": "n high"}
+
+
+def render_image_page(img: ImageResult, run_id: str, policy: PolicyRef, *, depth: int) -> str:
+    """An affected image's page for people: findings with their signals, runtime context, the plan.
+
+    `depth` is how many folders below the run folder the page is, for its relative links back.
+    """
+    up = "../" * depth
+    findings = sorted(img.findings, key=finding_order)
+    return _template("image.html.j2").render(
+        policy=policy.key,
+        run_id=run_id,
+        label=label(img),
+        raw=img.ref.raw,
+        digest=img.digest or img.ref.digest or "",
+        status=img.status.value,
+        scan_type=img.scan_type or "unknown",
+        scanned_at=day(img.scanned_at) or "unknown",
+        priority=image_priority(img) or "unknown",
+        accounts=", ".join(image_accounts(img)) or "unknown",
+        redeploy=redeploy_text(img),
+        redeploy_needed=img.redeploy_needed,
+        uses=[
+            {
+                "family": u.family,
+                "revision": u.revision,
+                "container": u.container,
+                "region": u.region,
+                "account": u.account,
+                "service": u.service,
+                "tasks": u.tasks,
+            }
+            for u in sorted(img.uses)
+        ],
+        runtime=runtime_view(img),
+        plan=plan_view(image_plan(img)),
+        findings=[finding_row(f) for f in findings],
+        suppressed=[dict(finding_row(f), why=why) for f, why in img.suppressed],
+        index_href=f"{up}index.html",
+        json_href=image_report_key("x", img).rsplit("/", 1)[-1],
+        csp="default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+    )
 
 
 def render_images(
@@ -338,12 +468,17 @@ def render_images(
     new_ids: dict[str, list[str]],
     account_names: Mapping[str, str] | None = None,
 ) -> Iterator[ReportObject]:
-    """One JSON object per affected image, rendered as it is asked for (memory stays flat)."""
+    """Per affected image its JSON object, then its page; rendered as asked for (memory stays flat)."""
     for img in images:
         if img.affected:
             doc = image_document(img, run_id, policy, new_ids.get(img.ref.display, []), account_names)
+            key = image_report_key(folder, img)
+            yield ReportObject(key, json.dumps(doc, indent=2).encode(), "application/json")
+            depth = key[len(folder) + 1 :].count("/")
             yield ReportObject(
-                image_report_key(folder, img), json.dumps(doc, indent=2).encode(), "application/json"
+                image_page_key(folder, img),
+                render_image_page(img, run_id, policy, depth=depth).encode(),
+                "text/html; charset=utf-8",
             )
 
 
@@ -383,6 +518,8 @@ def render_index_json(
             dict(
                 _image_summary(img, new_ids.get(img.ref.display, []), account_names),
                 report=_relative(folder, img, written),
+                page=_relative_page(folder, img, written),
+                priority=image_priority(img) or None,
             ),
             separators=compact,
         )
@@ -393,6 +530,11 @@ def render_index_json(
 
 def _relative(folder: str, img: ImageResult, written: Collection[str]) -> str | None:
     key = image_report_key(folder, img)
+    return key[len(folder) + 1 :] if img.affected and key in written else None
+
+
+def _relative_page(folder: str, img: ImageResult, written: Collection[str]) -> str | None:
+    key = image_page_key(folder, img)
     return key[len(folder) + 1 :] if img.affected and key in written else None
 
 

@@ -16,7 +16,9 @@ moto's limits, stated: findings are seeded through moto's `/moto-api/static/ecr/
 Inspector2 `ListCoverage` and ignores `ListFindings` filters. moto's DescribeTasks carries no
 `imageDigest`: `task_digest_hook` adds the digest each demo task runs, and checks every answer it
 changes against botocore's DescribeTasks output shape. moto deletes an image whose only tag moves
-(ECR keeps it untagged), so the old checkout digest keeps a build tag.
+(ECR keeps it untagged), so the old checkout digest keeps a build tag. With `enhanced_region`, a
+second region scans ENHANCED (demo/enhanced.py): its Inspector is emulated in-process and checked
+against botocore's model (`FleetInfo.inspector`, attached to the run's AWS clients).
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ import random
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.validate import ParamValidator
+
+if TYPE_CHECKING:
+    from ecs_scan_operator.demo.inspector import InspectorEmulator
 
 ACCOUNT = "123456789012"  # moto's default account
 REPORT_BUCKET = "ecs-scan-reports"
@@ -108,6 +113,12 @@ class FleetInfo:
     never_scanned: list[str] = field(default_factory=list)
     bucket: str = REPORT_BUCKET
     running: dict[str, str] = field(default_factory=dict)  # image of a running demo task -> its digest
+    inspector: InspectorEmulator | None = None  # the ENHANCED region's emulated Inspector
+
+    @property
+    def hooks(self) -> list[Any]:
+        """AwsClients hooks the demo's run needs (the Inspector emulation), if any."""
+        return [self.inspector.attach] if self.inspector is not None else []
 
 
 def _registry(region: str) -> str:
@@ -141,6 +152,7 @@ class _Seeder:
         self.ecs = boto3.client("ecs", **kw)
         self.ecr = boto3.client("ecr", **kw)
         self.s3 = boto3.client("s3", **kw)
+        self.kw = kw
         self.rng = random.Random(seed)  # noqa: S311 -- a reproducible demo, not security
         self.info = FleetInfo(endpoint=endpoint, region=region)
         self.scan_results: list[dict[str, Any]] = []
@@ -274,14 +286,32 @@ def _running_view(s: _Seeder) -> None:
     s.info.running[f"{registry}/platform/db-migrate:1.4.2"] = s.info.images["platform/db-migrate:1.4.2"]
 
 
+def _enhanced(s: _Seeder, region: str | None) -> None:
+    """The ENHANCED part in `region` (demo/enhanced.py), its Inspector emulated; None: none."""
+    if region is None:
+        return
+    from ecs_scan_operator.demo.enhanced import SERVICES, seed_enhanced
+
+    s.info.inspector = seed_enhanced(s.kw, ACCOUNT, region, digest_of)
+    s.info.families += list(SERVICES)
+    s.info.repositories += [repo for repo, *_ in SERVICES.values()]
+
+
 def seed_fleet(
-    endpoint_url: str, *, region: str = "us-east-1", seed: int = 20261128, running: bool = False
+    endpoint_url: str,
+    *,
+    region: str = "us-east-1",
+    seed: int = 20261128,
+    running: bool = False,
+    enhanced_region: str | None = None,
 ) -> FleetInfo:
     """Seed the demo fleet into the moto server at `endpoint_url`; returns what was made.
 
     `running`: also the running view's story (a cluster with tasks, one service with drift).
+    `enhanced_region`: also seed the ENHANCED part there (demo/enhanced.py).
     """
     s = _Seeder(endpoint_url, region, seed)
+    _enhanced(s, enhanced_region)
     s.s3.create_bucket(Bucket=REPORT_BUCKET)
     # Shared sidecars and init containers, in ECR.
     fluent = s.image("platform/fluent-bit", "2.2.0", s.pick_findings(3))

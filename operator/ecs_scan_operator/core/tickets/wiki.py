@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from ecs_scan_operator.core.links import safe_url
 from ecs_scan_operator.core.model import Finding, Severity
+from ecs_scan_operator.core.remediation import RemediationPlan, plan
 from ecs_scan_operator.core.tickets.findings import GroupFindings
 from ecs_scan_operator.core.tickets.grouping import Group
 from ecs_scan_operator.core.tickets.identity import image_slot
@@ -29,6 +30,9 @@ TEXT_LIMIT = 32_767
 TEXT_BUDGET = 32_000
 SUMMARY_LIMIT = 255
 LIST_IN_COMMENT = 50
+#: Upgrade steps and unfixed findings the ticket's remediation plan lists before "see the report".
+PLAN_STEPS = 10
+PLAN_UNFIXED = 10
 
 # The same report and advisory URLs recur in every ticket of a run; checking each once is enough.
 _safe_url = lru_cache(maxsize=1024)(safe_url)
@@ -92,6 +96,7 @@ class _Caps:
     rows: int
     images: int
     uses: int
+    steps: int = PLAN_STEPS
 
 
 def render_description(
@@ -105,14 +110,18 @@ def render_description(
     """The ticket description in wiki markup, summarized past `budget` characters."""
     n_uses = sum(len(i.uses) for i in group.images)
     caps = _Caps(rows=len(gf.rows), images=len(group.images), uses=n_uses)
-    text = _description(request, group, gf, caps, note)
-    # Too long: halve the findings table first (most severe rows stay), then images and uses.
-    while len(text) > budget and (caps.rows > 10 or caps.images > 5 or caps.uses > 20):
+    remedy = group_plan(group)
+    text = _description(request, group, gf, caps, note, remedy)
+    # Too long: halve the findings table first (most severe rows stay), then images and uses,
+    # then the plan (its most urgent steps stay).
+    while len(text) > budget and (caps.rows > 10 or caps.images > 5 or caps.uses > 20 or caps.steps > 3):
         if caps.rows > 10:
             caps = replace(caps, rows=max(10, caps.rows // 2))
-        else:
+        elif caps.images > 5 or caps.uses > 20:
             caps = replace(caps, images=max(5, caps.images // 2), uses=max(20, caps.uses // 2))
-        text = _description(request, group, gf, caps, note)
+        else:
+            caps = replace(caps, steps=3)
+        text = _description(request, group, gf, caps, note, remedy)
     if len(text) > budget:
         # Only pathological inputs get here (huge names); keep the head and say where the rest is.
         pointer = (
@@ -123,11 +132,17 @@ def render_description(
 
 
 def _description(
-    request: TicketRequest, group: Group, gf: GroupFindings, caps: _Caps, note: str | None
+    request: TicketRequest,
+    group: Group,
+    gf: GroupFindings,
+    caps: _Caps,
+    note: str | None,
+    remedy: RemediationPlan,
 ) -> str:
     lines = [
         *_redeploy_banner(group, caps),
         *_intro(request, group, note),
+        *_remediation(remedy, caps),
         *_images(group, gf, caps),
         *_runtime(group, caps),
         *_uses(group, caps),
@@ -250,6 +265,33 @@ def _runtime(group: Group, caps: _Caps) -> list[str]:
             "(ecrConfiguration rescan duration); Inspector no longer re-scans it, so its findings may "
             "be stale._"
         )
+    lines.append("")
+    return lines
+
+
+def group_plan(group: Group) -> RemediationPlan:
+    """The remediation plan over the findings read this run (carried-over findings have no versions)."""
+    return plan((img.ref.display, f) for img in group.images if img in group.known for f in img.findings)
+
+
+def _remediation(remedy: RemediationPlan, caps: _Caps) -> list[str]:
+    """The plan's section: the most urgent upgrades first, the findings no upgrade fixes, the hint."""
+    if remedy.empty or (not remedy.steps and not any(f.signals.fix_available for f in remedy.unfixed)):
+        return []  # nothing to say: no upgrade known, and the scan says nothing of fixes (BASIC)
+    lines = ["h3. Remediation plan"]
+    if remedy.hint:
+        lines.append(f"_{esc(remedy.hint)}_")
+    # A numbered list: each step's package and versions are scanner data, escaped and bounded.
+    lines += [f"# {cell(step.text, 300)}" for step in remedy.steps[: caps.steps]]
+    if len(remedy.steps) > caps.steps:
+        lines.append(f"_…and {len(remedy.steps) - caps.steps} more upgrades; see the image reports._")
+    if remedy.unfixed:
+        shown = ", ".join(
+            cell(f"{f.vulnerability_id} ({f.package or '?'}, {f.severity.value})", 120)
+            for f in remedy.unfixed[:PLAN_UNFIXED]
+        )
+        more = f" and {len(remedy.unfixed) - PLAN_UNFIXED} more" if len(remedy.unfixed) > PLAN_UNFIXED else ""
+        lines.append(f"No fixed version known for {len(remedy.unfixed)}: {shown}{more}.")
     lines.append("")
     return lines
 
