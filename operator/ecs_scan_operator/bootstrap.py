@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrDigestResolver
 from ecs_scan_operator.adapters.ecs import EcsImageSource
+from ecs_scan_operator.adapters.inspector import InspectorVulnerabilities
 from ecs_scan_operator.adapters.local_report import LocalReportSink
 from ecs_scan_operator.adapters.s3_report import S3ReportSink
 from ecs_scan_operator.adapters.scanning import RegistryFindingsSource
@@ -87,6 +88,7 @@ def build_ports(
         aws_errors=counter.errors_by_operation,
         state_key=state_key,
         notifier=notifier,
+        vulnerabilities=InspectorVulnerabilities(clients),
     )
 
 

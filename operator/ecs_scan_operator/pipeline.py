@@ -16,13 +16,15 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ecs_scan_operator.concurrency import batched, parallel_map
 from ecs_scan_operator.core.images import parse_image, running_image
+from ecs_scan_operator.core.kev import KevEntry, bounded, lookup_ids, stale, with_kev
 from ecs_scan_operator.core.keys import lease_key, run_folder, state_key
 from ecs_scan_operator.core.model import (
+    Finding,
     ImageRef,
     ImageResult,
     ImageScan,
@@ -30,9 +32,11 @@ from ecs_scan_operator.core.model import (
     ImageUse,
     RefKind,
     ScanState,
+    ScanType,
 )
 from ecs_scan_operator.core.notify import RunContext, jira_keys, plan_notifications
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
+from ecs_scan_operator.core.priority import NO_FIX_REASON, assess, fetch_floor, is_actionable, report_only
 from ecs_scan_operator.core.report import (
     ReportObject,
     image_report_key,
@@ -44,7 +48,7 @@ from ecs_scan_operator.core.report import (
 )
 from ecs_scan_operator.core.result import RunResult, causes_text, clip
 from ecs_scan_operator.core.rules import apply_rules, expired_suppressions, severities_at_or_above
-from ecs_scan_operator.core.state import RunState, dump_state, load_state
+from ecs_scan_operator.core.state import RunState, dump_state, finding_key, image_of_key, load_state
 from ecs_scan_operator.core.tickets import TicketRequest
 from ecs_scan_operator.errors import Cancelled, ConflictError, RunAborted, ScanError
 from ecs_scan_operator.leasing import RunLease, default_holder
@@ -248,19 +252,46 @@ def _causes_of(images: list[ImageResult]) -> str:
     return f": {causes_text(dict(counts))}" if counts else ""
 
 
-def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, today: date) -> set[str]:
+@dataclass
+class Signals:
+    """What the rules need beyond the scan: KEV answers by CVE, first sightings by finding."""
+
+    now: datetime
+    kev: dict[str, KevEntry] = field(default_factory=dict)
+    first_seen: dict[str, datetime] = field(default_factory=dict)  # the state's, read at the start
+    seen_now: dict[str, datetime] = field(default_factory=dict)  # what this run keeps
+
+
+def _assess(img: ImageResult, f: Finding, spec: PolicySpec, sig: Signals, *, actionable: bool) -> Finding:
+    key = finding_key(img.ref.display, f.vulnerability_id, f.package)
+    out = assess(f, spec, remembered=sig.first_seen.get(key), now=sig.now, actionable=actionable)
+    if out.assessment.first_seen is not None:
+        sig.seen_now[key] = out.assessment.first_seen
+    return out
+
+
+def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, sig: Signals) -> set[str]:
     img.scan_type, img.scanned_at = scan.scan_type, scan.scanned_at
     if scan.state is ScanState.COMPLETE:
+        findings = scan.findings
+        if scan.scan_type == ScanType.ENHANCED and sig.kev:
+            findings = tuple(with_kev(f, sig.kev.get(f.vulnerability_id)) for f in findings)
         outcome = apply_rules(
-            scan.findings,
+            findings,
             img.ref,
             spec.suppressions,
             spec.threshold,
             include_untriaged=spec.include_untriaged,
-            today=today,
+            today=sig.now.date(),
+            act=(lambda f: is_actionable(spec, f)) if spec.act_on is not None else None,
         )
         img.status = ImageStatus.SCANNED
-        img.findings, img.suppressed = outcome.actionable, outcome.suppressed
+        kept = [f for f in outcome.actionable if not report_only(spec, f)]
+        no_fix = [(f, NO_FIX_REASON) for f in outcome.actionable if report_only(spec, f)]
+        img.findings = [_assess(img, f, spec, sig, actionable=True) for f in kept]
+        img.suppressed = [
+            (_assess(img, f, spec, sig, actionable=False), why) for f, why in [*outcome.suppressed, *no_fix]
+        ]
         return set(outcome.expired_used)
     img.status = {
         ScanState.NOT_FOUND: ImageStatus.NOT_FOUND,
@@ -277,13 +308,15 @@ def read_findings(
     ports: Ports,
     result: RunResult,
     rlog: _RunLog,
-    today: date,
+    state: RunState,
+    sig: Signals,
     cancel: Guard | threading.Event | None,
     progress: Progress | None,
 ) -> set[str]:
-    """Stage 4: findings per digest (batched by the adapter), then threshold and suppressions in the core."""
+    """Stage 4: findings per digest (batched by the adapter), KEV data for their CVEs, then the
+    rules (threshold or actOn, suppressions, noFix) and each finding's priority and SLA in the core."""
     todo = [i for i in images if i.digest]
-    severities = severities_at_or_above(spec.threshold, include_untriaged=spec.include_untriaged)
+    severities = severities_at_or_above(fetch_floor(spec), include_untriaged=spec.include_untriaged)
     # One digest may be used under several tags: ask once per (repository, digest).
     by_key: dict[tuple[ImageRef, str], list[ImageResult]] = {}
     for img in todo:
@@ -302,6 +335,8 @@ def read_findings(
     keys = sorted(by_key)
     done = 0
     expired_used: set[str] = set()
+    # Every scan is read before any rule runs: a rule may need KEV data, asked once per distinct CVE.
+    read: dict[tuple[ImageRef, str], ImageScan] = {}
     for start in range(0, len(keys), SCAN_BATCH):
         _check(cancel)
         batch = keys[start : start + SCAN_BATCH]
@@ -311,18 +346,65 @@ def read_findings(
             cause = str(exc.cause or "")
             scans = {k: ImageScan(ScanState.FAILED, reason=str(exc), cause=cause) for k in batch}
         for key in batch:
-            scan = scans.get(key) or ImageScan(ScanState.FAILED, reason="no answer from the findings source")
-            for img in by_key[key]:
-                expired_used |= _apply_scan(img, scan, spec, today)
+            read[key] = scans.get(key) or ImageScan(
+                ScanState.FAILED, reason="no answer from the findings source"
+            )
         done += len(batch)
         if progress:
             progress("findings", done, len(keys))
+    _check(cancel)
+    sig.kev = lookup_kev(read, ports, state, result, rlog, sig.now)
+    for key, scan in read.items():
+        for img in by_key[key]:
+            expired_used |= _apply_scan(img, scan, spec, sig)
     failed_images = [i for i in todo if i.status is ImageStatus.FAILED]
     failed = len(failed_images)
     if failed:
         result.record_error(f"{failed} image(s) failed while reading findings{_causes_of(failed_images)}")
     rlog("findings_read", images=len(todo), failed=failed)
     return expired_used
+
+
+def lookup_kev(
+    scans: dict[tuple[ImageRef, str], ImageScan],
+    ports: Ports,
+    state: RunState,
+    result: RunResult,
+    rlog: _RunLog,
+    now: datetime,
+) -> dict[str, KevEntry]:
+    """KEV data for the distinct CVEs of the ENHANCED findings: the state's cache, else
+    SearchVulnerabilities for the CVEs not cached or cached past the TTL. A failure leaves those
+    CVEs unknown (never "not KEV") and is a run error; the other findings are unaffected."""
+    enhanced = [
+        (key, scan)
+        for key, scan in scans.items()
+        if scan.state is ScanState.COMPLETE and scan.scan_type == ScanType.ENHANCED and scan.findings
+    ]
+    ids = lookup_ids(f.vulnerability_id for _, scan in enhanced for f in scan.findings)
+    if not ids or ports.vulnerabilities is None:
+        return {}
+    ask = stale(state.kev, ids, now, ports.vulnerabilities.ttl)
+    if ask:
+        region = min(key[0].region or "" for key, _ in enhanced)
+        answer = ports.vulnerabilities.search(ask, region, now)
+        state.kev.update(answer.entries)
+        failed = len(ask) - len(answer.entries)
+        if failed:
+            detail = "; ".join(answer.errors) or "not asked after a refusal"
+            result.record_error(f"kev: {failed} CVE(s) not looked up (kev unknown for them): {detail}")
+            for cause in answer.causes:
+                result.record_cause(cause)
+    state.kev = bounded(state.kev, ids)
+    found = {vid: state.kev[vid] for vid in ids if vid in state.kev}
+    rlog(
+        "kev_looked_up",
+        cves=len(ids),
+        asked=len(ask),
+        cached=len(ids) - len(ask),
+        kev=sum(1 for e in found.values() if e.kev),
+    )
+    return found
 
 
 def notify(
@@ -439,6 +521,7 @@ class _Run:
         self.written: dict[str, str] = {}  # per-image object key -> link
         self.committed: list[str] = []  # run-level objects stored, relative to the folder
         self.state = RunState()
+        self.signals = Signals(now=self.started)
         self.state_etag: str | None = None
         self.state_readable = True
         self.ticket_keys: tuple[str, ...] = ()
@@ -475,8 +558,17 @@ class _Run:
             self.guard.enter("digests")
             resolve_digests(self.images, spec, self.ports, result, rlog)
             self.guard.enter("findings")
+            self.signals = Signals(now=self.started, first_seen=dict(self.state.first_seen))
             expired_used = read_findings(
-                self.images, spec, self.ports, result, rlog, self.started.date(), self.guard, self.progress
+                self.images,
+                spec,
+                self.ports,
+                result,
+                rlog,
+                self.state,
+                self.signals,
+                self.guard,
+                self.progress,
             )
         except RunAborted as exc:
             self.abort(exc)
@@ -674,6 +766,13 @@ class _Run:
             self.result.record_error("state: not written, it could not be read at the start")
             return
         findings_now = {img.ref.display: [f.vulnerability_id for f in img.findings] for img in self.images}
+        # First sightings: this run's findings, plus those of images still used but not scanned now
+        # (a failed scan is not a fix); everything else is gone and forgotten.
+        unscanned = {img.ref.display for img in self.images if img.status is not ImageStatus.SCANNED}
+        self.state.first_seen = {
+            **{k: t for k, t in self.state.first_seen.items() if image_of_key(k) in unscanned},
+            **self.signals.seen_now,
+        }
         body = dump_state(
             self.state, self.run_id, findings_now, key=self.ports.state_key, scope=self.policy.key
         )

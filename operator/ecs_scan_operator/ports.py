@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import SecretStr
 
+from ecs_scan_operator.core.kev import KevLookup
 from ecs_scan_operator.core.model import ImageRef, ImageScan, Resolution, Severity, TaskDefinitionListing
 from ecs_scan_operator.core.policy import NotifyDestination, TaskDefinitionsSpec
 from ecs_scan_operator.core.state import RevisionCache
@@ -58,6 +59,16 @@ class FindingsSource(Protocol):
         severities: Sequence[Severity],
     ) -> dict[tuple[ImageRef, str], ImageScan]:
         """Findings for each (ref, digest), limited to `severities` where the service can filter."""
+        ...
+
+
+class VulnerabilityIntel(Protocol):
+    """What Amazon Inspector knows of CVEs beyond one finding: CISA KEV data, exploits seen."""
+
+    ttl: timedelta  # how long an answer is reused (the state object caches it)
+
+    def search(self, vulnerability_ids: Sequence[str], region: str, now: datetime) -> KevLookup:
+        """One entry per id answered (kev None when unknown); failures in `errors`, never raised."""
         ...
 
 
@@ -135,3 +146,4 @@ class Ports:
     aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
     state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged
     notifier: Notifier | None = None
+    vulnerabilities: VulnerabilityIntel | None = None  # KEV lookups; None: kev stays unknown

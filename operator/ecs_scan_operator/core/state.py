@@ -16,6 +16,9 @@ stored bytes without serialising anything again (a large fleet's state is megaby
 - no key: the revision cache is neither read nor written (every run describes its revisions), the
   listing sizes and last findings, which decide no scan, are used; `trust` says the state is
   unauthenticated.
+Signals (issue #13): `kev` caches SearchVulnerabilities answers per CVE with the time asked (core/kev.py
+bounds it), and `firstSeen` remembers when each finding (image, vulnerability, package) was first
+seen, for its SLA; both are pruned to what the run still found and absent while empty.
 A MAC does not stop a writer of the bucket from putting back an older state of the same policy;
 revisions are immutable, so an old cache entry is still true, and old findings only change which
 findings are marked new.
@@ -29,10 +32,12 @@ import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from ecs_scan_operator.core.kev import KevEntry
 from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages
 
 STATE_VERSION = 1
@@ -75,6 +80,39 @@ class RunState:
     trust: str = ""
     # notification destination -> {image + finding: "o" open / "f" fixed}: what it was last told
     notified: dict[str, dict[str, str]] = field(default_factory=dict)
+    # CVE -> what SearchVulnerabilities said and when (core/kev.py): read again only past the TTL
+    kev: dict[str, KevEntry] = field(default_factory=dict)
+    # finding_key(image, vulnerability, package) -> when a run first saw it (the SLA's start)
+    first_seen: dict[str, datetime] = field(default_factory=dict)
+
+
+SEP = "\x1f"
+MAX_FIRST_SEEN = 200_000
+
+
+def finding_key(image: str, vulnerability_id: str, package: str) -> str:
+    """The state's key of one finding of one image (the unit an SLA is counted for)."""
+    return f"{image}{SEP}{vulnerability_id}{SEP}{package}"
+
+
+def image_of_key(key: str) -> str:
+    """The image display part of a finding_key."""
+    return key.split(SEP, 1)[0]
+
+
+def _kev_to_json(e: KevEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"at": e.checked_at.isoformat(), "kev": e.kev}
+    if e.date_added:
+        out["added"] = e.date_added.isoformat()
+    if e.date_due:
+        out["due"] = e.date_due.isoformat()
+    if e.action:
+        out["action"] = e.action
+    if e.exploit_observed_at:
+        out["observed"] = e.exploit_observed_at.isoformat()
+    if e.epss is not None:
+        out["epss"] = e.epss
+    return out
 
 
 def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
@@ -118,6 +156,11 @@ def dump_state(
     }
     if state.notified:  # absent when unused: older readers and states stay byte-identical
         data["notified"] = {d: dict(sorted(m.items())) for d, m in sorted(state.notified.items())}
+    if state.kev:
+        data["kev"] = {cve: _kev_to_json(e) for cve, e in sorted(state.kev.items())}
+    if state.first_seen:
+        newest = sorted(state.first_seen.items(), key=lambda kv: (kv[1], kv[0]))[-MAX_FIRST_SEEN:]
+        data["firstSeen"] = {k: t.isoformat() for k, t in sorted(newest)}
     payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     if key is None:
         return payload
@@ -164,6 +207,20 @@ class _RevisionDoc(BaseModel):
     tags: tuple[tuple[str, str], ...] = ()
 
 
+class _KevDoc(BaseModel):
+    """One cached SearchVulnerabilities answer as stored (see `_kev_to_json`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    kev: bool | None = None
+    added: date | None = None
+    due: date | None = None
+    action: str = ""
+    observed: datetime | None = None
+    epss: float | None = None
+
+
 class _StateDoc(BaseModel):
     """The stored state object, version STATE_VERSION."""
 
@@ -175,6 +232,8 @@ class _StateDoc(BaseModel):
     findings: dict[str, list[str]] = {}
     last_run_id: str = Field("", alias="lastRunId")
     notified: dict[str, dict[str, str]] = {}  # notification destination -> what it was last told
+    kev: dict[str, _KevDoc] = {}
+    first_seen: dict[str, datetime] = Field({}, alias="firstSeen")
 
 
 def _parse(raw: bytes) -> RunState:
@@ -201,4 +260,26 @@ def _parse(raw: bytes) -> RunState:
         },
         listing=doc.listing,
     )
-    return RunState(cache=cache, findings=doc.findings, last_run_id=doc.last_run_id, notified=doc.notified)
+    kev = {
+        cve: KevEntry(
+            checked_at=k.at,
+            kev=k.kev,
+            date_added=k.added,
+            date_due=k.due,
+            action=k.action,
+            exploit_observed_at=k.observed,
+            epss=k.epss,
+        )
+        for cve, k in doc.kev.items()
+        # a time without a zone cannot be compared with the run's clock: asked again
+        if k.at.tzinfo is not None
+    }
+    first_seen = {k: t for k, t in doc.first_seen.items() if t.tzinfo is not None}
+    return RunState(
+        cache=cache,
+        findings=doc.findings,
+        last_run_id=doc.last_run_id,
+        notified=doc.notified,
+        kev=kev,
+        first_seen=first_seen,
+    )
