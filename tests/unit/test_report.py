@@ -160,7 +160,7 @@ def test_summary_csv_every_column_every_leader_every_reader(where: str, leader: 
             for cell in row:
                 assert not _dangerous(cell), (how, cell)
     exact = list(csv.reader(io.StringIO(text, newline="")))
-    column = {"image": 0, "tag": 0, "reason": 2, "digest": 3}.get(where, len(exact[0]) - 1)
+    column = {"image": 0, "tag": 0, "reason": 2, "digest": 3}.get(where, exact[0].index("families"))
     if where in ("image", "tag", "reason", "digest", "family"):
         # The text is kept: the cell is the input, prefixed by one quote when it was dangerous.
         for img, row in zip(images, exact[1:], strict=True):

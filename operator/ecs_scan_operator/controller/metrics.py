@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 
 from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageStatus
-from ecs_scan_operator.core.result import Outcome, RunResult
+from ecs_scan_operator.core.result import PRIORITIES, Outcome, RunResult
 
 POLICY = ("namespace", "policy")
 DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
@@ -64,6 +64,12 @@ class Metrics:
             "ecsscan_findings",
             "Findings at or above the threshold (not suppressed) in the last run, by severity.",
             [*POLICY, "severity"],
+            registry=r,
+        )
+        self.findings_overdue = Gauge(
+            "ecsscan_findings_overdue",
+            "Actionable findings past their due date in the last run, by priority (P1..P4).",
+            [*POLICY, "priority"],
             registry=r,
         )
         self.run_errors = Counter(
@@ -148,6 +154,10 @@ class Metrics:
             self.findings.labels(namespace, policy, severity.value).set(
                 result.findings_by_severity.get(severity.value, 0)
             )
+        for priority in PRIORITIES:  # a fixed label set: 4 series per policy
+            self.findings_overdue.labels(namespace, policy, priority).set(
+                result.overdue_by_priority.get(priority, 0)
+            )
         for stage in {stage_label(s) for s in result.stage_failures}:
             self.run_errors.labels(namespace, policy, stage).inc()
             self._seen(namespace, policy, "run_errors", stage)
@@ -218,6 +228,8 @@ class Metrics:
             _remove(self.findings, namespace, policy, severity.value)
         for outcome in Outcome:
             _remove(self.last_outcome, namespace, policy, outcome.value)
+        for priority in PRIORITIES:
+            _remove(self.findings_overdue, namespace, policy, priority)
         by_name: dict[str, Gauge | Counter | Histogram] = {
             "runs": self.runs,
             "run_errors": self.run_errors,

@@ -228,6 +228,27 @@ class Finding:
             "description": self.description,
             "url": self.url,
             "firstObserved": self.first_observed.isoformat() if self.first_observed else None,
+            **self._signals_dict(),
+        }
+
+    def _signals_dict(self) -> dict[str, Any]:
+        """The signals and SLA (issue #13); null where unknown (BASIC scanning), never false."""
+        s, a = self.signals, self.assessment
+        return {
+            "priority": a.priority or None,
+            "epss": s.epss,
+            "exploitAvailable": s.exploit_available,
+            "lastKnownExploitAt": s.last_known_exploit_at.isoformat() if s.last_known_exploit_at else None,
+            "fixAvailable": s.fix_available.value or None,
+            "inspectorScore": s.inspector_score,
+            "remediation": s.remediation or None,
+            "kev": s.kev,
+            "kevDateAdded": s.kev_date_added.isoformat() if s.kev_date_added else None,
+            "kevDateDue": s.kev_date_due.isoformat() if s.kev_date_due else None,
+            "kevAction": s.kev_action or None,
+            "firstSeen": a.first_seen.isoformat() if a.first_seen else None,
+            "due": a.due.isoformat() if a.due else None,
+            "overdue": a.overdue,
         }
 
 

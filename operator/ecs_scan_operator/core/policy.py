@@ -734,7 +734,8 @@ class NotifyDestination(_Model):
     )
     """The events sent: new (a finding not seen before), reopened (a finding reported fixed came
     back), fixed (a finding gone from a scanned image), runFailed (the run ended PartialFailure),
-    overdue and redeployNeeded (accepted; sent once the work that detects them lands). Default
+    overdue (a finding past its due date, spec.dueDays or CISA's KEV dateDue; told once),
+    redeployNeeded (accepted; sent once the work that detects it lands). Default
     [new, reopened, runFailed]."""
     filter: NotifyFilter = Field(default_factory=NotifyFilter, json_schema_extra={"default": {}})
     """Which images this destination hears about. Default all the policy's images."""

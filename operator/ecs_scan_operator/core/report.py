@@ -22,7 +22,8 @@ from ecs_scan_operator.core.keys import image_key
 from ecs_scan_operator.core.links import safe_url
 from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageResult, RefKind
 from ecs_scan_operator.core.policy import PolicyRef, Suppression
-from ecs_scan_operator.core.result import RunResult
+from ecs_scan_operator.core.priority import counts_by_priority
+from ecs_scan_operator.core.result import PRIORITIES, RunResult
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ def _image_summary(img: ImageResult, new_ids: Sequence[str]) -> dict[str, Any]:
         "scanType": img.scan_type,
         "scannedAt": img.scanned_at.isoformat() if img.scanned_at else None,
         "counts": img.counts(),
+        "countsByPriority": counts_by_priority(img.findings),
+        "kev": sum(1 for f in img.findings if f.signals.kev is True),
+        "overdue": sum(1 for f in img.findings if f.assessment.overdue),
         "suppressed": len(img.suppressed),
         "newSinceLastRun": len(new_ids),
         "families": img.families,
@@ -103,10 +107,18 @@ def render_csv(images: Sequence[ImageResult]) -> str:
             *[s.value.lower() for s in SEVERITY_ORDER],
             "suppressed",
             "families",
+            # issue #13, after the older columns so readers by position keep working
+            *[p.lower() for p in PRIORITIES],
+            "kev",
+            "exploit_available",
+            "overdue",
+            "next_due",
         ]
     )
     for img in images:
         counts = img.counts()
+        by_priority = counts_by_priority(img.findings)
+        dues = [f.assessment.due for f in img.findings if f.assessment.due is not None]
         w.writerow(
             [
                 csv_cell(img.ref.raw),
@@ -116,6 +128,11 @@ def render_csv(images: Sequence[ImageResult]) -> str:
                 *[counts[s.value] for s in SEVERITY_ORDER],
                 len(img.suppressed),
                 csv_cell(" ".join(img.families)),
+                *[by_priority[p] for p in PRIORITIES],
+                sum(1 for f in img.findings if f.signals.kev is True),
+                sum(1 for f in img.findings if f.signals.exploit_available is True),
+                sum(1 for f in img.findings if f.assessment.overdue),
+                min(dues).isoformat() if dues else "",
             ]
         )
     return buf.getvalue()
