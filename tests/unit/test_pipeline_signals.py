@@ -97,7 +97,10 @@ def ports(sink: MemorySink, fs: FakeFindings, vi: FakeVulnerabilities | None) ->
 
 
 def image_doc(sink: MemorySink, run: str, repo: str, tag: str, day: str = "2026-11-28") -> dict[str, Any]:
-    return json.loads(sink.objects[f"scans/{day}/team-a/nightly/{run}/images/{repo}/{tag}.json"])
+    doc: dict[str, Any] = json.loads(
+        sink.objects[f"scans/{day}/team-a/nightly/{run}/images/{repo}/{tag}.json"]
+    )
+    return doc
 
 
 def test_kev_asked_once_per_distinct_cve_then_cached_within_the_ttl() -> None:
