@@ -49,6 +49,8 @@ def bound_calls(t: Mapping[str, Any], *, rerun: bool) -> dict[str, int]:
             "inspector2:ListFindings": max(
                 math.ceil(t["covered"] / FILTER_MAX), math.ceil(t["matching_findings"] / FINDINGS_PAGE)
             ),
+            # one call per distinct CVE (the model's limit); the rerun within the TTL asks none
+            "inspector2:SearchVulnerabilities": 0 if rerun else t.get("distinct_cves", 0),
             "s3:GetObject": 1,  # the state object
             "s3:PutObject": t["affected"] + 4 + 1,  # per affected image, the run's 4 index objects, the state
         }
@@ -127,6 +129,17 @@ def targets_m(data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 "rerun: ECS calls at least 5x fewer than the first run's",
                 f"{e1:,} / {e2:,} = {e1 / max(e2, 1):,.1f}x",
                 _verdict(e1 >= 5 * e2),
+            )
+        )
+        kev1 = first["calls"].get("inspector2:SearchVulnerabilities", 0)
+        kev2 = rerun["calls"].get("inspector2:SearchVulnerabilities", 0)
+        cves = t.get("distinct_cves", 0)
+        out.append(
+            (
+                "KEV (#13): one SearchVulnerabilities per distinct CVE on the first run, none on a "
+                "rerun within the TTL (cached in the state object)",
+                f"first run {kev1:,} calls for {cves:,} distinct CVEs; rerun {kev2:,}",
+                _verdict(kev1 == cves and kev2 == 0),
             )
         )
         jr = rerun.get("jiraServer")
@@ -526,7 +539,10 @@ _METHOD = """## How it is measured, and what is emulated how
   evaluated (values of a field ORed, fields ANDed; a filter field it does not know is refused);
   pages follow `maxResults` and, for `ListFindings`, the model's cap of 25 findings per response;
   every response is checked against the output shape. Findings carry NVD-sized descriptions
-  (150-700 characters). Its CPU time is measured and shown apart.
+  (150-700 characters), an EPSS score and exploitAvailable. `SearchVulnerabilities` (KEV lookups,
+  issue #13; moto has none either) is answered the same way: one id per request (the model's
+  maximum), the model's CVE pattern checked, `cisaData` for about 1 in 12 fleet CVEs,
+  `exploitObserved` for about 1 in 6, an EPSS score each. Its CPU time is measured and shown apart.
 - **Latency and rate limits** (`bench/model.py`): a botocore `before-call` hook on every client
   advances a per-thread virtual clock by the token-bucket wait plus the latency (50 ms per call);
   nothing sleeps. Buckets (GCRA): ECS task-definition reads (`DescribeTaskDefinition`,
@@ -546,8 +562,10 @@ _METHOD = """## How it is measured, and what is emulated how
   the cheaper of that and `ceil(ACTIVE revisions / 100)` `ListTaskDefinitions` pages; one
   `GetRegistryScanningConfiguration`; per repository `ceil(tags / 100)` `DescribeImages`;
   `ceil(images / 10)` `ListCoverage` (10 resource ids per filter); `max(ceil(covered images / 10),
-  ceil(findings at the threshold / 25))` `ListFindings`; the state `GetObject`; one `PutObject` per
-  affected image + 4 index objects + the state. The rate-limit bound applies the buckets to those.
+  ceil(findings at the threshold / 25))` `ListFindings`; one `SearchVulnerabilities` per distinct
+  CVE of those findings on the first run and none on a rerun within the KEV TTL (24 h); the state
+  `GetObject`; one `PutObject` per affected image + 4 index objects + the state. The rate-limit
+  bound applies the buckets to those.
 - **CPU and memory**: each run is a fresh process; CPU is `getrusage` user + system, peak RSS is
   `ru_maxrss`, both of the pipeline process only (moto and the Jira test server run elsewhere). The
   process includes the benchmark's own hooks (the Inspector emulation holds the image catalog,

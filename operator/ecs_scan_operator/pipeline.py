@@ -253,7 +253,7 @@ def _causes_of(images: list[ImageResult]) -> str:
 
 
 @dataclass
-class Signals:
+class RunSignals:
     """What the rules need beyond the scan: KEV answers by CVE, first sightings by finding."""
 
     now: datetime
@@ -262,7 +262,7 @@ class Signals:
     seen_now: dict[str, datetime] = field(default_factory=dict)  # what this run keeps
 
 
-def _assess(img: ImageResult, f: Finding, spec: PolicySpec, sig: Signals, *, actionable: bool) -> Finding:
+def _assess(img: ImageResult, f: Finding, spec: PolicySpec, sig: RunSignals, *, actionable: bool) -> Finding:
     key = finding_key(img.ref.display, f.vulnerability_id, f.package)
     out = assess(f, spec, remembered=sig.first_seen.get(key), now=sig.now, actionable=actionable)
     if out.assessment.first_seen is not None:
@@ -270,7 +270,7 @@ def _assess(img: ImageResult, f: Finding, spec: PolicySpec, sig: Signals, *, act
     return out
 
 
-def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, sig: Signals) -> set[str]:
+def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, sig: RunSignals) -> set[str]:
     img.scan_type, img.scanned_at = scan.scan_type, scan.scanned_at
     if scan.state is ScanState.COMPLETE:
         findings = scan.findings
@@ -309,7 +309,7 @@ def read_findings(
     result: RunResult,
     rlog: _RunLog,
     state: RunState,
-    sig: Signals,
+    sig: RunSignals,
     cancel: Guard | threading.Event | None,
     progress: Progress | None,
 ) -> set[str]:
@@ -521,7 +521,7 @@ class _Run:
         self.written: dict[str, str] = {}  # per-image object key -> link
         self.committed: list[str] = []  # run-level objects stored, relative to the folder
         self.state = RunState()
-        self.signals = Signals(now=self.started)
+        self.signals = RunSignals(now=self.started)
         self.state_etag: str | None = None
         self.state_readable = True
         self.ticket_keys: tuple[str, ...] = ()
@@ -558,7 +558,7 @@ class _Run:
             self.guard.enter("digests")
             resolve_digests(self.images, spec, self.ports, result, rlog)
             self.guard.enter("findings")
-            self.signals = Signals(now=self.started, first_seen=dict(self.state.first_seen))
+            self.signals = RunSignals(now=self.started, first_seen=dict(self.state.first_seen))
             expired_used = read_findings(
                 self.images,
                 spec,
