@@ -141,6 +141,7 @@ def evaluate_group(group: Group, prev: TicketProperty | None) -> GroupFindings:
             f.fixed_version,
             f.assessment.priority,
             str(f.assessment.due or ""),
+            f.assessment.overdue,  # the day a finding turns overdue, the text says so
             repr((f.signals.kev, f.signals.exploit_available, f.signals.fix_available.value, f.signals.epss)),
         )
         for k, f in details.items()
