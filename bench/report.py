@@ -563,7 +563,7 @@ _METHOD = """## How it is measured, and what is emulated how
   `GetRegistryScanningConfiguration`; per repository `ceil(tags / 100)` `DescribeImages`;
   `ceil(images / 10)` `ListCoverage` (10 resource ids per filter); `max(ceil(covered images / 10),
   ceil(findings at the threshold / 25))` `ListFindings`; one `SearchVulnerabilities` per distinct
-  CVE of those findings on the first run and none on a rerun within the KEV TTL (24 h); the state
+  CVE of those findings on the first run and none on a rerun within the KEV TTL (48 h); the state
   `GetObject`; one `PutObject` per affected image + 4 index objects + the state. The rate-limit
   bound applies the buckets to those.
 - **CPU and memory**: each run is a fresh process; CPU is `getrusage` user + system, peak RSS is

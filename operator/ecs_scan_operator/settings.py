@@ -186,8 +186,9 @@ class AwsSettings(BaseSettings):
     # How long an endpoint marked down is not called; 0 turns the marking off.
     endpoint_cooldown_seconds: float = Field(default=60.0, ge=0, le=3600)
     # How long a CVE's SearchVulnerabilities answer (CISA KEV data) is reused from the state object
-    # before it is asked again; CISA adds a few entries a week. 0 asks every run.
-    kev_ttl_hours: float = Field(default=24.0, ge=0, le=720)
+    # before it is asked again; 0 asks every run. CISA adds a few entries a week; 48 h (not 24) so
+    # that a daily schedule, whose runs are 24 h apart, reuses it every other run.
+    kev_ttl_hours: float = Field(default=48.0, ge=0, le=720)
 
 
 def load_aws_settings() -> AwsSettings:

@@ -3,8 +3,9 @@
 SearchVulnerabilities takes one CVE per call (the model's `vulnerabilityIds` has min 1, max 1 and
 the pattern CVE-[12][0-9]{3}-[0-9]{1,10}), so a run asks only for the distinct CVEs of its
 ENHANCED findings, and only for those its cache does not hold yet or holds past the TTL
-(`ECS_SCAN_KEV_TTL_HOURS`). The cache lives in the policy's state object (it survives restarts),
-is bounded (`MAX_ENTRIES`, the oldest lookups dropped first) and keeps only CVEs still found.
+(`ECS_SCAN_AWS_KEV_TTL_HOURS`, default 48). The cache lives in the policy's state object (it
+survives restarts), is bounded (`MAX_ENTRIES`, the oldest lookups dropped first) and keeps only
+CVEs still found.
 An answer without the CVE means "Inspector does not know it": kept as unknown (None), not "no".
 """
 
