@@ -97,10 +97,20 @@ def targets_m(data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     )
     rb, _ = rate_bound(bound1, DEFAULT_BUCKETS, lat)
     sim = first["simulatedSeconds"]
+    kev_calls = first["calls"].get("inspector2:SearchVulnerabilities", 0)
+    # Inspector publishes no rate, so the bound has no term for the KEV lookups (#13): say what they
+    # cost at the pool's concurrency, beside the verdict (which stays the bound's).
+    kev_note = (
+        f" (of which the KEV lookups, {kev_calls:,} SearchVulnerabilities {POOL} at a time x "
+        f"{lat * 1000:.0f} ms, take about {kev_calls / POOL * lat:,.1f} s that a rate-limit bound has no "
+        f"term for: without them {_ratio(sim - kev_calls / POOL * lat, rb)})"
+        if kev_calls
+        else ""
+    )
     out.append(
         (
             "first run: simulated wall time within 1.2x of the rate-limit bound",
-            f"{sim:,.1f} s vs {rb:,.1f} s = {_ratio(sim, rb)}",
+            f"{sim:,.1f} s vs {rb:,.1f} s = {_ratio(sim, rb)}{kev_note}",
             _verdict(sim <= 1.2 * rb),
         )
     )
