@@ -354,7 +354,8 @@ def read_findings(
             progress("findings", done, len(keys))
     _check(cancel)
     sig.kev = lookup_kev(read, ports, state, result, rlog, sig.now)
-    for key, scan in read.items():
+    for key in list(read):
+        scan = read.pop(key)  # each raw scan is let go once applied: one copy of the findings at a time
         for img in by_key[key]:
             expired_used |= _apply_scan(img, scan, spec, sig)
     failed_images = [i for i in todo if i.status is ImageStatus.FAILED]

@@ -167,7 +167,7 @@ class FixAvailable(StrEnum):
     UNKNOWN = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # tens of thousands per run: no __dict__ each
 class Signals:
     """What says how urgent a finding is, beyond its severity.
 
@@ -189,7 +189,7 @@ class Signals:
     kev_action: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # tens of thousands per run: no __dict__ each
 class Assessment:
     """The policy's verdict on one finding: priority P1..P4 and its SLA (see docs/prioritisation.md)."""
 
@@ -200,7 +200,7 @@ class Assessment:
     overdue: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # tens of thousands per run: no __dict__ each
 class Finding:
     """One vulnerability in one image, reduced to what reports and tickets need."""
 
