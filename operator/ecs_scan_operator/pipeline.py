@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -335,8 +335,7 @@ def read_findings(
     keys = sorted(by_key)
     done = 0
     expired_used: set[str] = set()
-    # Every scan is read before any rule runs: a rule may need KEV data, asked once per distinct CVE.
-    read: dict[tuple[ImageRef, str], ImageScan] = {}
+    kev = KevLookups(state, sig)
     for start in range(0, len(keys), SCAN_BATCH):
         _check(cancel)
         batch = keys[start : start + SCAN_BATCH]
@@ -345,19 +344,17 @@ def read_findings(
         except ScanError as exc:
             cause = str(exc.cause or "")
             scans = {k: ImageScan(ScanState.FAILED, reason=str(exc), cause=cause) for k in batch}
+        # A rule may need KEV data: the batch's CVEs not asked yet in this run are looked up first,
+        # then its rules run and its raw scans are let go (memory stays flat with the fleet).
+        kev.lookup(scans, ports, result)
         for key in batch:
-            read[key] = scans.get(key) or ImageScan(
-                ScanState.FAILED, reason="no answer from the findings source"
-            )
+            scan = scans.get(key) or ImageScan(ScanState.FAILED, reason="no answer from the findings source")
+            for img in by_key[key]:
+                expired_used |= _apply_scan(img, scan, spec, sig)
         done += len(batch)
         if progress:
             progress("findings", done, len(keys))
-    _check(cancel)
-    sig.kev = lookup_kev(read, ports, state, result, rlog, sig.now)
-    for key in list(read):
-        scan = read.pop(key)  # each raw scan is let go once applied: one copy of the findings at a time
-        for img in by_key[key]:
-            expired_used |= _apply_scan(img, scan, spec, sig)
+    kev.finish(rlog)
     failed_images = [i for i in todo if i.status is ImageStatus.FAILED]
     failed = len(failed_images)
     if failed:
@@ -366,46 +363,63 @@ def read_findings(
     return expired_used
 
 
-def lookup_kev(
-    scans: dict[tuple[ImageRef, str], ImageScan],
-    ports: Ports,
-    state: RunState,
-    result: RunResult,
-    rlog: _RunLog,
-    now: datetime,
-) -> dict[str, KevEntry]:
-    """KEV data for the distinct CVEs of the ENHANCED findings: the state's cache, else
-    SearchVulnerabilities for the CVEs not cached or cached past the TTL. A failure leaves those
-    CVEs unknown (never "not KEV") and is a run error; the other findings are unaffected."""
-    enhanced = [
-        (key, scan)
-        for key, scan in scans.items()
-        if scan.state is ScanState.COMPLETE and scan.scan_type == ScanType.ENHANCED and scan.findings
-    ]
-    ids = lookup_ids(f.vulnerability_id for _, scan in enhanced for f in scan.findings)
-    if not ids or ports.vulnerabilities is None:
-        return {}
-    ask = stale(state.kev, ids, now, ports.vulnerabilities.ttl)
-    if ask:
-        region = min(key[0].region or "" for key, _ in enhanced)
-        answer = ports.vulnerabilities.search(ask, region, now)
-        state.kev.update(answer.entries)
-        failed = len(ask) - len(answer.entries)
-        if failed:
-            detail = "; ".join(answer.errors) or "not asked after a refusal"
-            result.record_error(f"kev: {failed} CVE(s) not looked up (kev unknown for them): {detail}")
-            for cause in answer.causes:
-                result.record_cause(cause)
-    state.kev = bounded(state.kev, ids)
-    found = {vid: state.kev[vid] for vid in ids if vid in state.kev}
-    rlog(
-        "kev_looked_up",
-        cves=len(ids),
-        asked=len(ask),
-        cached=len(ids) - len(ask),
-        kev=sum(1 for e in found.values() if e.kev),
-    )
-    return found
+@dataclass
+class KevLookups:
+    """KEV data for the distinct CVEs of the run's ENHANCED findings, a findings batch at a time.
+
+    The state's cache answers CVEs asked within the TTL; the others are asked with
+    SearchVulnerabilities, each once per run. A failure leaves those CVEs unknown (never "not KEV";
+    a stale cached answer is still used) and is a run error; the other findings are unaffected.
+    """
+
+    state: RunState
+    sig: RunSignals
+    seen: set[str] = field(default_factory=set)  # CVEs of this run's findings so far
+    asked: int = 0
+
+    def lookup(
+        self, scans: Mapping[tuple[ImageRef, str], ImageScan], ports: Ports, result: RunResult
+    ) -> None:
+        """Fill `sig.kev` for the CVEs of these scans (a SearchVulnerabilities call per new one)."""
+        enhanced = [
+            (key, scan)
+            for key, scan in scans.items()
+            if scan.state is ScanState.COMPLETE and scan.scan_type == ScanType.ENHANCED and scan.findings
+        ]
+        ids = [
+            v
+            for v in lookup_ids(f.vulnerability_id for _, s in enhanced for f in s.findings)
+            if v not in self.seen
+        ]
+        self.seen.update(ids)
+        if not ids or ports.vulnerabilities is None:
+            return
+        ask = stale(self.state.kev, ids, self.sig.now, ports.vulnerabilities.ttl)
+        if ask:
+            self.asked += len(ask)
+            region = min(key[0].region or "" for key, _ in enhanced)
+            answer = ports.vulnerabilities.search(ask, region, self.sig.now)
+            self.state.kev.update(answer.entries)
+            failed = len(ask) - len(answer.entries)
+            if failed:
+                detail = "; ".join(answer.errors) or "not asked after a refusal"
+                result.record_error(f"kev: {failed} CVE(s) not looked up (kev unknown for them): {detail}")
+                for cause in answer.causes:
+                    result.record_cause(cause)
+        self.sig.kev.update({v: self.state.kev[v] for v in ids if v in self.state.kev})
+
+    def finish(self, rlog: _RunLog) -> None:
+        """Keep only the CVEs this run found (bounded), and say what was asked."""
+        self.state.kev = bounded(self.state.kev, self.seen)
+        if not self.seen:
+            return
+        rlog(
+            "kev_looked_up",
+            cves=len(self.seen),
+            asked=self.asked,
+            cached=len(self.seen) - self.asked,
+            kev=sum(1 for e in self.sig.kev.values() if e.kev),
+        )
 
 
 def notify(

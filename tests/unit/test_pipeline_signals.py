@@ -252,3 +252,31 @@ def test_an_image_not_scanned_keeps_its_first_sightings_an_image_gone_forgets_th
     run_policy(POLICY, spec(), p, clock, run_id="r3")
     after = json.loads(sink.objects[STATE])["firstSeen"]
     assert after == {k: v for k, v in before.items() if k.startswith("web:2")}  # app:1 left the fleet
+
+
+def test_kev_looked_up_batch_by_batch_each_cve_once(monkeypatch: Any) -> None:
+    """Findings batches are applied as they come (memory stays flat): each batch asks only the CVEs
+    no earlier batch of the run asked (CVE-2024-0001 is in both images)."""
+    from ecs_scan_operator import pipeline
+
+    monkeypatch.setattr(pipeline, "SCAN_BATCH", 1)
+    sink, vi = MemorySink(), intel()
+    run_policy(
+        POLICY, spec(severityThreshold="LOW"), ports(sink, fleet_findings(), vi), FixedClock(T0), run_id="r1"
+    )
+    assert vi.asked == [["CVE-2024-0001", "CVE-2024-0002", "CVE-2024-0003"], ["CVE-2024-0004"]]
+    state = json.loads(sink.objects[STATE])
+    assert sorted(state["kev"]) == ["CVE-2024-0001", "CVE-2024-0002", "CVE-2024-0003", "CVE-2024-0004"]
+    # the image the second batch read still gets the first batch's answer for the shared CVE
+    web = {x["vulnerabilityId"]: x for x in image_doc(sink, "r1", "web", "2")["findings"]}
+    assert web["CVE-2024-0001"]["kev"] is True
+
+
+def test_kev_cache_pruned_to_the_cves_still_found() -> None:
+    sink, clock, vi, fs = MemorySink(), FixedClock(T0), intel(), fleet_findings()
+    run_policy(POLICY, spec(), ports(sink, fs, vi), clock, run_id="r1")
+    fs.by_repo["app"] = []
+    fs.by_repo["web"] = []
+    clock.advance(hours=1)
+    run_policy(POLICY, spec(), ports(sink, fs, vi), clock, run_id="r2")
+    assert "kev" not in json.loads(sink.objects[STATE])  # nothing found: nothing kept
