@@ -66,6 +66,9 @@ affectedByAccount  # a key of a wire TypedDict (lastRun, multi-account)
 errorsTotal  # a key of a wire TypedDict
 expiredSuppressions  # a key of a wire TypedDict
 findingsBySeverity  # a key of a wire TypedDict
+findingsByPriority  # a key of a wire TypedDict
+overdueFindings  # a key of a wire TypedDict
+kevFindings  # a key of a wire TypedDict
 holderIdentity  # a key of a wire TypedDict
 imagesByStatus  # a key of a wire TypedDict
 lastRun  # a key of a wire TypedDict
@@ -88,7 +91,6 @@ suppressedFindings  # a key of a wire TypedDict
 
 # The data contract of issues #12 (runtime) and #13 (prioritise), added to core/model.py before the
 # stages that fill and read them are merged. TEMPORARY: remove each line as its reader lands.
-_.assessment
 _.running_tasks
 _.first_seen_running
 _.last_seen_running
@@ -98,20 +100,5 @@ _.coverage_at_risk
 _.drift
 _.runtime
 _.redeploy_needed
-_.YES
-_.NO
-_.epss
-_.exploit_available
-_.last_known_exploit_at
-_.fix_available
-_.inspector_score
-_.remediation
-_.kev
-_.kev_date_added
-_.kev_date_due
-_.kev_action
-_.first_seen
-_.overdue
-_.signals
 # core/runtime.py: which findings a redeploy would remove, per finding; for the ticket lifecycle (w/rtlife, #12 item 6)
 fixed_by_redeploy

@@ -467,6 +467,8 @@ class Truth:
     matching_findings: int  # ACTIVE findings at the policy's severities over the covered digests
     affected: int
     ours_list_findings: int  # what our chunking (10 sorted digests per call, 25 per page) costs
+    # distinct CVEs of those findings: SearchVulnerabilities takes one per call (KEV lookups, #13)
+    distinct_cves: int
     baseline_kept: int  # families whose name contains BASELINE_INCLUDE
     baseline_ecr_images: int
     baseline_affected: int
@@ -511,11 +513,13 @@ def truth(size: FleetSize, seed: int, *, findings_page: int = 25, filter_max: in
     digest_of = {(i.repo, i.tag): i.digest for i in catalog(size, seed)}
     covered = matching = affected = 0
     per_digest: dict[str, int] = {}
+    cves: set[str] = set()
     for ref in ours:
         d = digest_of[ref]
         prof = profile(d, seed)
         if prof.covered:
             covered += 1
+            cves.update(c.vid for c in findings_of(d, seed) if c.severity in MATCHING)
             n = sum(1 for c in findings_of(d, seed) if c.severity in MATCHING)
             per_digest[d] = n
             matching += n
@@ -548,6 +552,7 @@ def truth(size: FleetSize, seed: int, *, findings_page: int = 25, filter_max: in
         matching_findings=matching,
         affected=affected,
         ours_list_findings=ours_lf,
+        distinct_cves=len(cves),
         baseline_kept=base_kept,
         baseline_ecr_images=len(base),
         baseline_affected=base_affected,

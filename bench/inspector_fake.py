@@ -1,7 +1,9 @@
-"""Amazon Inspector (inspector2) ListCoverage and ListFindings, emulated in the calling process.
+"""Amazon Inspector (inspector2) ListCoverage, ListFindings and SearchVulnerabilities, emulated in
+the calling process.
 
-moto 5.2.5 has no ListCoverage route and ignores ListFindings' filterCriteria, so the ENHANCED path
-cannot run against it. This emulation answers those two operations from the fleet's scan profiles
+moto 5.2.5 has no ListCoverage or SearchVulnerabilities route and ignores ListFindings'
+filterCriteria, so the ENHANCED path cannot run against it. This emulation answers those operations
+from the fleet's scan profiles
 (`bench/fleet.py`), inside botocore: a `before-call` handler registered last on inspector2 clients
 returns the parsed response, so no HTTP request is made (the latency model, registered first, has
 already accounted the call). It is strict, so that what works here would be accepted by AWS:
@@ -17,7 +19,12 @@ already accounted the call). It is strict, so that what works here would be acce
 - pages hold at most `maxResults` items and, for ListFindings, at most 25 findings: the service
   model declares `ListFindingsResponse.findings` with max 25 members, whatever maxResults says;
   `nextToken` is opaque and bound to the request's filters;
-- every response is checked against the output shape the same way before it is returned.
+- every response is checked against the output shape the same way before it is returned;
+- SearchVulnerabilities: the model allows one id per call (`vulnerabilityIds` max 1, checked with
+  the other maximums) matching `CVE-[12][0-9]{3}-[0-9]{1,10}` (checked here: botocore does not
+  check patterns); the answer is derived from the CVE id: about 1 in 12 fleet CVEs is on CISA's KEV
+  list (`cisaData` with dateAdded, dateDue, action), about 1 in 6 has `exploitObserved`, each has an
+  EPSS score; an id not in the fleet's pool is unknown (no vulnerabilities, as AWS answers).
 
 Its CPU time is measured (`cpu_seconds`) so it can be told apart from the pipeline's.
 """
@@ -27,17 +34,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.validate import ParamValidator
 
-from bench.fleet import ACCOUNT, REGION, Cve, FleetSize, Image, catalog, cve_description, findings_of, profile
+from bench.fleet import (
+    ACCOUNT,
+    REGION,
+    Cve,
+    FleetSize,
+    Image,
+    catalog,
+    cve_description,
+    cve_pool,
+    findings_of,
+    profile,
+)
 
 RESOURCE_TYPE = "AWS_ECR_CONTAINER_IMAGE"
 FINDINGS_PAGE_CAP = 25  # ListFindingsResponse.findings: max 25 in the service model
@@ -45,6 +64,33 @@ FIRST_SEEN = datetime(2026, 10, 1, 4, 0, tzinfo=UTC)
 LAST_SEEN = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 PUSHED = datetime(2026, 9, 14, 12, 0, tzinfo=UTC)
 _SEVERITY_RANK = {"CRITICAL": 5, "HIGH": 4, "MEDIUM": 3, "LOW": 2, "INFORMATIONAL": 1, "UNTRIAGED": 0}
+
+
+CVE_ID = re.compile(r"CVE-[12][0-9]{3}-[0-9]{1,10}")
+KEV_DATE_ADDED = datetime(2026, 6, 2, tzinfo=UTC)
+
+
+def _draw(vid: str, salt: str) -> int:
+    return int(hashlib.sha256(f"{salt}:{vid}".encode()).hexdigest()[:8], 16)
+
+
+def vulnerability(vid: str) -> dict[str, Any]:
+    """The SearchVulnerabilities `Vulnerability` of a fleet CVE (deterministic from its id)."""
+    out: dict[str, Any] = {
+        "id": vid,
+        "source": "NVD",
+        "sourceUrl": f"https://nvd.nist.gov/vuln/detail/{vid}",
+        "epss": {"score": round((_draw(vid, "epss") % 1000) / 1000 * ((_draw(vid, "tail") % 4) / 3), 3)},
+    }
+    if _draw(vid, "kev") % 12 == 0:
+        out["cisaData"] = {
+            "dateAdded": KEV_DATE_ADDED,
+            "dateDue": KEV_DATE_ADDED + timedelta(days=21),
+            "action": "Apply mitigations per vendor instructions or discontinue use of the product.",
+        }
+    if _draw(vid, "exploit") % 6 == 0:
+        out["exploitObserved"] = {"firstSeen": FIRST_SEEN, "lastSeen": LAST_SEEN}
+    return out
 
 
 class FakeValidationError(Exception):
@@ -151,6 +197,7 @@ class InspectorFake:
         self.seed = seed
         self.page_cap = findings_page_cap
         self._images = {img.digest: img for img in catalog(size, seed)}
+        self._pool = cve_pool(seed)
         self._lock = threading.Lock()
         self.cpu_seconds = 0.0
         self.calls: Counter[str] = Counter()
@@ -179,6 +226,7 @@ class InspectorFake:
         handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "ListCoverage": self._list_coverage,
             "ListFindings": self._list_findings,
+            "SearchVulnerabilities": self._search_vulnerabilities,
         }
         handler = handlers.get(model.name)
         if handler is None:
@@ -261,6 +309,21 @@ class InspectorFake:
             out["nextToken"] = _token(start + size, query)
         return out
 
+    # --- SearchVulnerabilities ---
+
+    def _search_vulnerabilities(self, body: dict[str, Any]) -> dict[str, Any]:
+        ids = body["filterCriteria"]["vulnerabilityIds"]
+        bad = [v for v in ids if not CVE_ID.fullmatch(v)]
+        if bad:  # the model's pattern, which botocore's validator does not check
+            raise FakeValidationError(
+                f"vulnerabilityIds: {bad[0]!r} does not match CVE-[12][0-9]{{3}}-[0-9]{{1,10}}"
+            )
+        if body.get("nextToken"):
+            _offset(body["nextToken"], _query_hash(body))  # a token for another request is refused
+            return {"vulnerabilities": []}
+        known = {c.vid for c in self._pool}
+        return {"vulnerabilities": [vulnerability(v) for v in ids if v in known]}
+
     # --- ListFindings ---
 
     def _list_findings(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -320,7 +383,8 @@ class InspectorFake:
             "status": "ACTIVE",
             "inspectorScore": cve.score,
             "fixAvailable": "YES" if cve.fixed else "NO",
-            "exploitAvailable": "NO",
+            "exploitAvailable": "YES" if _draw(cve.vid, "exploit") % 6 == 0 else "NO",
+            "epss": {"score": vulnerability(cve.vid)["epss"]["score"]},
             "resources": [
                 {
                     "type": RESOURCE_TYPE,

@@ -10,6 +10,7 @@ from ecs_scan_operator.adapters.aws_config import ConfigImageSource
 from ecs_scan_operator.adapters.aws_session import AwsClients
 from ecs_scan_operator.adapters.ecr import EcrDigestResolver
 from ecs_scan_operator.adapters.ecs import EcsImageSource
+from ecs_scan_operator.adapters.inspector import InspectorVulnerabilities
 from ecs_scan_operator.adapters.local_report import LocalReportSink
 from ecs_scan_operator.adapters.organizations import OrganizationAccounts
 from ecs_scan_operator.adapters.s3_report import S3ReportSink
@@ -136,6 +137,7 @@ def build_ports(
         aws_errors=counter.errors_by_operation,
         state_key=state_key,
         notifier=notifier,
+        vulnerabilities=InspectorVulnerabilities(clients),
     )
 
 

@@ -262,7 +262,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except InvalidPolicy as exc:
         _print_errors(exc)
         return EXIT_BAD_INPUT
-    summary = f"schedule {spec.schedule!r} {spec.time_zone}, threshold {spec.threshold.value}"
+    acts = f"actOn {len(spec.act_on)} rule(s)" if spec.act_on else f"threshold {spec.threshold.value}"
+    summary = f"schedule {spec.schedule!r} {spec.time_zone}, {acts}"
     if grants is None:
         print(f"{ref.key}: valid ({summary})")
         return EXIT_OK

@@ -270,6 +270,15 @@ def status_schema() -> Schema:
             ),
             "findings": _integer("Findings at or above the threshold, not suppressed."),
             "findingsBySeverity": _map("Those findings by severity.", _COUNT),
+            "findingsByPriority": _map(
+                "Those findings by priority, P1 (first) to P4 (docs/prioritisation.md).", _COUNT
+            ),
+            "overdueFindings": _integer(
+                "Those findings past their due date (spec.dueDays, CISA KEV dateDue)."
+            ),
+            "kevFindings": _integer(
+                "Those findings whose CVE is on CISA's Known Exploited Vulnerabilities list."
+            ),
             "suppressedFindings": _integer("Findings a suppression covered."),
             "expiredSuppressions": _integer("Suppressions past their expiry date."),
             "reportUri": _string("Where the run's index.json is (s3://...)."),

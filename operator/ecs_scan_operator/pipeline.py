@@ -15,7 +15,7 @@ import logging
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -23,9 +23,11 @@ from typing import Any
 from ecs_scan_operator.concurrency import batched, parallel_map
 from ecs_scan_operator.core.coverage import RescanWindow, at_risk
 from ecs_scan_operator.core.images import parse_image, running_image
+from ecs_scan_operator.core.kev import KevEntry, bounded, lookup_ids, stale, with_kev
 from ecs_scan_operator.core.keys import lease_key, run_folder, state_key
 from ecs_scan_operator.core.model import (
     Account,
+    Finding,
     ImageRef,
     ImageResult,
     ImageScan,
@@ -34,11 +36,13 @@ from ecs_scan_operator.core.model import (
     RefKind,
     RuntimeContext,
     ScanState,
+    ScanType,
     TaskDefinitionImages,
     TaskDefinitionListing,
 )
 from ecs_scan_operator.core.notify import RunContext, jira_keys, plan_notifications
 from ecs_scan_operator.core.policy import PolicyRef, PolicySpec
+from ecs_scan_operator.core.priority import NO_FIX_REASON, assess, fetch_floor, is_actionable, report_only
 from ecs_scan_operator.core.report import (
     ReportObject,
     image_page_key,
@@ -60,7 +64,7 @@ from ecs_scan_operator.core.runtime import (
     tag_key,
     track_running,
 )
-from ecs_scan_operator.core.state import RunState, dump_state, load_state
+from ecs_scan_operator.core.state import RunState, dump_state, finding_key, image_of_key, load_state
 from ecs_scan_operator.core.tickets import TicketRequest
 from ecs_scan_operator.errors import Cancelled, ConflictError, ErrorCause, RunAborted, ScanError
 from ecs_scan_operator.leasing import RunLease, default_holder
@@ -390,19 +394,46 @@ def _causes_of(images: list[ImageResult]) -> str:
     return f": {causes_text(dict(counts))}" if counts else ""
 
 
-def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, today: date) -> set[str]:
+@dataclass
+class RunSignals:
+    """What the rules need beyond the scan: KEV answers by CVE, first sightings by finding."""
+
+    now: datetime
+    kev: dict[str, KevEntry] = field(default_factory=dict)
+    first_seen: dict[str, datetime] = field(default_factory=dict)  # the state's, read at the start
+    seen_now: dict[str, datetime] = field(default_factory=dict)  # what this run keeps
+
+
+def _assess(img: ImageResult, f: Finding, spec: PolicySpec, sig: RunSignals, *, actionable: bool) -> Finding:
+    key = finding_key(img.ref.display, f.vulnerability_id, f.package)
+    out = assess(f, spec, remembered=sig.first_seen.get(key), now=sig.now, actionable=actionable)
+    if out.assessment.first_seen is not None:
+        sig.seen_now[key] = out.assessment.first_seen
+    return out
+
+
+def _apply_scan(img: ImageResult, scan: ImageScan, spec: PolicySpec, sig: RunSignals) -> set[str]:
     img.scan_type, img.scanned_at = scan.scan_type, scan.scanned_at
     if scan.state is ScanState.COMPLETE:
+        findings = scan.findings
+        if scan.scan_type == ScanType.ENHANCED and sig.kev:
+            findings = tuple(with_kev(f, sig.kev.get(f.vulnerability_id)) for f in findings)
         outcome = apply_rules(
-            scan.findings,
+            findings,
             img.ref,
             spec.suppressions,
             spec.threshold,
             include_untriaged=spec.include_untriaged,
-            today=today,
+            today=sig.now.date(),
+            act=(lambda f: is_actionable(spec, f)) if spec.act_on is not None else None,
         )
         img.status = ImageStatus.SCANNED
-        img.findings, img.suppressed = outcome.actionable, outcome.suppressed
+        kept = [f for f in outcome.actionable if not report_only(spec, f)]
+        no_fix = [(f, NO_FIX_REASON) for f in outcome.actionable if report_only(spec, f)]
+        img.findings = [_assess(img, f, spec, sig, actionable=True) for f in kept]
+        img.suppressed = [
+            (_assess(img, f, spec, sig, actionable=False), why) for f, why in [*outcome.suppressed, *no_fix]
+        ]
         return set(outcome.expired_used)
     img.status = {
         ScanState.NOT_FOUND: ImageStatus.NOT_FOUND,
@@ -419,18 +450,20 @@ def read_findings(
     ports: Ports,
     result: RunResult,
     rlog: _RunLog,
-    today: date,
+    state: RunState,
+    sig: RunSignals,
     cancel: Guard | threading.Event | None,
     progress: Progress | None,
     seen: _Seen | None = None,
 ) -> set[str]:
-    """Stage 4: findings per digest (batched by the adapter), then threshold and suppressions in the core.
+    """Stage 4: findings per digest (batched by the adapter), KEV data for their CVEs, then the
+    rules (threshold or actOn, suppressions, noFix) and each finding's priority and SLA in the core.
 
     The running view adds one read per drifted row whose tag's current digest is no row of its own
     (its findings decide "redeploy needed"); those scans and Inspector's coverage go to `seen`.
     """
     todo = [i for i in images if i.digest]
-    severities = severities_at_or_above(spec.threshold, include_untriaged=spec.include_untriaged)
+    severities = severities_at_or_above(fetch_floor(spec), include_untriaged=spec.include_untriaged)
     # One digest may be used under several tags: ask once per (repository, digest).
     by_key: dict[tuple[ImageRef, str], list[ImageResult]] = {}
     for img in todo:
@@ -438,9 +471,12 @@ def read_findings(
     for img in todo:
         if img.runtime is not None and img.runtime.drift and img.runtime.tag_digest:
             by_key.setdefault(_scan_key(img.ref, img.runtime.tag_digest), [])
+            if seen is not None:
+                seen.tag_keys.add(_scan_key(img.ref, img.runtime.tag_digest))
     keys = sorted(by_key)
     done = 0
     expired_used: set[str] = set()
+    kev = KevLookups(state, sig)
     # Multi-account: a batch spans several registries (account, region), read in parallel.
     size = SCAN_BATCH * (ports.fanout.targets_at_once if spec.aws.multi_account else 1)
     for start in range(0, len(keys), size):
@@ -451,15 +487,19 @@ def read_findings(
         except ScanError as exc:
             cause = str(exc.cause or "")
             scans = {k: ImageScan(ScanState.FAILED, reason=str(exc), cause=cause) for k in batch}
+        # A rule may need KEV data: the batch's CVEs not asked yet in this run are looked up first,
+        # then its rules run and its raw scans are let go (memory stays flat with the fleet).
+        kev.lookup(scans, ports, result)
         for key in batch:
             scan = scans.get(key) or ImageScan(ScanState.FAILED, reason="no answer from the findings source")
             if seen is not None:
-                seen.scans[key] = scan
+                seen.keep(key, scan)
             for img in by_key[key]:
-                expired_used |= _apply_scan(img, scan, spec, today)
+                expired_used |= _apply_scan(img, scan, spec, sig)
         done += len(batch)
         if progress:
             progress("findings", done, len(keys))
+    kev.finish(rlog)
     failed_images = [i for i in todo if i.status is ImageStatus.FAILED]
     failed = len(failed_images)
     if failed:
@@ -483,9 +523,20 @@ def _scan_key(ref: ImageRef, digest: str) -> tuple[ImageRef, str]:
 
 @dataclass
 class _Seen:
-    """What the findings stage saw beyond the rows: every scan by key (tag digests included)."""
+    """What the findings stage saw beyond the rows, for the running view: the full scans of the
+    digests tags point at now (drifted rows), and Inspector's in-use figures of every key. Raw
+    scans are not kept otherwise (memory stays flat with the fleet)."""
 
+    tag_keys: set[tuple[ImageRef, str]] = field(default_factory=set)
     scans: dict[tuple[ImageRef, str], ImageScan] = field(default_factory=dict)
+    in_use: dict[tuple[ImageRef, str], tuple[int | None, datetime | None]] = field(default_factory=dict)
+
+    def keep(self, key: tuple[ImageRef, str], scan: ImageScan) -> None:
+        """Remember what the running view will ask of this scan."""
+        if key in self.tag_keys:
+            self.scans[key] = scan
+        if scan.in_use_count is not None or scan.last_in_use_at is not None:
+            self.in_use[key] = (scan.in_use_count, scan.last_in_use_at)
 
 
 def assess_runtime(
@@ -506,8 +557,7 @@ def assess_runtime(
             by_tag.setdefault(tag_key(img.ref), set()).add(img.ref.digest)
     for img in images:
         digest = img.digest or img.ref.digest
-        scan = seen.scans.get(_scan_key(img.ref, digest)) if digest else None
-        count, at = (scan.in_use_count, scan.last_in_use_at) if scan else (None, None)
+        count, at = seen.in_use.get(_scan_key(img.ref, digest), (None, None)) if digest else (None, None)
         if not spec.task_definitions.running_view:
             if count is not None or at is not None:
                 img.runtime = RuntimeContext(in_use_count=count, last_in_use_at=at)
@@ -554,8 +604,9 @@ def _tag_findings(
         spec.threshold,
         include_untriaged=spec.include_untriaged,
         today=today,
+        act=(lambda f: is_actionable(spec, f)) if spec.act_on is not None else None,
     )
-    return [f.vulnerability_id for f in outcome.actionable]
+    return [f.vulnerability_id for f in outcome.actionable if not report_only(spec, f)]
 
 
 def flag_coverage(
@@ -591,6 +642,65 @@ def flag_coverage(
         atRisk=sum(1 for i in running if i.runtime is not None and i.runtime.coverage_at_risk),
         windows=sorted(w.describe() for w in windows.values() if w is not None),
     )
+
+
+@dataclass
+class KevLookups:
+    """KEV data for the distinct CVEs of the run's ENHANCED findings, a findings batch at a time.
+
+    The state's cache answers CVEs asked within the TTL; the others are asked with
+    SearchVulnerabilities, each once per run. A failure leaves those CVEs unknown (never "not KEV";
+    a stale cached answer is still used) and is a run error; the other findings are unaffected.
+    """
+
+    state: RunState
+    sig: RunSignals
+    seen: set[str] = field(default_factory=set)  # CVEs of this run's findings so far
+    asked: int = 0
+
+    def lookup(
+        self, scans: Mapping[tuple[ImageRef, str], ImageScan], ports: Ports, result: RunResult
+    ) -> None:
+        """Fill `sig.kev` for the CVEs of these scans (a SearchVulnerabilities call per new one)."""
+        enhanced = [
+            (key, scan)
+            for key, scan in scans.items()
+            if scan.state is ScanState.COMPLETE and scan.scan_type == ScanType.ENHANCED and scan.findings
+        ]
+        ids = [
+            v
+            for v in lookup_ids(f.vulnerability_id for _, s in enhanced for f in s.findings)
+            if v not in self.seen
+        ]
+        self.seen.update(ids)
+        if not ids or ports.vulnerabilities is None:
+            return
+        ask = stale(self.state.kev, ids, self.sig.now, ports.vulnerabilities.ttl)
+        if ask:
+            self.asked += len(ask)
+            region = min(key[0].region or "" for key, _ in enhanced)
+            answer = ports.vulnerabilities.search(ask, region, self.sig.now)
+            self.state.kev.update(answer.entries)
+            failed = len(ask) - len(answer.entries)
+            if failed:
+                detail = "; ".join(answer.errors) or "not asked after a refusal"
+                result.record_error(f"kev: {failed} CVE(s) not looked up (kev unknown for them): {detail}")
+                for cause in answer.causes:
+                    result.record_cause(cause)
+        self.sig.kev.update({v: self.state.kev[v] for v in ids if v in self.state.kev})
+
+    def finish(self, rlog: _RunLog) -> None:
+        """Keep only the CVEs this run found (bounded), and say what was asked."""
+        self.state.kev = bounded(self.state.kev, self.seen)
+        if not self.seen:
+            return
+        rlog(
+            "kev_looked_up",
+            cves=len(self.seen),
+            asked=self.asked,
+            cached=len(self.seen) - self.asked,
+            kev=sum(1 for e in self.sig.kev.values() if e.kev),
+        )
 
 
 def notify(
@@ -707,6 +817,7 @@ class _Run:
         self.written: dict[str, str] = {}  # per-image object key -> link
         self.committed: list[str] = []  # run-level objects stored, relative to the folder
         self.state = RunState()
+        self.signals = RunSignals(now=self.started)
         self.state_etag: str | None = None
         self.state_readable = True
         self.ticket_keys: tuple[str, ...] = ()
@@ -750,13 +861,15 @@ class _Run:
                 self.images = fold_running_rows(self.images)
             self.guard.enter("findings")
             seen = _Seen()
+            self.signals = RunSignals(now=self.started, first_seen=dict(self.state.first_seen))
             expired_used = read_findings(
                 self.images,
                 spec,
                 self.ports,
                 result,
                 rlog,
-                self.started.date(),
+                self.state,
+                self.signals,
                 self.guard,
                 self.progress,
                 seen,
@@ -977,6 +1090,13 @@ class _Run:
             self.result.record_error("state: not written, it could not be read at the start")
             return
         findings_now = {img.ref.display: [f.vulnerability_id for f in img.findings] for img in self.images}
+        # First sightings: this run's findings, plus those of images still used but not scanned now
+        # (a failed scan is not a fix); everything else is gone and forgotten.
+        unscanned = {img.ref.display for img in self.images if img.status is not ImageStatus.SCANNED}
+        self.state.first_seen = {
+            **{k: t for k, t in self.state.first_seen.items() if image_of_key(k) in unscanned},
+            **self.signals.seen_now,
+        }
         body = dump_state(
             self.state, self.run_id, findings_now, key=self.ports.state_key, scope=self.policy.key
         )

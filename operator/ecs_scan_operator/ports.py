@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import SecretStr
 
 from ecs_scan_operator.core.coverage import RescanWindow
+from ecs_scan_operator.core.kev import KevLookup
 from ecs_scan_operator.core.model import (
     Account,
     ImageRef,
@@ -87,6 +88,16 @@ class FindingsSource(Protocol):
         severities: Sequence[Severity],
     ) -> dict[tuple[ImageRef, str], ImageScan]:
         """Findings for each (ref, digest), limited to `severities` where the service can filter."""
+        ...
+
+
+class VulnerabilityIntel(Protocol):
+    """What Amazon Inspector knows of CVEs beyond one finding: CISA KEV data, exploits seen."""
+
+    ttl: timedelta  # how long an answer is reused (the state object caches it)
+
+    def search(self, vulnerability_ids: Sequence[str], region: str, now: datetime) -> KevLookup:
+        """One entry per id answered (kev None when unknown); failures in `errors`, never raised."""
         ...
 
 
@@ -191,3 +202,4 @@ class Ports:
     # Multi-account: why an account may not be scanned (the allowing grant's AccountScope), or None.
     account_refusal: Callable[[str], str | None] | None = None
     fanout: FanOut = field(default_factory=FanOut)
+    vulnerabilities: VulnerabilityIntel | None = None  # KEV lookups; None: kev stays unknown

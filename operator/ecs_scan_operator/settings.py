@@ -221,6 +221,10 @@ class AwsSettings(BaseSettings):
     # max_concurrency / workers_per_account_region (account, region) pairs are read at a time.
     workers_per_account_region: int = Field(default=4, ge=1, le=64)
     max_concurrency: int = Field(default=64, ge=1, le=1024)
+    # How long a CVE's SearchVulnerabilities answer (CISA KEV data) is reused from the state object
+    # before it is asked again; 0 asks every run. CISA adds a few entries a week; 48 h (not 24) so
+    # that a daily schedule, whose runs are 24 h apart, reuses it every other run.
+    kev_ttl_hours: float = Field(default=48.0, ge=0, le=720)
 
 
 def load_aws_settings() -> AwsSettings:

@@ -91,6 +91,16 @@ def test_kubectl_explain_teaches_the_fields(api: Api, kubectl: Kubectl) -> None:
     assert "first match wins" in out
     out = kubectl("explain", "scanpolicy.status.lastRun.reportUri").stdout
     assert "index.json" in out
+    out = kubectl("explain", "scanpolicy.spec.actOn").stdout
+    assert "any rule matches" in out and "severityThreshold" in out
+    out = kubectl("explain", "scanpolicy.spec.actOn.epssAtLeast").stdout
+    assert "EPSS" in out
+    out = kubectl("explain", "scanpolicy.spec.noFix").stdout
+    assert "reportOnly" in out and "Default ticket" in out
+    out = kubectl("explain", "scanpolicy.spec.dueDays").stdout
+    assert "overdue" in out and "dateDue" in out
+    out = kubectl("explain", "scanpolicy.status.lastRun.overdueFindings").stdout
+    assert "due date" in out
 
 
 def test_printer_columns_short_names_and_category(api: Api, kubectl: Kubectl) -> None:

@@ -41,6 +41,12 @@ def test_bench_fleet_s(tmp_path: Path) -> None:
     assert rerun["calls"]["ecs:ListTaskDefinitions"] > 0
     assert first["result"]["result"] == "Succeeded"
     assert not first["fakeRejected"], first["fakeRejected"]
+    # Issue #13 through the emulated Inspector: one SearchVulnerabilities per distinct CVE (the
+    # model's limit), none on the rerun (the state's cache), and every finding prioritised.
+    assert first["calls"]["inspector2:SearchVulnerabilities"] == data["truth"]["distinct_cves"] > 0
+    assert rerun["calls"].get("inspector2:SearchVulnerabilities", 0) == 0
+    assert sum(first["result"]["findingsByPriority"].values()) == first["result"]["findings"] > 0
+    assert first["result"]["kevFindings"] > 0
 
 
 def test_model_overlaps_pool_workers_and_serializes_on_the_bucket() -> None:

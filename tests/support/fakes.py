@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from ecs_scan_operator.core.kev import KevEntry, KevLookup
 from ecs_scan_operator.core.model import (
     ContainerImage,
     Finding,
@@ -167,3 +168,30 @@ class MemorySink:
 
     def link(self, key: str) -> str:
         return f"https://reports.example/{key}"
+
+
+@dataclass
+class FakeVulnerabilities:
+    """VulnerabilityIntel from a dict CVE -> KevEntry (its checked_at is set to the call's time);
+    records every id asked, per call.
+
+    CVEs named in `refuse` fail (as an AccessDenied would); ids not in `known` are unknown to it.
+    """
+
+    known: dict[str, KevEntry] = field(default_factory=dict)
+    refuse: set[str] = field(default_factory=set)
+    ttl: timedelta = timedelta(hours=24)
+    asked: list[list[str]] = field(default_factory=list)
+
+    def search(self, vulnerability_ids: Sequence[str], region: str, now: datetime) -> KevLookup:
+        self.asked.append(list(vulnerability_ids))
+        out = KevLookup()
+        for vid in vulnerability_ids:
+            out.calls += 1
+            if vid in self.refuse:
+                out.errors.append(f"inspector2:SearchVulnerabilities {vid}: AccessDeniedException")
+                out.causes.append("inspector2:SearchVulnerabilities AccessDeniedException")
+                continue
+            entry = self.known.get(vid)
+            out.entries[vid] = replace(entry, checked_at=now) if entry else KevEntry(checked_at=now, kev=None)
+        return out

@@ -63,6 +63,8 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("ECS_SCAN_AWS_MAX_ATTEMPTS", "11"),
         ("ECS_SCAN_AWS_RETRY_MODE", "legacy"),
         ("ECS_SCAN_AWS_ENDPOINT_COOLDOWN_SECONDS", "-5"),
+        ("ECS_SCAN_AWS_KEV_TTL_HOURS", "-1"),
+        ("ECS_SCAN_AWS_KEV_TTL_HOURS", "721"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -70,6 +72,17 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str
     with pytest.raises(SettingsError) as info:
         load_aws_settings()
     assert [e.path for e in info.value.errors] == [name]
+
+
+def test_kev_ttl_outlasts_a_daily_schedule_and_is_settable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from ecs_scan_operator.adapters.aws_session import AwsClients
+    from ecs_scan_operator.adapters.inspector import InspectorVulnerabilities
+
+    assert load_aws_settings().kev_ttl_hours > 24  # runs 24 h apart reuse the answers
+    monkeypatch.setenv("ECS_SCAN_AWS_KEV_TTL_HOURS", "6")
+    assert InspectorVulnerabilities(AwsClients()).ttl == timedelta(hours=6)
 
 
 class Clock:

@@ -258,6 +258,27 @@ def test_metric_labels_are_bounded() -> None:
     assert 'policy="p"' not in generate_latest(m.registry).decode()
 
 
+def test_overdue_findings_per_priority_a_fixed_label_set() -> None:
+    """ecsscan_findings_overdue: the last run's overdue findings, P1..P4 always (4 series a policy)."""
+    m = Metrics(CollectorRegistry())
+    r = RunResult(run_id="r", policy="ns/p", started=Clock().now())
+    r.overdue_by_priority = {"P1": 2, "P2": 0, "P3": 5, "P4": 0}
+    r.finish(Clock().now())
+    m.run_finished("ns", "p", r, 1.0)
+
+    def overdue(priority: str) -> float | None:
+        labels = {"namespace": "ns", "policy": "p", "priority": priority}
+        return m.registry.get_sample_value("ecsscan_findings_overdue", labels)
+
+    assert [overdue(p) for p in ("P1", "P2", "P3", "P4")] == [2, 0, 5, 0]
+    assert generate_latest(m.registry).decode().count("ecsscan_findings_overdue{") == 4
+    r.overdue_by_priority = {"P1": 0, "P2": 0, "P3": 0, "P4": 0}  # all fixed: back to 0, not stale
+    m.run_finished("ns", "p", r, 1.0)
+    assert overdue("P1") == 0
+    m.forget("ns", "p")
+    assert overdue("P1") is None
+
+
 def test_last_outcome_is_one_result_at_a_time() -> None:
     """ecsscan_last_run_outcome: 1 for the last run's result only (the RunFailed alerts read it)."""
     m = Metrics(CollectorRegistry())

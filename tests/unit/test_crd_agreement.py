@@ -400,6 +400,47 @@ CASES: list[Case] = [
         "jira.routes",
     ),
     Case("dry-run-word", variant(dryRun="maybe"), False, "dryRun"),
+    # ---- issue #13: actOn, noFix, dueDays, the P keys of jira.priorityMap / dueDays
+    Case(
+        "act-on-all",
+        variant(
+            actOn=[
+                {"severityAtLeast": "CRITICAL"},
+                {"kev": True},
+                {"epssAtLeast": 0.1},
+                {"severityAtLeast": "HIGH", "exploitAvailable": True},
+            ],
+            noFix="reportOnly",
+            dueDays={"P1": 7, "P2": 30, "P3": 90, "P4": 180},
+        ),
+        True,
+    ),
+    Case("act-on-empty-list", variant(actOn=[]), False, "actOn"),
+    Case("act-on-empty-rule", variant(actOn=[{}]), False, "actOn[0]"),
+    Case("act-on-kev-false", variant(actOn=[{"kev": False}]), False, "actOn[0].kev"),
+    Case(
+        "act-on-exploit-false",
+        variant(actOn=[{"exploitAvailable": False}]),
+        False,
+        "actOn[0].exploitAvailable",
+    ),
+    Case("act-on-epss-above-1", variant(actOn=[{"epssAtLeast": 1.01}]), False, "actOn[0].epssAtLeast"),
+    Case(
+        "act-on-severity-word",
+        variant(actOn=[{"severityAtLeast": "URGENT"}]),
+        False,
+        "actOn[0].severityAtLeast",
+    ),
+    Case("act-on-unknown-key", variant(actOn=[{"cvssAtLeast": 9}]), False, "actOn[0]"),
+    Case("act-on-21", variant(actOn=[{"epssAtLeast": i / 100} for i in range(21)]), False, "actOn"),
+    Case("no-fix-word", variant(noFix="skip"), False, "noFix"),
+    Case("due-days-severity-key", variant(dueDays={"HIGH": 7}), False, "dueDays"),
+    Case("due-days-0", variant(dueDays={"P1": 0}), False, "dueDays"),
+    Case(
+        "jira-priority-p-keys", variant(jira={**JIRA, "priorityMap": {"P1": "Highest", "LOW": "Low"}}), True
+    ),
+    Case("jira-due-p-keys", variant(jira={**JIRA, "dueDays": {"P1": 3, "HIGH": 30}}), True),
+    Case("jira-priority-p5", variant(jira={**JIRA, "priorityMap": {"P5": "Low"}}), False, "jira.priorityMap"),
 ]
 
 # Specs the CRD cannot judge: valid to the API server, refused by PolicySpec. The operator marks
@@ -634,6 +675,7 @@ def test_known_divergences_on_the_policy_spec_side(div: Divergence) -> None:
     assert (not pydantic_errors(div.spec)) is not div.crd_valid, f"no longer a divergence ({div.why})"
 
 
-def test_example_policy_is_valid() -> None:
-    doc = yaml.safe_load((ROOT / "examples" / "scanpolicy.yaml").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("name", ["scanpolicy.yaml", "scanpolicy-prioritised.yaml"])
+def test_example_policy_is_valid(name: str) -> None:
+    doc = yaml.safe_load((ROOT / "examples" / name).read_text(encoding="utf-8"))
     assert pydantic_errors(doc["spec"]) == []

@@ -190,6 +190,7 @@ def test_rules_use_only_exported_metrics_and_this_release_job() -> None:
         "EcsScanRunFailed",
         "EcsScanRunPartiallyFailed",
         "EcsScanJiraErrors",
+        "EcsScanFindingsOverdue",
     }
     for alert, expr in alerts:
         used = metric_names(expr)

@@ -267,3 +267,55 @@ def test_state_keeps_the_memories_and_reads_older_states() -> None:
     state = RunState(notified={"chat": {"img\x1fCVE-1 openssl": "o", "img\x1fCVE-2": "f"}})
     again = load_state(dump_state(state, "r2", {}))
     assert again.notified == state.notified and again.last_run_id == "r2"
+
+
+# --------------------------------------------------------------------------- overdue (issue #13)
+
+
+def overdue(vid: str, is_overdue: bool = True) -> Finding:
+    from dataclasses import replace as _replace
+
+    from ecs_scan_operator.core.model import Assessment
+
+    return _replace(crit(vid), assessment=Assessment(priority="P2", overdue=is_overdue))
+
+
+def test_overdue_is_told_once_across_runs_and_again_after_a_fix() -> None:
+    s = spec(dest(events=["new", "overdue", "fixed"]))
+    memories: dict[str, dict[str, str]] = {"chat": {}}
+    # run 1: a new finding, not overdue yet
+    (out,) = run(s, [image("app", "svc", overdue("CVE-1", False))], memories)
+    assert events(out) == {"new": 1}
+    memories = {"chat": out.memory}
+    # run 2: it is overdue now: told once
+    (out,) = run(s, [image("app", "svc", overdue("CVE-1"))], memories)
+    assert events(out) == {"overdue": 1} and out.payload is not None
+    assert "overdue" in json.dumps(out.payload)
+    memories = {"chat": out.memory}
+    # run 3 and 4: still overdue: nothing more
+    for _ in range(2):
+        (out,) = run(s, [image("app", "svc", overdue("CVE-1"))], memories)
+        assert events(out) == {} and out.payload is None
+        memories = {"chat": out.memory}
+    # fixed, then back and overdue: fixed, then reopened and overdue again
+    (out,) = run(s, [image("app", "svc")], memories)
+    assert events(out) == {"fixed": 1}
+    memories = {"chat": out.memory}
+    (out,) = run(s, [image("app", "svc", overdue("CVE-1"))], memories)
+    assert events(out) == {"overdue": 1}  # reopened is not listened to here
+
+
+def test_overdue_at_the_first_run_is_known_not_told() -> None:
+    s = spec(dest(events=["overdue"]))
+    (out,) = run(s, [image("app", "svc", overdue("CVE-1"))], {}, first=True)
+    assert out.payload is None
+    (out,) = run(s, [image("app", "svc", overdue("CVE-1"))], {"chat": out.memory})
+    assert out.payload is None
+
+
+@pytest.mark.parametrize("type_", ["slack", "teams", "webhook"])
+def test_overdue_names_the_finding_in_every_format(type_: str) -> None:
+    s = spec(dest(type_=type_, events=["overdue"]))
+    (out,) = run(s, [image("app", "svc", overdue("CVE-2024-77"))], {"chat": {}})
+    text = json.dumps(out.payload)
+    assert "CVE-2024-77" in text and "overdue" in text

@@ -332,3 +332,58 @@ def test_a_huge_unknown_key_is_clipped_in_the_path() -> None:
 )
 def test_clip_reason_keeps_short_messages(text: str) -> None:
     assert clip_reason(text) == text
+
+
+# ---- spec.actOn, noFix, dueDays and the P keys of jira.priorityMap / dueDays (issue #13)
+
+JIRA: dict[str, Any] = {"url": "https://jira.example.com", "credentialsSecret": "jira", "project": "SEC"}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "reason"),
+    [
+        ("actOn", [], "spec.actOn", "at least 1 item"),
+        ("actOn", [{}], "spec.actOn[0]", "set at least one of severityAtLeast"),
+        ("actOn", [{"kev": False}], "spec.actOn[0].kev", "only true is a rule"),
+        ("actOn", [{"exploitAvailable": False}], "spec.actOn[0].exploitAvailable", "only true is a rule"),
+        ("actOn", [{"epssAtLeast": 1.5}], "spec.actOn[0].epssAtLeast", "less than or equal to 1"),
+        ("actOn", [{"epssAtLeast": -0.1}], "spec.actOn[0].epssAtLeast", "greater than or equal to 0"),
+        ("actOn", [{"severityAtLeast": "SEVERE"}], "spec.actOn[0].severityAtLeast", "Input should be"),
+        ("actOn", [{"kev": True, "cvss": 9}], "spec.actOn[0].cvss", "unknown field"),
+        ("noFix", "ignore", "spec.noFix", "'ticket' or 'reportOnly'"),
+        ("dueDays", {"P5": 3}, "spec.dueDays.P5", "Input should be"),
+        ("dueDays", {"P1": 0}, "spec.dueDays.P1", "greater than or equal to 1"),
+        ("dueDays", {"HIGH": 7}, "spec.dueDays.HIGH", "Input should be"),  # SLA keys are priorities only
+    ],
+)
+def test_prioritisation_fields_refused_naming_the_field(
+    path: str, value: Any, field: str, reason: str
+) -> None:
+    with pytest.raises(InvalidPolicy) as err:
+        parse_spec(spec_with(path, value))
+    found = [(e.path, e.reason) for e in err.value.errors]
+    assert any(p.startswith(field) and reason in r for p, r in found), found
+
+
+def test_prioritisation_fields_accepted() -> None:
+    data = spec_with(
+        "actOn",
+        [
+            {"severityAtLeast": "CRITICAL"},
+            {"kev": True},
+            {"epssAtLeast": 0.1},
+            {"severityAtLeast": "HIGH", "exploitAvailable": True},
+        ],
+    )
+    data.update(
+        noFix="reportOnly",
+        dueDays={"P1": 7, "P2": 30},
+        jira={**JIRA, "priorityMap": {"P1": "Highest", "CRITICAL": "High"}, "dueDays": {"P1": 3, "LOW": 90}},
+    )
+    s = parse_spec(data)
+    assert s.act_on is not None and len(s.act_on) == 4 and s.act_on[3].exploit_available is True
+    assert s.no_fix.value == "reportOnly"
+    assert s.jira is not None and s.jira.priority_map["P1"] == "Highest"  # type: ignore[index]
+    assert parse_spec(BASE).act_on is None and parse_spec(BASE).no_fix.value == "ticket"
+    # round trip through the wire form
+    assert parse_spec(s.to_wire()) == s

@@ -101,6 +101,8 @@ def test_run_lifecycle_records_schedule_first_then_the_result() -> None:
     assert s2["lastRun"]["result"] == "Succeeded"
     assert s2["lastRun"]["images"] == 12 and s2["lastRun"]["findings"] == 3
     assert s2["lastRun"]["findingsBySeverity"]["HIGH"] == 2
+    assert s2["lastRun"]["findingsByPriority"] == {"P1": 0, "P2": 0, "P3": 0, "P4": 0}
+    assert s2["lastRun"]["overdueFindings"] == 0 and s2["lastRun"]["kevFindings"] == 0
     assert s2["lastRun"]["reportUri"].startswith("s3://ecs-scan-reports/")
     assert s2["lastSuccessfulTime"] == "2025-03-01T10:02:00Z"
     assert s2["lastScheduleTime"] == "2025-03-01T10:00:00Z"
@@ -357,3 +359,14 @@ def test_worst_case_status_stays_under_16_kib() -> None:
     assert size < MAX_STATUS_BYTES, size
     # and the measured worst case leaves a wide margin
     assert size < 12 * 1024, size
+
+
+def test_priority_and_overdue_counters_in_last_run() -> None:
+    r = result()
+    r.findings_by_priority = {"P1": 1, "P2": 2, "P3": 0, "P4": 0}
+    r.overdue_by_priority = {"P1": 1, "P2": 0, "P3": 0, "P4": 0}
+    r.kev_findings = 1
+    s = finished_status(idle_status({}, ctx()), ctx(2), r, Trigger.SCHEDULE)
+    last = s["lastRun"]
+    assert last["findingsByPriority"] == {"P1": 1, "P2": 2, "P3": 0, "P4": 0}
+    assert (last["overdueFindings"], last["kevFindings"]) == (1, 1)

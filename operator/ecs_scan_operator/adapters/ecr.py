@@ -23,6 +23,7 @@ from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
 from ecs_scan_operator.core.arns import ecr_repository_arn
 from ecs_scan_operator.core.model import (
     Finding,
+    FixAvailable,
     ImageRef,
     ImageScan,
     ImageStatus,
@@ -30,6 +31,7 @@ from ecs_scan_operator.core.model import (
     ScanState,
     ScanType,
     Severity,
+    Signals,
 )
 from ecs_scan_operator.errors import ScanError
 
@@ -170,14 +172,56 @@ def parse_basic_finding(raw: dict[str, Any]) -> Finding:
     )
 
 
+def _yes_no(value: object) -> bool | None:
+    text = str(value or "").upper()
+    return True if text == "YES" else False if text == "NO" else None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def parse_signals(raw: dict[str, Any], pkg: dict[str, Any]) -> Signals:
+    """The urgency signals of an Inspector finding, in either shape (names from the botocore models).
+
+    inspector2 ListFindings `Finding`: epss.score, exploitAvailable, exploitabilityDetails
+    .lastKnownExploitAt, fixAvailable, inspectorScore, remediation.recommendation.text.
+    ECR `EnhancedImageScanFinding`: score (the Inspector score), exploitAvailable, fixAvailable,
+    remediation.recommendation.text; no EPSS (SearchVulnerabilities fills it, core/kev.py).
+    Per package (`VulnerablePackage`): remediation (inspector2 only) wins over the finding's text.
+    Anything absent or unreadable stays unknown, never "no".
+    """
+    epss = _number((raw.get("epss") or {}).get("score"))
+    exploit_at = (raw.get("exploitabilityDetails") or {}).get("lastKnownExploitAt")
+    try:
+        fix = FixAvailable(str(raw.get("fixAvailable") or "").upper())
+    except ValueError:
+        fix = FixAvailable.UNKNOWN
+    score = raw.get("inspectorScore", raw.get("score"))
+    text = str(pkg.get("remediation") or "") or str(
+        ((raw.get("remediation") or {}).get("recommendation") or {}).get("text") or ""
+    )
+    return Signals(
+        epss=epss if epss is not None and 0.0 <= epss <= 1.0 else None,
+        exploit_available=_yes_no(raw.get("exploitAvailable")),
+        last_known_exploit_at=exploit_at if isinstance(exploit_at, datetime) else None,
+        fix_available=fix,
+        inspector_score=_number(score),
+        remediation=" ".join(text.split())[:1000],
+    )
+
+
 def parse_enhanced_finding(raw: dict[str, Any]) -> Finding:
-    """An Inspector finding (ListFindings, or ECR `enhancedFindings[]`)."""
+    """An Inspector finding (ListFindings, or ECR `enhancedFindings[]`), with its signals."""
     details = raw.get("packageVulnerabilityDetails", {}) or {}
     packages = details.get("vulnerablePackages", []) or [{}]
     pkg = packages[0]
     refs = details.get("referenceUrls", []) or []
     first = raw.get("firstObservedAt")
     return Finding(
+        signals=parse_signals(raw, pkg),
         vulnerability_id=str(details.get("vulnerabilityId") or raw.get("title", "")).split(" ", 1)[0],
         severity=Severity.parse(raw.get("severity")),
         package=str(pkg.get("name", "")),

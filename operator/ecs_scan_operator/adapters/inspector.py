@@ -7,13 +7,20 @@ Under ENHANCED scanning `StartImageScan` is refused and the `ImageScanComplete` 
 succeeds, so neither is used. `ListCoverage` tells "scanned, no findings" from "not covered /
 unsupported / scan eligibility expired"; `ListFindings` reads ACTIVE findings at or above the
 threshold for up to 10 digests per call (the service's limit on a filter list), 100 per page.
+`SearchVulnerabilities` reads CISA KEV data (`cisaData`) and `exploitObserved` per CVE: the model
+allows one id per call (`vulnerabilityIds` min 1, max 1), so each distinct CVE the run's cache
+lacks costs one call (paginated by `nextToken`), `workers` at a time; the first refusal
+(AccessDenied: the role lacks inspector2:SearchVulnerabilities) stops the remaining calls.
+moto has no SearchVulnerabilities: tests validate these requests with botocore's Stubber and
+answer with documents validated against the operation's output shape (tests/support).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,7 +30,10 @@ from ecs_scan_operator.adapters.ecr import parse_enhanced_finding
 from ecs_scan_operator.concurrency import DEFAULT_WORKERS, parallel_map
 from ecs_scan_operator.core.arns import ecr_image_arn
 from ecs_scan_operator.core.coverage import RescanWindow
+from ecs_scan_operator.core.kev import KevEntry, KevLookup
 from ecs_scan_operator.core.model import Finding, ImageRef, ImageScan, ScanState, ScanType, Severity
+from ecs_scan_operator.errors import AuthError, ScanError
+from ecs_scan_operator.settings import load_aws_settings
 
 FILTER_LIST_MAX = 10
 COVERAGE_PAGE = 200
@@ -225,3 +235,76 @@ def rescan_window(clients: AwsClients, account: str, region: str) -> RescanWindo
         pull_date_rescan_duration=str(state.get("pullDateRescanDuration") or ""),
         pull_date_rescan_mode=str(state.get("pullDateRescanMode") or ""),
     )
+
+
+MAX_KEV_ERRORS = 3
+
+
+def _day(value: object) -> date | None:
+    return value.date() if isinstance(value, datetime) else None
+
+
+def parse_vulnerability(raw: dict[str, Any], now: datetime) -> KevEntry:
+    """One `Vulnerability` of SearchVulnerabilities: cisaData, exploitObserved and epss."""
+    cisa = raw.get("cisaData") or {}
+    observed = (raw.get("exploitObserved") or {}).get("lastSeen")
+    score = (raw.get("epss") or {}).get("score")
+    epss = float(score) if isinstance(score, int | float) and 0 <= score <= 1 else None
+    return KevEntry(
+        checked_at=now,
+        kev=bool(cisa),
+        date_added=_day(cisa.get("dateAdded")),
+        date_due=_day(cisa.get("dateDue")),
+        action=" ".join(str(cisa.get("action") or "").split())[:500],
+        exploit_observed_at=observed if isinstance(observed, datetime) else None,
+        epss=epss,
+    )
+
+
+class InspectorVulnerabilities:
+    """VulnerabilityIntel over inspector2 SearchVulnerabilities, one CVE per call (the API's limit)."""
+
+    def __init__(
+        self, clients: AwsClients, *, workers: int = DEFAULT_WORKERS, ttl: timedelta | None = None
+    ) -> None:
+        self._clients = clients
+        self._workers = workers
+        self.ttl = ttl if ttl is not None else timedelta(hours=load_aws_settings().kev_ttl_hours)
+
+    def search(self, vulnerability_ids: Sequence[str], region: str, now: datetime) -> KevLookup:
+        """What Inspector knows of each CVE; an id it does not know is entered with kev None."""
+        i2 = self._clients.registry("inspector2", region)
+        refused = threading.Event()
+
+        def one(vid: str) -> KevEntry | ScanError | None:
+            if refused.is_set():
+                return None  # not asked: the role may not call it
+            try:
+                found: KevEntry | None = None
+                pages = i2.get_paginator("search_vulnerabilities").paginate(
+                    filterCriteria={"vulnerabilityIds": [vid]}
+                )
+                for resp in pages:
+                    for raw in resp.get("vulnerabilities", []):
+                        if str(raw.get("id", "")) == vid:
+                            found = parse_vulnerability(raw, now)
+                return found or KevEntry(checked_at=now, kev=None)
+            except (ClientError, BotoCoreError) as exc:
+                err = map_aws_error(exc, f"inspector2:SearchVulnerabilities {vid}")
+                if isinstance(err, AuthError):
+                    refused.set()
+                return err
+
+        out = KevLookup()
+        for vid, answer in zip(
+            vulnerability_ids, parallel_map(one, vulnerability_ids, self._workers), strict=True
+        ):
+            if isinstance(answer, KevEntry):
+                out.entries[vid] = answer
+                out.calls += 1
+            elif isinstance(answer, ScanError):
+                out.calls += 1
+                out.causes.append(str(answer.cause or ""))
+                if len(out.errors) < MAX_KEV_ERRORS:
+                    out.errors.append(str(answer))
+        return out

@@ -422,8 +422,10 @@ class JiraTicketSink:
     def _edit(self, action: PlannedAction, *, with_comment: bool = True) -> None:
         fields = self._fields_json(action.fields, action, create=False)
         update: dict[str, Any] = {}
-        if action.fields.labels:
-            update["labels"] = [{"add": lb} for lb in action.fields.labels]
+        if action.fields.labels or action.fields.remove_labels:
+            update["labels"] = [{"add": lb} for lb in action.fields.labels] + [
+                {"remove": lb} for lb in action.fields.remove_labels
+            ]
         comment = action.comment if with_comment else None
         if comment:
             update["comment"] = [{"add": {"body": comment}}]

@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 
 from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageStatus
-from ecs_scan_operator.core.result import Outcome, RunResult
+from ecs_scan_operator.core.result import PRIORITIES, Outcome, RunResult
 
 POLICY = ("namespace", "policy")
 DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
@@ -77,6 +77,12 @@ class Metrics:
             "ecsscan_images_coverage_at_risk",
             "Running images of the last run past Amazon Inspector's re-scan window (stale findings).",
             POLICY,
+            registry=r,
+        )
+        self.findings_overdue = Gauge(
+            "ecsscan_findings_overdue",
+            "Actionable findings past their due date in the last run, by priority (P1..P4).",
+            [*POLICY, "priority"],
             registry=r,
         )
         self.run_errors = Counter(
@@ -167,12 +173,11 @@ class Metrics:
             self.findings.labels(namespace, policy, severity.value).set(
                 result.findings_by_severity.get(severity.value, 0)
             )
-        if result.running_view:
-            self.redeploy_needed.labels(namespace, policy).set(result.redeploy_needed)
-            self.coverage_at_risk.labels(namespace, policy).set(result.coverage_at_risk)
-        elif result.outcome is not Outcome.FAILED:  # the policy dropped its running view
-            _remove(self.redeploy_needed, namespace, policy)
-            _remove(self.coverage_at_risk, namespace, policy)
+        self._running_view(namespace, policy, result)
+        for priority in PRIORITIES:  # a fixed label set: 4 series per policy
+            self.findings_overdue.labels(namespace, policy, priority).set(
+                result.overdue_by_priority.get(priority, 0)
+            )
         for stage in {stage_label(s) for s in result.stage_failures}:
             self.run_errors.labels(namespace, policy, stage).inc()
             self._seen(namespace, policy, "run_errors", stage)
@@ -197,6 +202,14 @@ class Metrics:
             self.last_outcome.labels(namespace, policy, outcome.value).set(
                 1 if outcome is result.outcome else 0
             )
+
+    def _running_view(self, namespace: str, policy: str, result: RunResult) -> None:
+        if result.running_view:
+            self.redeploy_needed.labels(namespace, policy).set(result.redeploy_needed)
+            self.coverage_at_risk.labels(namespace, policy).set(result.coverage_at_risk)
+        elif result.outcome is not Outcome.FAILED:  # the policy dropped its running view
+            _remove(self.redeploy_needed, namespace, policy)
+            _remove(self.coverage_at_risk, namespace, policy)
 
     def policy_scheduled(
         self, namespace: str, policy: str, interval: float | None, last_success: datetime | None
@@ -245,6 +258,8 @@ class Metrics:
             _remove(self.findings, namespace, policy, severity.value)
         for outcome in Outcome:
             _remove(self.last_outcome, namespace, policy, outcome.value)
+        for priority in PRIORITIES:
+            _remove(self.findings_overdue, namespace, policy, priority)
         by_name: dict[str, Gauge | Counter | Histogram] = {
             "runs": self.runs,
             "run_errors": self.run_errors,

@@ -178,7 +178,7 @@ class FixAvailable(StrEnum):
     UNKNOWN = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # tens of thousands per run: no __dict__ each
 class Signals:
     """What says how urgent a finding is, beyond its severity.
 
@@ -200,7 +200,7 @@ class Signals:
     kev_action: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # tens of thousands per run: no __dict__ each
 class Assessment:
     """The policy's verdict on one finding: priority P1..P4 and its SLA (see docs/prioritisation.md)."""
 
@@ -215,7 +215,7 @@ _NO_SIGNALS = Signals()
 _NO_ASSESSMENT = Assessment()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # tens of thousands per run: no __dict__ each
 class Finding:
     """One vulnerability in one image, reduced to what reports and tickets need."""
 
@@ -247,6 +247,27 @@ class Finding:
             "description": self.description,
             "url": self.url,
             "firstObserved": self.first_observed.isoformat() if self.first_observed else None,
+            **self._signals_dict(),
+        }
+
+    def _signals_dict(self) -> dict[str, Any]:
+        """The signals and SLA (issue #13); null where unknown (BASIC scanning), never false."""
+        s, a = self.signals, self.assessment
+        return {
+            "priority": a.priority or None,
+            "epss": s.epss,
+            "exploitAvailable": s.exploit_available,
+            "lastKnownExploitAt": s.last_known_exploit_at.isoformat() if s.last_known_exploit_at else None,
+            "fixAvailable": s.fix_available.value or None,
+            "inspectorScore": s.inspector_score,
+            "remediation": s.remediation or None,
+            "kev": s.kev,
+            "kevDateAdded": s.kev_date_added.isoformat() if s.kev_date_added else None,
+            "kevDateDue": s.kev_date_due.isoformat() if s.kev_date_due else None,
+            "kevAction": s.kev_action or None,
+            "firstSeen": a.first_seen.isoformat() if a.first_seen else None,
+            "due": a.due.isoformat() if a.due else None,
+            "overdue": a.overdue,
         }
 
 

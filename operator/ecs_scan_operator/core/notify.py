@@ -14,7 +14,8 @@ Rules:
   ``redeployNeeded`` an image whose affected digest still runs while its tag already points at a
   digest without the findings (the running view, issue #12), with a finding at or above
   minSeverity: once per image and digest, remembered as long as the image is in the fleet.
-  ``overdue`` has no source yet.
+  ``overdue`` a finding past its due date (core/priority.py: spec.dueDays, CISA's dateDue), told
+  once: the memory marks it (``d``, open and told overdue) until it is fixed or no longer overdue.
 * The first run that sees a destination (or the policy's first run) takes the findings of that
   moment as known: no flood of "new" for what already existed.
 * One message per destination per run, only when an event it listens to happened. The memory is
@@ -40,7 +41,7 @@ from ecs_scan_operator.core.policy import NotifyDestination, NotifyEvent, Notify
 from ecs_scan_operator.core.result import Outcome, RunResult
 from ecs_scan_operator.core.tickets import route_for
 
-OPEN, FIXED, TOLD = "o", "f", "r"  # TOLD: the destination heard "redeploy needed" for the digest
+OPEN, FIXED, TOLD, OVERDUE_TOLD = "o", "f", "r", "d"  # TOLD: heard "redeploy needed" for the digest
 SEP = "\x1f"  # between image and finding id in a memory key (neither can contain it)
 REDEPLOY_MARK = "\x1eredeploy "  # stands for the finding id in a redeploy memory key, + the digest
 MAX_MEMORY = 20_000  # entries per destination; fixed ones are dropped first beyond it
@@ -190,6 +191,40 @@ def _bounded(memory: Memory) -> Memory:
     return {k: memory[k] for k in keep}
 
 
+def _compare(
+    memory: Memory, present: Mapping[str, Any], by_display: Mapping[str, ImageResult], scanned: set[str]
+) -> list[FindingLine]:
+    """The events since the memory (updated in place): new, reopened, overdue, fixed."""
+    lines: list[FindingLine] = []
+    for key, f in present.items():
+        state = memory.get(key)
+        img = by_display[_image_of(key)]
+        if state is None:
+            lines.append(_line(NotifyEvent.NEW, img, present, key))
+        elif state == FIXED:
+            lines.append(_line(NotifyEvent.REOPENED, img, present, key))
+        overdue = f.assessment.overdue
+        if overdue and state != OVERDUE_TOLD:
+            lines.append(_line(NotifyEvent.OVERDUE, img, present, key))
+        memory[key] = OVERDUE_TOLD if overdue else OPEN
+    for key, state in list(memory.items()):
+        if state in (OPEN, OVERDUE_TOLD) and key not in present and _image_of(key) in scanned:
+            image, _, finding = key.partition(SEP)
+            vuln, _, package = finding.partition(" ")
+            lines.append(
+                FindingLine(
+                    event=NotifyEvent.FIXED,
+                    severity=Severity.UNTRIAGED,  # its severity is not kept once gone
+                    vulnerability_id=vuln,
+                    package=package,
+                    image=image,
+                    families=tuple(sorted({u.family for u in by_display[image].uses}))[:MAX_FAMILIES],
+                )
+            )
+            memory[key] = FIXED
+    return lines
+
+
 def plan_notifications(
     spec: PolicySpec,
     images: Sequence[ImageResult],
@@ -215,34 +250,12 @@ def plan_notifications(
         old = memories.get(dest.name)
         lines: list[FindingLine] = []
         if old is None or first_run:
-            memory = dict.fromkeys(present, OPEN)
+            memory = {k: OVERDUE_TOLD if f.assessment.overdue else OPEN for k, f in present.items()}
         else:
             scanned = {d for d, img in by_display.items() if img.status is ImageStatus.SCANNED}
             # Images gone from the fleet (or from the filter) are forgotten, not "fixed".
             memory = {k: v for k, v in old.items() if _image_of(k) in by_display}
-            for key in present:
-                state = memory.get(key)
-                if state is None:
-                    lines.append(_line(NotifyEvent.NEW, by_display[_image_of(key)], present, key))
-                elif state == FIXED:
-                    lines.append(_line(NotifyEvent.REOPENED, by_display[_image_of(key)], present, key))
-                memory[key] = OPEN
-            for key, state in list(memory.items()):
-                if state == OPEN and key not in present and _image_of(key) in scanned:
-                    image, _, finding = key.partition(SEP)
-                    vuln, _, package = finding.partition(" ")
-                    img = by_display[image]
-                    lines.append(
-                        FindingLine(
-                            event=NotifyEvent.FIXED,
-                            severity=Severity.UNTRIAGED,  # its severity is not kept once gone
-                            vulnerability_id=vuln,
-                            package=package,
-                            image=image,
-                            families=tuple(sorted({u.family for u in img.uses}))[:MAX_FAMILIES],
-                        )
-                    )
-                    memory[key] = FIXED
+            lines = _compare(memory, present, by_display, scanned)
         wanted = set(dest.events)
         # Remembered even when not listened to: turning the event on later does not flood.
         announce = not (old is None or first_run) and NotifyEvent.REDEPLOY_NEEDED in wanted
@@ -306,6 +319,7 @@ class Message:
         words = {
             NotifyEvent.NEW.value: "new",
             NotifyEvent.REOPENED.value: "reopened",
+            NotifyEvent.OVERDUE.value: "overdue",
             NotifyEvent.FIXED.value: "fixed",
             NotifyEvent.REDEPLOY_NEEDED.value: "redeploy needed",
         }
@@ -356,6 +370,11 @@ def _slack_link(url: str, label: str) -> str:
     return f"<{safe}|{slack_escape(label)}>"
 
 
+def _label(ln: FindingLine) -> str:
+    """What happened to a named finding: new, reopened or overdue."""
+    return {NotifyEvent.REOPENED: "reopened", NotifyEvent.OVERDUE: "overdue"}.get(ln.event, "new")
+
+
 def _finding_text(ln: FindingLine) -> str:
     pkg = f" in {ln.package}" if ln.package else ""
     fams = f" (families: {', '.join(ln.families)})" if ln.families else ""
@@ -379,12 +398,13 @@ def render_slack(m: Message) -> dict[str, Any]:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(m.failure_text())}})
     named = m.named
     for ln in named:
-        label = "reopened" if ln.event is NotifyEvent.REOPENED else "new"
-        text = f"*{ln.severity.value}* ({label}) {slack_escape(_finding_text(ln))}"
+        text = f"*{ln.severity.value}* ({_label(ln)}) {slack_escape(_finding_text(ln))}"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text[:SLACK_MAX_TEXT]}})
     opened = sum(1 for ln in m.lines if ln.event is not NotifyEvent.FIXED)
     if opened > len(named):
-        blocks.append(_slack_context(f"{_more(opened, len(named)).strip()} new or reopened findings"))
+        blocks.append(
+            _slack_context(f"{_more(opened, len(named)).strip()} new, reopened or overdue findings")
+        )
     fixed = m.fixed
     if fixed:
         total = sum(1 for ln in m.lines if ln.event is NotifyEvent.FIXED)
@@ -456,7 +476,7 @@ def _teams_card(m: Message, named: list[FindingLine], fixed: list[FindingLine]) 
     if named:
         facts = [
             {
-                "title": f"{ln.severity.value} {'reopened' if ln.event is NotifyEvent.REOPENED else 'new'}",
+                "title": f"{ln.severity.value} {_label(ln)}",
                 "value": teams_escape(_finding_text(ln)),
             }
             for ln in named
@@ -464,7 +484,9 @@ def _teams_card(m: Message, named: list[FindingLine], fixed: list[FindingLine]) 
         body.append({"type": "FactSet", "facts": facts})
     if opened > len(named):
         body.append(
-            _text_block(teams_escape(f"{_more(opened, len(named)).strip()} new or reopened findings"))
+            _text_block(
+                teams_escape(f"{_more(opened, len(named)).strip()} new, reopened or overdue findings")
+            )
         )
     if fixed:
         total = sum(1 for ln in m.lines if ln.event is NotifyEvent.FIXED)

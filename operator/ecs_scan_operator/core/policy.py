@@ -603,6 +603,96 @@ class ReportSpec(_Model):
     s3: S3ReportSpec
 
 
+class Priority(StrEnum):
+    """How urgent a finding is, P1 (first) to P4 (docs/prioritisation.md defines the table)."""
+
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+    P4 = "P4"
+
+
+class TicketLevel(StrEnum):
+    """A key of spec.jira.priorityMap / dueDays: a ticket's priority (P1..P4) or its worst severity."""
+
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+    P4 = "P4"
+    CRITICAL = "CRITICAL"
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
+    INFORMATIONAL = "INFORMATIONAL"
+    UNTRIAGED = "UNTRIAGED"
+
+
+class NoFix(StrEnum):
+    """What becomes of an actionable finding Inspector says has no fix (fixAvailable NO)."""
+
+    TICKET = "ticket"
+    REPORT_ONLY = "reportOnly"
+
+
+class ActOnRule(_Model):
+    """One rule of spec.actOn: a finding matches when every condition given holds (AND). Set at
+    least one condition. A signal Amazon Inspector did not give (BASIC scanning) is unknown, and an
+    unknown signal never matches."""
+
+    severity_at_least: Literal["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"] | None = None
+    """The finding's severity is this or higher (findings without a severity match only with
+    spec.includeUntriaged true)."""
+    kev: bool | None = None
+    """true: the CVE is on CISA's Known Exploited Vulnerabilities list (Amazon Inspector
+    SearchVulnerabilities, cisaData). Only true is allowed."""
+    epss_at_least: float | None = Field(default=None, ge=0, le=1)
+    """The finding's EPSS score (the probability of exploitation in the next 30 days, 0 to 1) is
+    this or higher, e.g. 0.1."""
+    exploit_available: bool | None = None
+    """true: Amazon Inspector knows a public exploit (exploitAvailable YES). Only true is allowed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.severityAtLeast) || has(self.kev) || has(self.epssAtLeast)"
+                    " || has(self.exploitAvailable)",
+                    "spec.actOn[]: set at least one of severityAtLeast, kev, epssAtLeast or exploitAvailable",
+                ),
+                cel("!has(self.kev) || self.kev", "spec.actOn[].kev: only true is a rule", ".kev"),
+                cel(
+                    "!has(self.exploitAvailable) || self.exploitAvailable",
+                    "spec.actOn[].exploitAvailable: only true is a rule",
+                    ".exploitAvailable",
+                ),
+            ]
+        }
+    )
+
+    @field_validator("kev", "exploit_available")
+    @classmethod
+    def _only_true(cls, v: bool | None) -> bool | None:
+        if v is False:
+            raise ValueError("only true is a rule (leave the condition out instead)")
+        return v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ActOnRule:
+        if (
+            self.severity_at_least is None
+            and self.kev is None
+            and self.epss_at_least is None
+            and self.exploit_available is None
+        ):
+            raise ValueError("set at least one of severityAtLeast, kev, epssAtLeast or exploitAvailable")
+        return self
+
+    @property
+    def severity(self) -> Severity | None:
+        """severityAtLeast as a Severity."""
+        return Severity(self.severity_at_least) if self.severity_at_least else None
+
+
 class GroupBy(StrEnum):
     """What one Jira ticket covers."""
 
@@ -726,17 +816,21 @@ class JiraSpec(_Model):
     )
     """The issue type of new tickets, 1 to 60 characters. Default Bug."""
     priority_map: dict[
-        Severity, Annotated[str, Field(description="The Jira priority for {key} findings.")]
+        TicketLevel, Annotated[str, Field(description="The Jira priority for {key} findings.")]
     ] = Field(default_factory=dict)
-    """The Jira priority name of a ticket, by the highest severity in it, e.g. CRITICAL: Highest. A
-    severity not listed leaves the priority to Jira's default."""
+    """The Jira priority name of a ticket, by its priority (P1 to P4: its most urgent finding, see
+    docs/prioritisation.md), e.g. P1: Highest, or by the highest severity in it, e.g. CRITICAL:
+    Highest. A P key, when given for the ticket's priority, wins over its severity's key; a ticket
+    whose keys are not listed keeps Jira's default priority."""
     labels: list[JiraLabel] = Field(default_factory=list, max_length=20)
     """Labels added to every ticket (1 to 255 characters each, no spaces). At most 20."""
     due_days: dict[
-        Severity, Annotated[int, Field(ge=1, le=3650, description="Days to the due date (1 to 3650).")]
+        TicketLevel, Annotated[int, Field(ge=1, le=3650, description="Days to the due date (1 to 3650).")]
     ] = Field(default_factory=dict)
-    """Days from a ticket's creation to its due date, by the highest severity in it (1 to 3650). A
-    severity not listed sets no due date."""
+    """Days from a ticket's creation to its due date, by its priority (P1 to P4) or the highest
+    severity in it (1 to 3650); a P key, when given for the ticket's priority, wins. A ticket whose
+    keys are not listed gets no due date from here. The due date is never later than the earliest
+    due date of its findings (spec.dueDays) nor than CISA's dateDue of a known-exploited one."""
     group_by: GroupBy = GroupBy.REPOSITORY
     """What one ticket covers: repository (one ticket per ECR repository) or image (one per image tag
     or digest). Default repository."""
@@ -845,8 +939,9 @@ class NotifyDestination(_Model):
     """The events sent: new (a finding not seen before), reopened (a finding reported fixed came
     back), fixed (a finding gone from a scanned image), runFailed (the run ended PartialFailure),
     redeployNeeded (a running view shows tasks still running an affected digest while its tag
-    already points at a digest without the findings; once per image and digest), overdue
-    (accepted; sent once the work that detects it lands). Default [new, reopened, runFailed]."""
+    already points at a digest without the findings; once per image and digest), overdue (a
+    finding past its due date, spec.dueDays or CISA's KEV dateDue; told once). Default
+    [new, reopened, runFailed]."""
     filter: NotifyFilter = Field(default_factory=NotifyFilter, json_schema_extra={"default": {}})
     """Which images this destination hears about. Default all the policy's images."""
     min_severity: Literal["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = "HIGH"
@@ -924,10 +1019,28 @@ class PolicySpec(_Model):
     """Which task-definition families are scanned. Default every family, latest revision."""
     severity_threshold: Literal["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = "MEDIUM"
     """The lowest severity that counts as a finding to act on (reported, ticketed, shown in the
-    Findings column). Default MEDIUM."""
+    Findings column), when spec.actOn is not set. Default MEDIUM."""
     include_untriaged: bool = True
     """Whether findings without a severity (UNTRIAGED / UNDEFINED) count as findings to act on,
     whatever the threshold. Default true."""
+    act_on: list[ActOnRule] | None = Field(default=None, min_length=1, max_length=20)
+    """Which findings to act on (ticket, notify, count as affected): a finding is actionable when
+    any rule matches, e.g. [{severityAtLeast: CRITICAL}, {kev: true}, {epssAtLeast: 0.1},
+    {severityAtLeast: HIGH, exploitAvailable: true}]. Replaces severityThreshold when set; unset
+    (the default) means severityThreshold decides. 1 to 20 rules."""
+    no_fix: NoFix = NoFix.TICKET
+    """What becomes of actionable findings Amazon Inspector says have no fix (fixAvailable NO):
+    ticket (acted on like the others) or reportOnly (kept in the report as suppressed with the
+    reason "no fix available", no ticket, no notification). A finding whose fix is unknown (BASIC
+    scanning) is always acted on. Default ticket."""
+    due_days: dict[
+        Priority, Annotated[int, Field(ge=1, le=3650, description="Days to the due date (1 to 3650).")]
+    ] = Field(default_factory=dict)
+    """The SLA: days from when a finding was first seen (Amazon Inspector's firstObservedAt, or the
+    first run that saw it) to its due date, by its priority, e.g. P1: 7, P2: 30. A finding past its
+    due date is overdue (report, status, metric, the overdue notification). A CVE on CISA's Known
+    Exploited Vulnerabilities list is due no later than CISA's dateDue. A priority not listed has
+    no due date of its own. 1 to 3650 days."""
     suppressions: list[Suppression] = Field(default_factory=list, max_length=500)
     """Accepted risks: vulnerabilities that are not acted on until a date, for some or all images.
     Expired suppressions are reported and no longer applied. At most 500."""

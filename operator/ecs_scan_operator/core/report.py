@@ -26,6 +26,7 @@ from ecs_scan_operator.core.keys import image_key
 from ecs_scan_operator.core.links import safe_url
 from ecs_scan_operator.core.model import SEVERITY_ORDER, Finding, ImageResult, RuntimeContext
 from ecs_scan_operator.core.policy import PolicyRef, Suppression
+from ecs_scan_operator.core.priority import counts_by_priority
 from ecs_scan_operator.core.report_view import (
     count_text,
     day,
@@ -43,7 +44,7 @@ from ecs_scan_operator.core.report_view import (
     redeploy_text,
     runtime_view,
 )
-from ecs_scan_operator.core.result import RunResult
+from ecs_scan_operator.core.result import PRIORITIES, RunResult
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,9 @@ def _image_summary(
         "scanType": img.scan_type,
         "scannedAt": img.scanned_at.isoformat() if img.scanned_at else None,
         "counts": img.counts(),
+        "countsByPriority": counts_by_priority(img.findings),
+        "kev": sum(1 for f in img.findings if f.signals.kev is True),
+        "overdue": sum(1 for f in img.findings if f.assessment.overdue),
         "suppressed": len(img.suppressed),
         "newSinceLastRun": len(new_ids),
         "families": img.families,
@@ -207,11 +211,19 @@ def render_csv(images: Sequence[ImageResult], account_names: Mapping[str, str] |
             "families",
             *RUNTIME_COLUMNS,
             *REMEDIATION_CSV_HEADER,
+            # issue #13, after the older columns so readers by position keep working
+            *[p.lower() for p in PRIORITIES],
+            "kev",
+            "exploit_available",
+            "overdue",
+            "next_due",
             *(["accounts"] if multi else []),
         ]
     )
     for img in images:
         counts = img.counts()
+        by_priority = counts_by_priority(img.findings)
+        dues = [f.assessment.due for f in img.findings if f.assessment.due is not None]
         w.writerow(
             [
                 csv_cell(img.ref.raw),
@@ -223,6 +235,11 @@ def render_csv(images: Sequence[ImageResult], account_names: Mapping[str, str] |
                 csv_cell(" ".join(img.families)),
                 *_runtime_cells(img),
                 *_remediation_csv(img),
+                *[by_priority[p] for p in PRIORITIES],
+                sum(1 for f in img.findings if f.signals.kev is True),
+                sum(1 for f in img.findings if f.signals.exploit_available is True),
+                sum(1 for f in img.findings if f.assessment.overdue),
+                min(dues).isoformat() if dues else "",
                 *([csv_cell(", ".join(account_label(a, names) for a in img.accounts))] if multi else []),
             ]
         )
@@ -390,9 +407,7 @@ def render_html(
     """
     pages = pages or {}
     ordered = sorted(images, key=index_order)
-    rows = [
-        _index_row(img, links.get(img.ref.raw), pages.get(img.ref.raw), account_names) for img in ordered
-    ]
+    rows = [_index_row(img, links.get(img.ref.raw), pages.get(img.ref.raw), account_names) for img in ordered]
     script, script_hash = _script()
     return _template().render(
         policy=result.policy,

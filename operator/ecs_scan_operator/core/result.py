@@ -15,6 +15,7 @@ from typing import Any
 from ecs_scan_operator.core.model import SEVERITY_ORDER, ImageResult, ImageStatus
 
 MAX_ERRORS = 10
+PRIORITIES = ("P1", "P2", "P3", "P4")  # core/priority.py's order; a label set the metrics can bound
 MAX_MESSAGE = 300
 MAX_CAUSES = 10  # distinct error causes kept with their counts
 SHOWN_CAUSES = 3  # named in one-line summaries, then "and N more"
@@ -61,6 +62,10 @@ class RunResult:
     images_by_status: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in ImageStatus})
     findings_by_severity: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in SEVERITY_ORDER})
     affected_images: int = 0
+    # Actionable findings by priority, and those past their due date (issue #13); P1..P4 only.
+    findings_by_priority: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, 0))
+    overdue_by_priority: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, 0))
+    kev_findings: int = 0
     suppressed_findings: int = 0
     expired_suppressions: int = 0
     report_uri: str = ""
@@ -119,10 +124,17 @@ class RunResult:
         self.images_total = len(images)
         self.images_by_status = {s.value: statuses.get(s.value, 0) for s in ImageStatus}
         sev: Counter[str] = Counter()
+        prio: Counter[str] = Counter()
+        overdue: Counter[str] = Counter()
         for img in images:
             sev.update(f.severity.value for f in img.findings)
+            prio.update(f.assessment.priority for f in img.findings)
+            overdue.update(f.assessment.priority for f in img.findings if f.assessment.overdue)
+            self.kev_findings += sum(1 for f in img.findings if f.signals.kev is True)
             self.suppressed_findings += len(img.suppressed)
         self.findings_by_severity = {s.value: sev.get(s.value, 0) for s in SEVERITY_ORDER}
+        self.findings_by_priority = {p: prio.get(p, 0) for p in PRIORITIES}
+        self.overdue_by_priority = {p: overdue.get(p, 0) for p in PRIORITIES}
         self.affected_images = sum(1 for i in images if i.affected)
         self.redeploy_needed = sum(1 for i in images if i.redeploy_needed)
         self.redeploy_images = sorted(i.ref.display for i in images if i.redeploy_needed)[:MAX_ERRORS]
@@ -156,6 +168,11 @@ class RunResult:
         return out
 
     @property
+    def overdue_findings(self) -> int:
+        """Actionable findings past their due date."""
+        return sum(self.overdue_by_priority.values())
+
+    @property
     def findings_total(self) -> int:
         """Actionable findings of the run."""
         return sum(self.findings_by_severity.values())
@@ -176,6 +193,10 @@ class RunResult:
             "affectedImages": self.affected_images,
             "findings": self.findings_total,
             "findingsBySeverity": dict(self.findings_by_severity),
+            "findingsByPriority": dict(self.findings_by_priority),
+            "overdueFindings": self.overdue_findings,
+            "overdueByPriority": dict(self.overdue_by_priority),
+            "kevFindings": self.kev_findings,
             "suppressedFindings": self.suppressed_findings,
             "expiredSuppressions": self.expired_suppressions,
             "reportUri": self.report_uri,

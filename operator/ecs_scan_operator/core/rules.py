@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from fnmatch import fnmatchcase
@@ -54,14 +54,19 @@ def apply_rules(
     *,
     include_untriaged: bool,
     today: date,
+    act: Callable[[Finding], bool] | None = None,
 ) -> RuleOutcome:
-    """Threshold first, then suppressions (a suppression expires at the end of its `expires` day)."""
+    """Threshold (or `act`, spec.actOn's test) first, then suppressions (a suppression expires at
+    the end of its `expires` day)."""
     actionable: list[Finding] = []
     suppressed: list[tuple[Finding, str]] = []
     expired_used: set[str] = set()
     relevant = [s for s in suppressions if image_matches(ref, s.images)]
     for f in findings:
-        if not meets_threshold(f.severity, threshold, include_untriaged=include_untriaged):
+        if act is not None:
+            if not act(f):
+                continue
+        elif not meets_threshold(f.severity, threshold, include_untriaged=include_untriaged):
             continue
         matching = [s for s in relevant if s.vulnerability_id == f.vulnerability_id]
         active = [s for s in matching if s.expires >= today]

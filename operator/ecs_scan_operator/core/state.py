@@ -16,6 +16,9 @@ stored bytes without serialising anything again (a large fleet's state is megaby
 - no key: the revision cache is neither read nor written (every run describes its revisions), the
   listing sizes and last findings, which decide no scan, are used; `trust` says the state is
   unauthenticated.
+Signals (issue #13): `kev` caches SearchVulnerabilities answers per CVE with the time asked (core/kev.py
+bounds it), and `firstSeen` remembers when each finding (image, vulnerability, package) was first
+seen, for its SLA; both are pruned to what the run still found and absent while empty.
 A MAC does not stop a writer of the bucket from putting back an older state of the same policy;
 revisions are immutable, so an old cache entry is still true, and old findings only change which
 findings are marked new.
@@ -29,11 +32,12 @@ import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from ecs_scan_operator.core.kev import KevEntry
 from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages
 
 STATE_VERSION = 1
@@ -98,6 +102,39 @@ class RunState:
     notified: dict[str, dict[str, str]] = field(default_factory=dict)
     # `registry/repository@digest` -> (first, last) seen running (core/runtime.track_running)
     running: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    # CVE -> what SearchVulnerabilities said and when (core/kev.py): read again only past the TTL
+    kev: dict[str, KevEntry] = field(default_factory=dict)
+    # finding_key(image, vulnerability, package) -> when a run first saw it (the SLA's start)
+    first_seen: dict[str, datetime] = field(default_factory=dict)
+
+
+SEP = "\x1f"
+MAX_FIRST_SEEN = 200_000
+
+
+def finding_key(image: str, vulnerability_id: str, package: str) -> str:
+    """The state's key of one finding of one image (the unit an SLA is counted for)."""
+    return f"{image}{SEP}{vulnerability_id}{SEP}{package}"
+
+
+def image_of_key(key: str) -> str:
+    """The image display part of a finding_key."""
+    return key.split(SEP, 1)[0]
+
+
+def _kev_to_json(e: KevEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"at": e.checked_at.isoformat(), "kev": e.kev}
+    if e.date_added:
+        out["added"] = e.date_added.isoformat()
+    if e.date_due:
+        out["due"] = e.date_due.isoformat()
+    if e.action:
+        out["action"] = e.action
+    if e.exploit_observed_at:
+        out["observed"] = e.exploit_observed_at.isoformat()
+    if e.epss is not None:
+        out["epss"] = e.epss
+    return out
 
 
 def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
@@ -153,6 +190,11 @@ def dump_state(
         }
     if state.notified:  # absent when unused: older readers and states stay byte-identical
         data["notified"] = {d: dict(sorted(m.items())) for d, m in sorted(state.notified.items())}
+    if state.kev:
+        data["kev"] = {cve: _kev_to_json(e) for cve, e in sorted(state.kev.items())}
+    if state.first_seen:
+        newest = sorted(state.first_seen.items(), key=lambda kv: (kv[1], kv[0]))[-MAX_FIRST_SEEN:]
+        data["firstSeen"] = {k: t.isoformat() for k, t in sorted(newest)}
     payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     if key is None:
         return payload
@@ -210,6 +252,20 @@ class _TagsDoc(BaseModel):
     tags: tuple[tuple[str, str], ...] = ()
 
 
+class _KevDoc(BaseModel):
+    """One cached SearchVulnerabilities answer as stored (see `_kev_to_json`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    kev: bool | None = None
+    added: date | None = None
+    due: date | None = None
+    action: str = ""
+    observed: datetime | None = None
+    epss: float | None = None
+
+
 class _StateDoc(BaseModel):
     """The stored state object, version STATE_VERSION."""
 
@@ -223,6 +279,8 @@ class _StateDoc(BaseModel):
     notified: dict[str, dict[str, str]] = {}  # notification destination -> what it was last told
     running: dict[str, tuple[datetime, datetime]] = {}
     td_tags: dict[str, _TagsDoc] = Field({}, alias="tdTags")
+    kev: dict[str, _KevDoc] = {}
+    first_seen: dict[str, datetime] = Field({}, alias="firstSeen")
 
 
 def _one(shared: dict[Any, Any], value: Any) -> Any:
@@ -257,10 +315,27 @@ def _parse(raw: bytes) -> RunState:
         # Shared: thousands of revisions carry the same few tag sets, read at the same few times.
         tags={sys.intern(arn): (_one(shared, v.at), _one(shared, v.tags)) for arn, v in doc.td_tags.items()},
     )
+    kev = {
+        cve: KevEntry(
+            checked_at=k.at,
+            kev=k.kev,
+            date_added=k.added,
+            date_due=k.due,
+            action=k.action,
+            exploit_observed_at=k.observed,
+            epss=k.epss,
+        )
+        for cve, k in doc.kev.items()
+        # a time without a zone cannot be compared with the run's clock: asked again
+        if k.at.tzinfo is not None
+    }
+    first_seen = {k: _one(shared, t) for k, t in doc.first_seen.items() if t.tzinfo is not None}
     return RunState(
         cache=cache,
         findings=doc.findings,
         last_run_id=doc.last_run_id,
         notified=doc.notified,
         running={k: (_one(shared, f), _one(shared, la)) for k, (f, la) in doc.running.items()},
+        kev=kev,
+        first_seen=first_seen,
     )

@@ -97,6 +97,9 @@ class LastRunStatus(TypedDict):
     affectedImages: int
     findings: int
     findingsBySeverity: dict[str, int]
+    findingsByPriority: NotRequired[dict[str, int]]
+    overdueFindings: NotRequired[int]
+    kevFindings: NotRequired[int]
     suppressedFindings: int
     expiredSuppressions: int
     errors: list[str]
@@ -356,6 +359,9 @@ def last_run_from_result(result: RunResult, trigger: Trigger) -> LastRunStatus:
         "affectedImages": result.affected_images,
         "findings": result.findings_total,
         "findingsBySeverity": _counters(full["findingsBySeverity"]),
+        "findingsByPriority": _counters(full["findingsByPriority"]),
+        "overdueFindings": result.overdue_findings,
+        "kevFindings": result.kev_findings,
         "suppressedFindings": result.suppressed_findings,
         "expiredSuppressions": result.expired_suppressions,
         "errors": [clip_bytes(e, ERROR_BYTES) for e in result.errors[:MAX_ERRORS]],

@@ -9,10 +9,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from typing import TypeVar
 
-from ecs_scan_operator.core.policy import JiraSpec
+from ecs_scan_operator.core.policy import JiraSpec, TicketLevel
 from ecs_scan_operator.core.tickets.decide import Facts, Record, Redeploy, Verdict
-from ecs_scan_operator.core.tickets.findings import GroupFindings
+from ecs_scan_operator.core.tickets.findings import SIGNAL_LABELS, GroupFindings
 from ecs_scan_operator.core.tickets.grouping import Group
 from ecs_scan_operator.core.tickets.identity import TicketIdentity
 from ecs_scan_operator.core.tickets.model import (
@@ -32,6 +33,8 @@ from ecs_scan_operator.core.tickets.wiki import (
     render_summary,
     row_list,
 )
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,15 +74,36 @@ def choose(tickets: Sequence[ExistingTicket]) -> tuple[ExistingTicket | None, li
     return (done[-1] if done else None), []
 
 
+def _level(mapping: Mapping[TicketLevel, T], gf: GroupFindings) -> T | None:
+    """The value for the ticket's priority (P1..P4) if mapped, else for its worst severity."""
+    for key in (gf.priority, gf.worst):
+        if key is not None and TicketLevel(key.value) in mapping:
+            return mapping[TicketLevel(key.value)]
+    return None
+
+
 def priority_of(jira: JiraSpec, gf: GroupFindings) -> str | None:
-    """The Jira priority of the group's worst finding (priorityMap), if mapped."""
-    return jira.priority_map.get(gf.worst) if gf.worst is not None else None
+    """The Jira priority (priorityMap) of the ticket's priority, else of its worst severity."""
+    return _level(jira.priority_map, gf)
 
 
 def _due(jira: JiraSpec, gf: GroupFindings, now: datetime) -> date | None:
-    if gf.worst is None or gf.worst not in jira.due_days:
-        return None
-    return now.date() + timedelta(days=jira.due_days[gf.worst])
+    """jira.dueDays from now, never later than the earliest due date of its findings (SLA, KEV)."""
+    days = _level(jira.due_days, gf)
+    dates = [d for d in (now.date() + timedelta(days=days) if days else None, gf.earliest_due) if d]
+    return min(dates) if dates else None
+
+
+def signal_label_changes(
+    gf: GroupFindings, ticket: ExistingTicket
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The signal labels to add to `ticket` and those to remove (they no longer apply)."""
+    if not gf.details:  # nothing read this run (images not scanned): the labels stay as they are
+        return (), ()
+    want = gf.signal_labels()
+    add = tuple(lb for lb in want if lb not in ticket.labels)
+    remove = tuple(lb for lb in SIGNAL_LABELS if lb in ticket.labels and lb not in want)
+    return add, remove
 
 
 def new_property(ctx: Ctx, group: Group, gf: GroupFindings, *, priority: str | None) -> TicketProperty:
@@ -102,6 +126,12 @@ def new_property(ctx: Ctx, group: Group, gf: GroupFindings, *, priority: str | N
 def missing_labels(ctx: Ctx, group: Group, ticket: ExistingTicket) -> tuple[str, ...]:
     """The machine labels of `group` a person removed from `ticket`."""
     return tuple(lb for lb in ctx.ident(group).labels if lb not in ticket.labels)
+
+
+def labels_current(ctx: Ctx, group: Group, gf: GroupFindings, ticket: ExistingTicket) -> bool:
+    """Every machine label is on the ticket and its signal labels are the findings' own."""
+    add, remove = signal_label_changes(gf, ticket)
+    return not (missing_labels(ctx, group, ticket) or add or remove)
 
 
 def base_action(
@@ -132,7 +162,7 @@ def create_action(
 ) -> PlannedAction:
     """A new ticket for `group`: every field, all labels, the property."""
     priority = priority_of(ctx.jira, gf)
-    labels = tuple(dict.fromkeys([*group.route.labels, *ctx.ident(group).labels]))
+    labels = tuple(dict.fromkeys([*group.route.labels, *ctx.ident(group).labels, *gf.signal_labels()]))
     return replace(
         base_action(ctx, group, gf, action, reason),
         link_to=link_to,
@@ -154,6 +184,7 @@ def update_fields(ctx: Ctx, group: Group, gf: GroupFindings, ticket: ExistingTic
     prev = ticket.prop
     priority = priority_of(ctx.jira, gf)
     due = _due(ctx.jira, gf, ctx.request.now)
+    add, remove = signal_label_changes(gf, ticket)
     return TicketFields(
         summary=render_summary(group, gf),
         description=render_description(ctx.request, group, gf),
@@ -161,7 +192,8 @@ def update_fields(ctx: Ctx, group: Group, gf: GroupFindings, ticket: ExistingTic
         priority=priority if priority and (prev is None or prev.priority != priority) else None,
         # SLA dates only ever get earlier (a worse finding arrived), never later.
         duedate=due if due and (ticket.duedate is None or due < ticket.duedate) else None,
-        labels=missing_labels(ctx, group, ticket),
+        labels=missing_labels(ctx, group, ticket) + add,
+        remove_labels=remove,
     )
 
 
@@ -248,7 +280,12 @@ def _reopen(case: Case, reason: str) -> PlannedAction:
         transition="reopen",
         comment=render_change_comment(ctx.request, gf, prev, headline=headline),
         # After a reopen the text is rewritten only when it is out of date.
-        fields=TicketFields(priority=fields.priority, duedate=fields.duedate, labels=fields.labels)
+        fields=TicketFields(
+            priority=fields.priority,
+            duedate=fields.duedate,
+            labels=fields.labels,
+            remove_labels=fields.remove_labels,
+        )
         if same
         else fields,
         prop=None if same else new_property(ctx, group, gf, priority=priority),
@@ -303,7 +340,10 @@ def _update_fixed(case: Case, reason: str) -> PlannedAction:
 
 def _restore_labels(case: Case, reason: str) -> PlannedAction:
     missing = missing_labels(case.ctx, case.group, case.ticket)
-    return replace(case.base(Action.UPDATE, reason), fields=TicketFields(labels=missing))
+    add, remove = signal_label_changes(case.gf, case.ticket)
+    return replace(
+        case.base(Action.UPDATE, reason), fields=TicketFields(labels=missing + add, remove_labels=remove)
+    )
 
 
 def _rewrite(case: Case, reason: str) -> PlannedAction:

@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 
-from ecs_scan_operator.core.model import SEVERITY_ORDER, Finding, ImageResult, Severity
+from ecs_scan_operator.core.model import SEVERITY_ORDER, Finding, FixAvailable, ImageResult, Severity
+from ecs_scan_operator.core.policy import Priority
+from ecs_scan_operator.core.priority import most_urgent
 from ecs_scan_operator.core.tickets.grouping import Group
 from ecs_scan_operator.core.tickets.identity import image_slot
 from ecs_scan_operator.core.tickets.property import (
@@ -20,6 +23,10 @@ from ecs_scan_operator.core.tickets.property import (
     content_fingerprint,
     fingerprint,
 )
+
+#: The signal labels the tool keeps on a ticket (added and removed as the findings change).
+LABEL_KEV, LABEL_EXPLOIT, LABEL_FIX, LABEL_NO_FIX = "kev", "exploit-available", "fix-available", "no-fix"
+SIGNAL_LABELS = (LABEL_KEV, LABEL_EXPLOIT, LABEL_FIX, LABEL_NO_FIX)
 
 
 def sev_key(sev: Severity) -> int:
@@ -46,6 +53,33 @@ class GroupFindings:
     none_known: bool
     # Running tasks still use an affected digest while the tag points at one without the findings.
     redeploy: bool = False
+
+    @property
+    def priority(self) -> Priority | None:
+        """The ticket's priority: its most urgent finding read this run (None without any)."""
+        return most_urgent(f.assessment.priority for f in self.details.values())
+
+    @property
+    def earliest_due(self) -> date | None:
+        """The earliest due date of its findings (the SLA, or CISA's dateDue), if any."""
+        dues = [f.assessment.due for f in self.details.values() if f.assessment.due is not None]
+        return min(dues) if dues else None
+
+    def signal_labels(self) -> tuple[str, ...]:
+        """`kev`, `exploit-available`, and `fix-available` (some finding has a fix) or `no-fix`
+        (Inspector says none has); a signal nobody knows (BASIC scanning) gives no label."""
+        found = list(self.details.values())
+        out = []
+        if any(f.signals.kev is True for f in found):
+            out.append(LABEL_KEV)
+        if any(f.signals.exploit_available is True for f in found):
+            out.append(LABEL_EXPLOIT)
+        fixes = [f.signals.fix_available for f in found]
+        if any(x in (FixAvailable.YES, FixAvailable.PARTIAL) for x in fixes):
+            out.append(LABEL_FIX)
+        elif fixes and all(x is FixAvailable.NO for x in fixes):
+            out.append(LABEL_NO_FIX)
+        return tuple(out)
 
     @property
     def worst(self) -> Severity | None:
@@ -102,7 +136,19 @@ def evaluate_group(group: Group, prev: TicketProperty | None) -> GroupFindings:
     )
     index = {r.ident: i for i, r in enumerate(rows)}
     slots = {s: tuple(sorted(index[i] for i in ids)) for s, ids in per_image.items()}
-    fixes = sorted((k, f.installed_version, f.fixed_version) for k, f in details.items())
+    # The signals are part of the text (priority line, columns): a change in them rewrites it.
+    fixes = sorted(
+        (
+            k,
+            f.installed_version,
+            f.fixed_version,
+            f.assessment.priority,
+            str(f.assessment.due or ""),
+            f.assessment.overdue,  # the day a finding turns overdue, the text says so
+            repr((f.signals.kev, f.signals.exploit_available, f.signals.fix_available.value, f.signals.epss)),
+        )
+        for k, f in details.items()
+    )
     return GroupFindings(
         rows=rows,
         details=details,

@@ -143,6 +143,7 @@ class TicketFields:
     priority: str | None = None
     duedate: date | None = None
     labels: tuple[str, ...] = ()  # on create: all labels; on update: labels to add
+    remove_labels: tuple[str, ...] = ()  # on update: signal labels that no longer apply
     components: tuple[str, ...] = ()
     assignee: str | None = None
 
@@ -155,6 +156,7 @@ class TicketFields:
             or self.priority
             or self.duedate
             or self.labels
+            or self.remove_labels
             or self.components
         ) and (self.assignee is None)
 

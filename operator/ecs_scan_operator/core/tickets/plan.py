@@ -32,7 +32,7 @@ from ecs_scan_operator.core.tickets.build import (
     Ctx,
     base_action,
     choose,
-    missing_labels,
+    labels_current,
 )
 from ecs_scan_operator.core.tickets.decide import (
     ORPHAN_RULES,
@@ -132,7 +132,7 @@ def _plan_group(
         record=_record(prev, gf),
         routing=Routing.MOVED_IN if moved_from is not None else Routing.STAYED,
         close_when_fixed=ctx.jira.close_when_fixed,
-        labels_complete=current is None or not missing_labels(ctx, group, current),
+        labels_complete=current is None or labels_current(ctx, group, gf, current),
         redeploy=_redeploy(current, gf),
     )
     rule = decide(facts)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from ecs_scan_operator.core.links import safe_url
 from ecs_scan_operator.core.model import Finding, Severity
+from ecs_scan_operator.core.priority import signal_cells
 from ecs_scan_operator.core.remediation import RemediationPlan, plan
 from ecs_scan_operator.core.tickets.findings import GroupFindings
 from ecs_scan_operator.core.tickets.grouping import Group
@@ -141,7 +142,7 @@ def _description(
 ) -> str:
     lines = [
         *_redeploy_banner(group, caps),
-        *_intro(request, group, note),
+        *_intro(request, group, gf, note),
         *_remediation(remedy, caps),
         *_images(group, gf, caps),
         *_runtime(group, caps),
@@ -154,17 +155,39 @@ def _description(
     return "\n".join(lines)
 
 
-def _intro(request: TicketRequest, group: Group, note: str | None) -> list[str]:
+def _priority_line(gf: GroupFindings) -> str:
+    """`*Priority: P1* (2 known-exploited, 1 with a public exploit, 3 overdue; due 2026-12-01)`."""
+    found = list(gf.details.values())
+    prio = gf.priority
+    parts = []
+    kev = sum(1 for f in found if f.signals.kev is True)
+    exploit = sum(1 for f in found if f.signals.exploit_available is True)
+    overdue = sum(1 for f in found if f.assessment.overdue)
+    if kev:
+        parts.append(f"{kev} known-exploited (CISA KEV)")
+    if exploit:
+        parts.append(f"{exploit} with a public exploit")
+    if overdue:
+        parts.append(f"{overdue} overdue")
+    due = gf.earliest_due
+    tail = f"; due {due.isoformat()}" if due else ""
+    detail = f" ({', '.join(parts)}{tail})" if parts else (f" (due {due.isoformat()})" if due else "")
+    return f"*Priority: {prio.value if prio else 'unknown'}*{detail}. See docs/prioritisation.md."
+
+
+def _intro(request: TicketRequest, group: Group, gf: GroupFindings, note: str | None) -> list[str]:
     threshold = request.spec.severity_threshold
     where = "image" if len(group.images) == 1 else "images"
+    scope = "matching the policy's actOn rules" if request.spec.act_on else f"at or above *{threshold}*"
     lines = [
-        f"Amazon Inspector / ECR found vulnerabilities at or above *{threshold}* in the container "
+        f"Amazon Inspector / ECR found vulnerabilities {scope} in the container "
         f"{where} of repository {{{{{esc(group.title)}}}}} used by Amazon ECS task definitions.",
         f"Policy {{{{{esc(request.policy.key)}}}}}, route {{{{{esc(group.route.name)}}}}}, "
         f"run {{{{{esc(request.run_id)}}}}} at {request.now.strftime('%Y-%m-%d %H:%M UTC')}.",
     ]
     if note:
         lines.append(note)
+    lines.append(_priority_line(gf))
     fams = sorted({u.family for img in group.images for u in img.uses})
     users = (
         ", ".join(esc(f) for f in fams[:10]) + (" and more" if len(fams) > 10 else "")
@@ -177,7 +200,7 @@ def _intro(request: TicketRequest, group: Group, note: str | None) -> list[str]:
         f"# Rebuild {{{{{esc(group.title)}}}}} on a patched base image, or upgrade the packages below "
         "to their fixed versions.",
         f"# Push the image and roll out a new task-definition revision for {users}.",
-        f"# The next scan updates this ticket, and closes it when nothing at or above {threshold} "
+        f"# The next scan updates this ticket, and closes it when nothing {scope.replace('*', '')} "
         "is left in images Inspector still covers"
         + (", and no running task uses an affected digest." if _has_runtime(group) else "."),
         "",
@@ -322,10 +345,11 @@ def _uses(group: Group, caps: _Caps) -> list[str]:
 
 
 def _findings(request: TicketRequest, gf: GroupFindings, caps: _Caps) -> list[str]:
-    lines = [f"h3. Findings at or above {request.spec.severity_threshold} ({len(gf.rows)})"]
+    scope = "to act on" if request.spec.act_on else f"at or above {request.spec.severity_threshold}"
+    lines = [f"h3. Findings {scope} ({len(gf.rows)})"]
     if not gf.rows:
         return [*lines, "None.", ""]
-    lines.append("||ID||Severity||Package||Installed → Fixed||Images||")
+    lines.append("||ID||Severity||Priority||Package||Installed → Fixed||EPSS||Exploit||KEV||Due||Images||")
     for row in gf.rows[: caps.rows]:
         f = gf.details.get(row.ident)
         fixed = (f.fixed_version if f else "") or ("not yet" if f else "?")
@@ -333,8 +357,13 @@ def _findings(request: TicketRequest, gf: GroupFindings, caps: _Caps) -> list[st
         sev = row.severity.value + (" (last known)" if row.ident in gf.carried else "")
         images = cell(", ".join(gf.where.get(row.ident, ())), 300)
         vid = link(row.vulnerability_id, advisory_url(f or row))
+        sig = signal_cells(f) if f else dict.fromkeys(("priority", "epss", "exploitAvailable", "kev"), "?")
+        kev = sig["kev"] + (f" (CISA due {sig['kevDateDue']})" if f and sig.get("kevDateDue") else "")
+        due = cell(sig.get("due", "") or "-") + (" *overdue*" if f and f.assessment.overdue else "")
         lines.append(
-            f"|{vid}|{cell(sev)}|{cell(row.package or '-')}|{cell(installed)} → {cell(fixed)}|{images}|"
+            f"|{vid}|{cell(sev)}|{cell(sig['priority'])}|{cell(row.package or '-')}|"
+            f"{cell(installed)} → {cell(fixed)}|{cell(sig['epss'])}|{cell(sig['exploitAvailable'])}|"
+            f"{cell(kev)}|{due}|{images}|"
         )
     if len(gf.rows) > caps.rows:
         lines.append(
