@@ -319,3 +319,66 @@ def test_overdue_names_the_finding_in_every_format(type_: str) -> None:
     (out,) = run(s, [image("app", "svc", overdue("CVE-2024-77"))], {"chat": {}})
     text = json.dumps(out.payload)
     assert "CVE-2024-77" in text and "overdue" in text
+
+
+# --------------------------------------------------------------------------- minPriority, accounts
+
+
+def prio(vid: str, severity: Severity, priority: str) -> Finding:
+    from ecs_scan_operator.core.model import Assessment
+
+    return Finding(vid, severity, "openssl", assessment=Assessment(priority=priority))
+
+
+@pytest.mark.parametrize(
+    ("min_priority", "expected"),
+    [
+        ("P1", {"CVE-P1-LOW", "CVE-NONE-CRIT"}),
+        ("P2", {"CVE-P1-LOW", "CVE-P2-MED", "CVE-NONE-CRIT"}),
+        ("P4", {"CVE-P1-LOW", "CVE-P2-MED", "CVE-P4-CRIT", "CVE-NONE-CRIT"}),
+        (None, {"CVE-P4-CRIT", "CVE-NONE-CRIT"}),  # minSeverity CRITICAL alone
+    ],
+)
+def test_min_priority_decides_where_a_priority_exists_and_severity_elsewhere(
+    min_priority: str | None, expected: set[str]
+) -> None:
+    # A known-exploited LOW finding can be P1 and is sent under minPriority P1 although minSeverity
+    # is CRITICAL; a CRITICAL one without a priority (no signals) falls back to minSeverity.
+    over: dict[str, Any] = {"min_severity": "CRITICAL"}
+    if min_priority:
+        over["minPriority"] = min_priority
+    s = spec(dest(**over))
+    findings = [
+        prio("CVE-P1-LOW", Severity.LOW, "P1"),
+        prio("CVE-P2-MED", Severity.MEDIUM, "P2"),
+        prio("CVE-P4-CRIT", Severity.CRITICAL, "P4"),
+        prio("CVE-NONE-CRIT", Severity.CRITICAL, ""),
+    ]
+    (out,) = run(s, [image("app", "svc-a", *findings)], {"chat": {}})
+    text = json.dumps(out.payload)
+    assert {f.vulnerability_id for f in findings if f.vulnerability_id in text} == expected
+
+
+def test_min_priority_is_validated_naming_the_field() -> None:
+    with pytest.raises(InvalidPolicy) as err:
+        spec(dest(minPriority="P9"))
+    assert {e.path for e in err.value.errors} == {"spec.notify[0].minPriority"}
+
+
+def test_account_filter_takes_images_used_in_the_listed_accounts_only() -> None:
+    s = spec(dest(filter={"accounts": ["1111*"]}))
+    mine, theirs, none = (
+        image("a", "svc-a", crit("CVE-1")),
+        image("b", "svc-b", crit("CVE-2")),
+        image("c", "svc-c", crit("CVE-3")),
+    )
+    mine.uses[0] = ImageUse(
+        "svc-a", 1, "app", mine.uses[0].task_definition_arn, "us-east-1", account="111122223333"
+    )
+    theirs.uses[0] = ImageUse(
+        "svc-b", 1, "app", theirs.uses[0].task_definition_arn, "us-east-1", account="999922223333"
+    )
+    (out,) = run(s, [mine, theirs, none], {"chat": {}})
+    text = json.dumps(out.payload)
+    assert out.events == {"new": 1} and "CVE-1" in text
+    assert "CVE-2" not in text and "CVE-3" not in text  # another account; no account at all

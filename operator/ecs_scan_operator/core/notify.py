@@ -3,8 +3,9 @@
 Rules:
 
 * A destination hears about the actionable findings (at or above the policy's threshold, not
-  suppressed) of the images its filter takes, at or above its minSeverity. Findings without a
-  severity rank below every level, so they are never sent.
+  suppressed) of the images its filter takes (routes, families, accounts), at or above its
+  minPriority when it sets one and the finding has a priority, else at or above its minSeverity.
+  Findings without a severity rank below every level.
 * Events come from comparing those findings with what the destination was last told (its memory,
   kept in the state object, one entry per image and finding: open or fixed):
   ``new`` a finding it was never told about; ``reopened`` one it was told is fixed;
@@ -97,7 +98,7 @@ def _redeploys(
     """Images newly needing a redeploy for this destination; each is remembered in `memory`."""
     out = []
     for img in chosen:
-        worst = [f.severity for f in img.findings if f.severity.rank >= dest.threshold.rank]
+        worst = [f.severity for f in img.findings if dest.sends(f.severity, f.assessment.priority)]
         if not (img.redeploy_needed and worst):
             continue
         key = _key(img.ref.display, REDEPLOY_MARK + (img.digest or img.ref.digest or ""))
@@ -153,9 +154,14 @@ def _finding_id(vulnerability_id: str, package: str) -> str:
 def _takes(dest: NotifyDestination, spec: PolicySpec) -> Callable[[ImageResult], bool]:
     routes = set(dest.filter.routes)
     families = list(dest.filter.families)
+    accounts = list(dest.filter.accounts)
 
     def takes(img: ImageResult) -> bool:
         if families and not any(fnmatch.fnmatchcase(u.family, g) for u in img.uses for g in families):
+            return False
+        if accounts and not any(
+            u.account and fnmatch.fnmatchcase(u.account, g) for u in img.uses for g in accounts
+        ):
             return False
         if routes:
             route = route_for(img, spec.jira).name if spec.jira is not None else "default"
@@ -244,7 +250,7 @@ def plan_notifications(
         counts = {s.value: 0 for s in SEVERITY_ORDER}
         for img in chosen:
             for f in img.findings:
-                if f.severity.rank >= dest.threshold.rank:
+                if dest.sends(f.severity, f.assessment.priority):
                     present[_key(img.ref.display, _finding_id(f.vulnerability_id, f.package))] = f
                     counts[f.severity.value] += 1
         old = memories.get(dest.name)

@@ -909,6 +909,11 @@ class NotifyFilter(_Model):
     families: list[Glob] = Field(default_factory=list, max_length=100)
     """Task-definition family globs; an image matches when a family using it matches. Default empty
     (any family). At most 100."""
+    accounts: list[Glob] = Field(default_factory=list, max_length=1000)
+    """AWS account ID globs (multi-account policies: spec.aws.accounts or organization, and source:
+    awsConfig); an image matches when a task definition using it is in a listed account. An image
+    whose uses carry no account (a one-account policy) never matches a non-empty list. Default
+    empty (any account). At most 1000."""
 
 
 class NotifyDestination(_Model):
@@ -947,6 +952,10 @@ class NotifyDestination(_Model):
     min_severity: Literal["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = "HIGH"
     """The lowest severity sent (findings below spec.severityThreshold are never sent; findings
     without a severity count as below every level). Default HIGH."""
+    min_priority: Priority | None = None
+    """The lowest priority sent, P1 (most urgent) to P4 (docs/prioritisation.md): a finding with a
+    priority is sent when it is at least this urgent, whatever its severity; a finding without one
+    (BASIC scanning, no signals) falls back to minSeverity. Unset (the default): minSeverity alone."""
     max_findings: int = Field(default=10, ge=1, le=40)
     """How many findings a message lists by name, most severe first (the rest are counted). 1 to
     40, default 10."""
@@ -976,6 +985,12 @@ class NotifyDestination(_Model):
     def threshold(self) -> Severity:
         """min_severity as a Severity."""
         return Severity(self.min_severity)
+
+    def sends(self, severity: Severity, priority: str) -> bool:
+        """Whether a finding of this severity and priority ("" when it has none) is loud enough."""
+        if self.min_priority is not None and priority:
+            return priority <= self.min_priority.value  # "P1" < "P2" < ... : more urgent sorts first
+        return severity.rank >= self.threshold.rank
 
 
 class PolicySpec(_Model):
