@@ -279,6 +279,23 @@ def test_overdue_findings_per_priority_a_fixed_label_set() -> None:
     assert overdue("P1") is None
 
 
+def test_findings_by_priority_a_fixed_label_set() -> None:
+    """ecsscan_findings_by_priority: the last run's actionable findings, P1..P4 always."""
+    m = Metrics(CollectorRegistry())
+    r = RunResult(run_id="r", policy="ns/p", started=Clock().now())
+    r.findings_by_priority = {"P1": 1, "P2": 3, "P3": 0, "P4": 7}
+    r.finish(Clock().now())
+    m.run_finished("ns", "p", r, 1.0)
+    labels = {"namespace": "ns", "policy": "p"}
+    got = [
+        m.registry.get_sample_value("ecsscan_findings_by_priority", labels | {"priority": p})
+        for p in ["P1", "P2", "P3", "P4"]
+    ]
+    assert got == [1, 3, 0, 7]
+    m.forget("ns", "p")
+    assert m.registry.get_sample_value("ecsscan_findings_by_priority", labels | {"priority": "P4"}) is None
+
+
 def test_last_outcome_is_one_result_at_a_time() -> None:
     """ecsscan_last_run_outcome: 1 for the last run's result only (the RunFailed alerts read it)."""
     m = Metrics(CollectorRegistry())

@@ -79,6 +79,12 @@ class Metrics:
             POLICY,
             registry=r,
         )
+        self.findings_by_priority = Gauge(
+            "ecsscan_findings_by_priority",
+            "Actionable findings of the last run by priority (P1..P4; findings without signals have none).",
+            [*POLICY, "priority"],
+            registry=r,
+        )
         self.findings_overdue = Gauge(
             "ecsscan_findings_overdue",
             "Actionable findings past their due date in the last run, by priority (P1..P4).",
@@ -174,7 +180,10 @@ class Metrics:
                 result.findings_by_severity.get(severity.value, 0)
             )
         self._running_view(namespace, policy, result)
-        for priority in PRIORITIES:  # a fixed label set: 4 series per policy
+        for priority in PRIORITIES:  # a fixed label set: 4 series per policy each
+            self.findings_by_priority.labels(namespace, policy, priority).set(
+                result.findings_by_priority.get(priority, 0)
+            )
             self.findings_overdue.labels(namespace, policy, priority).set(
                 result.overdue_by_priority.get(priority, 0)
             )
@@ -260,6 +269,7 @@ class Metrics:
             _remove(self.last_outcome, namespace, policy, outcome.value)
         for priority in PRIORITIES:
             _remove(self.findings_overdue, namespace, policy, priority)
+            _remove(self.findings_by_priority, namespace, policy, priority)
         by_name: dict[str, Gauge | Counter | Histogram] = {
             "runs": self.runs,
             "run_errors": self.run_errors,
