@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import random
@@ -48,7 +47,7 @@ from ecs_scan_operator.adapters.jira_wire import (
     parse_server_info,
     retry_after,
 )
-from ecs_scan_operator.adapters.pinned_http import PinnedHostAdapter
+from ecs_scan_operator.adapters.pinned_http import PinnedHostAdapter, host_literal
 from ecs_scan_operator.core.destinations import Allowed, AllowList, Refused, decide
 from ecs_scan_operator.core.result import clip
 from ecs_scan_operator.errors import AuthError, NotFoundError, PermanentError, ScanError, TransientError
@@ -326,7 +325,7 @@ class JiraTransport:
         else:
             assert isinstance(decision, Allowed)
             pinned = decision.addresses[0]
-        literal = f"[{pinned}]" if ":" in pinned and _is_ip(pinned) else pinned
+        literal = host_literal(pinned)
         base = f"{parts.scheme}://{literal}:{port}{parts.path.rstrip('/')}"
         adapter = _Adapter(host if parts.scheme == "https" else None)
         session = requests.Session()
@@ -520,14 +519,6 @@ class JiraTransport:
         if status == 410:
             raise PermanentError(f"{what}: gone (410): {reason}")
         raise PermanentError(f"{what}: Jira refused the request ({status}): {reason}")
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _size(n: int) -> str:

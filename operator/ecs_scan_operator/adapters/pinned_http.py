@@ -31,18 +31,19 @@ class PinnedHostAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def _is_ip(text: str) -> bool:
+def host_literal(address: str) -> str:
+    """The address as a URL's host: an IPv6 address in brackets, anything else as it is."""
     try:
-        ipaddress.ip_address(text)
+        is_v6 = ipaddress.ip_address(address).version == 6
     except ValueError:
-        return False
-    return True
+        return address
+    return f"[{address}]" if is_v6 else address
 
 
 def pinned(url: str, address: str) -> tuple[str, str]:
     """(the URL with its host replaced by `address`, the Host header of the original URL)."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    literal = f"[{address}]" if ":" in address and _is_ip(address) else address
+    literal = host_literal(address)
     host_header = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, "")), host_header
