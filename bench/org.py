@@ -20,6 +20,7 @@ service model with botocore's ParamValidator plus the limits it leaves to the se
   ecr GetRegistryScanningConfiguration (ENHANCED) and DescribeImages;
 - inspector2 ListCoverage and ListFindings in the delegated administrator's account only (a call
   from a member role is counted as a fault), filters evaluated as AWS documents them;
+  SearchVulnerabilities (KEV data, one CVE a call) as bench/inspector_fake.py answers it;
 - s3 PutObject / GetObject / DeleteObject with If-Match / If-None-Match (run lease, state, report).
 
 The fleet is a pure function of (account, region, family): account i has families svc-000..399
@@ -52,7 +53,16 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from bench.inspector_fake import FakeValidationError, _matches, _offset, _query_hash, _token, strict_errors
+from bench.inspector_fake import (
+    CVE_ID,
+    FakeValidationError,
+    _matches,
+    _offset,
+    _query_hash,
+    _token,
+    strict_errors,
+    vulnerability,
+)
 from bench.model import (
     DEFAULT_BUCKETS,
     DEFAULT_LATENCY,
@@ -401,6 +411,19 @@ class OrgFake:
                     }
                 )
         return {"coveredResources": rows}
+
+    def _inspector2_SearchVulnerabilities(
+        self, body: dict[str, Any], account: str, region: str
+    ) -> dict[str, Any]:
+        """KEV data per CVE (one a call, the model's limit), as bench/inspector_fake.py answers it."""
+        ids = body["filterCriteria"]["vulnerabilityIds"]
+        bad = [v for v in ids if not CVE_ID.fullmatch(v)]
+        if bad:  # the model's pattern, which botocore's validator does not check
+            raise FakeValidationError(f"vulnerabilityIds: {bad[0]!r} is not a CVE id")
+        if body.get("nextToken"):
+            _offset(body["nextToken"], _query_hash(body))
+            return {"vulnerabilities": []}
+        return {"vulnerabilities": [vulnerability(v) for v in ids]}
 
     def _inspector2_ListFindings(self, body: dict[str, Any], account: str, region: str) -> dict[str, Any]:
         self._admin(account)
