@@ -1014,7 +1014,8 @@ class _Run:
             render_images(
                 self.folder, self.policy, self.images, self.run_id, self.new_ids, self.account_names
             ),
-            max(REPORT_CHUNK, workers * 4),
+            # Single account: REPORT_CHUNK objects in memory at once, written 16 at a time.
+            max(REPORT_CHUNK, workers * 4) if self.spec.aws.multi_account else REPORT_CHUNK,
         ):
             for obj, error in zip(chunk, parallel_map(put, chunk, workers), strict=True):
                 if error is None:
