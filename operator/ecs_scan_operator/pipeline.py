@@ -404,6 +404,9 @@ class RunSignals:
     kev: dict[str, KevEntry] = field(default_factory=dict)
     first_seen: dict[str, datetime] = field(default_factory=dict)  # the state's, read at the start
     seen_now: dict[str, datetime] = field(default_factory=dict)  # what this run keeps
+    # One object per distinct (frozen) Signals and Assessment: a CVE's findings in many images
+    # mostly carry equal ones, and the findings are held for the whole run.
+    shared: dict[Any, Any] = field(default_factory=dict)
 
 
 def _assess(img: ImageResult, f: Finding, spec: PolicySpec, sig: RunSignals, *, actionable: bool) -> Finding:
@@ -412,6 +415,10 @@ def _assess(img: ImageResult, f: Finding, spec: PolicySpec, sig: RunSignals, *, 
     out = assess(f, spec, remembered=sig.first_seen.get(key), now=sig.now, actionable=actionable)
     if out.assessment.first_seen is not None:
         sig.seen_now[key] = out.assessment.first_seen
+    signals = sig.shared.setdefault(out.signals, out.signals)
+    assessment = sig.shared.setdefault(out.assessment, out.assessment)
+    if signals is not out.signals or assessment is not out.assessment:
+        out = replace(out, signals=signals, assessment=assessment)
     return out
 
 
@@ -911,6 +918,7 @@ class _Run:
                 self.progress,
                 seen,
             )
+            self.signals.shared.clear()  # the findings hold what they share
             assess_runtime(self.images, spec, self.state, seen, self.started)
             result.running_view = spec.task_definitions.running_view
             self.guard.enter("coverage")
@@ -1079,6 +1087,8 @@ class _Run:
         )
         self.write_state()
         self._settle()
+        # Encoded at once and let go once stored: on a large fleet the page is megabytes, and the
+        # run log and index.json are rendered after it.
         html = render_html(
             self.images,
             self.result,
@@ -1086,8 +1096,9 @@ class _Run:
             self.expired,
             self.account_names,
             pages=self._relative_links(image_page_key),
-        )
-        self.put_run_object("index.html", html.encode(), "text/html; charset=utf-8")
+        ).encode()
+        self.put_run_object("index.html", html, "text/html; charset=utf-8")
+        del html
         self._settle()
         self.rlog(
             "run_finished",

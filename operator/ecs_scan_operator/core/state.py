@@ -198,6 +198,7 @@ def dump_state(
             newest = sorted(newest, key=lambda kv: (kv[1], kv[0]))[-MAX_FIRST_SEEN:]
         data["firstSeen"] = {k: t.isoformat() for k, t in sorted(newest)}
     payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    del data  # its objects (megabytes on a large fleet) are not needed for the MAC and the copy below
     if key is None:
         return payload
     body = memoryview(payload)[1:]  # no copy of a payload of megabytes
