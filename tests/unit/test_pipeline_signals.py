@@ -309,7 +309,7 @@ def test_kev_lookups_of_a_batch_overlap_the_next_batch_read_and_precede_its_rule
         return search(ids, region, now)
 
     fs.scans = read  # type: ignore[method-assign]
-    vi.search = looked_up  # type: ignore[method-assign]
+    vi.search = looked_up  # type: ignore[method-assign, assignment]
     run_policy(POLICY, spec(severityThreshold="LOW"), ports(sink, fs, vi), FixedClock(T0), run_id="r1")
     assert overlapped == [True] and reads == ["app", "web"]
     assert vi.asked == [["CVE-2024-0001", "CVE-2024-0002", "CVE-2024-0003"], ["CVE-2024-0004"]]
