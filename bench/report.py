@@ -347,13 +347,18 @@ def critical_path(data: Mapping[str, Any]) -> list[str]:
     """Where the first run's simulated time goes (and, when later stages are serial, what overlap gives)."""
     first = data["runs"]["ours_first"]
     crit, sim = first["critical"], first["simulatedSeconds"]
-    parts = ", ".join(f"{k} {v:,.1f} s" for k, v in sorted(crit.items(), key=lambda kv: -kv[1]))
+    # A pool that makes no call itself: the findings stage's background KEV lookups (their own pool
+    # makes the calls), joined at the end of the stage.
+    names = {"pool": "inspector2 (KEV lookups in the background, joined)"}
+    parts = ", ".join(f"{names.get(k, k)} {v:,.1f} s" for k, v in sorted(crit.items(), key=lambda kv: -kv[1]))
     lines = [
         f"Where the first run's {sim:,.1f} simulated seconds go (the service whose calls moved the "
-        f'pipeline\'s clock; "concurrent" = calls made by a pool of {POOL} and joined): {parts}. '
+        f'pipeline\'s clock; "concurrent" = calls made by a pool and joined): {parts}. '
         "The ECS stage is held by the shared task-definition token bucket."
     ]
-    serial = sum(v for k, v in crit.items() if not k.startswith("ecs") and "concurrent" not in k)
+    serial = sum(
+        v for k, v in crit.items() if not k.startswith("ecs") and "concurrent" not in k and k not in names
+    )
     if serial > 0.25 * sim:
         rb, _ = rate_bound(bound_calls(data["truth"], rerun=False), DEFAULT_BUCKETS, data["latency"])
         estimate = sim - serial + serial / POOL
