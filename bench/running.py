@@ -16,8 +16,10 @@ The lower bound (`running_bound`): ListClusters 1 + ListTasks pages + ceil(tasks
 per cluster + GetRegistryScanningConfiguration 1 + DescribeImages (one per repository with a running
 tag, 100 tags a call: the tags' current digests) + ListCoverage ceil(digests/10) + ListFindings
 max(ceil(covered/10), ceil(matching findings/25)) over the running digests and the drifted tags'
-current digests + S3 (the state read; a PutObject per affected image, the 4 run objects and the
-state). The tag reads (one DescribeTaskDefinition per running kept revision) are not in it: the
+current digests + GetConfiguration 1 (the re-scan window) + S3 (the state read; two PutObject per
+affected image - its JSON and its page -, the 4 run objects and the state); on the first run also
+one SearchVulnerabilities per distinct CVE of those findings (KEV; none on the rerun, within the
+cache's TTL). The tag reads (one DescribeTaskDefinition per running kept revision) are not in it: the
 first run makes them, the rerun must make none. Figures go to bench/results/running-<fleet>.json
 and the "Running source" section of bench/RESULTS.md.
 """
@@ -50,6 +52,10 @@ SECTION = "## Running source (issue 12)"
 END = "<!-- end running source -->"
 
 
+KEV_OP = "inspector2:SearchVulnerabilities"
+KEV_ROW = "{:,} first run, 0 rerun"
+
+
 def running_bound(size: fleetmod.FleetSize, seed: int, tasks: int, clusters: int) -> dict[str, Any]:
     """The fewest calls a run of source running can make on this fleet, and the counts behind them."""
     running = running_fleet(size, seed, tasks, clusters)
@@ -69,9 +75,12 @@ def running_bound(size: fleetmod.FleetSize, seed: int, tasks: int, clusters: int
         (r, current[(r, tag)]) for r, tag, d in rows if current[(r, tag)] != d
     }
     per_digest = {}
+    cves: set[str] = set()
     for _, d in read:
         if fleetmod.profile(d, seed).covered:
-            per_digest[d] = sum(1 for c in fleetmod.findings_of(d, seed) if c.severity in fleetmod.MATCHING)
+            matching = [c for c in fleetmod.findings_of(d, seed) if c.severity in fleetmod.MATCHING]
+            per_digest[d] = len(matching)
+            cves.update(c.vid for c in matching)
     affected = sum(1 for _, _, d in rows if per_digest.get(d, 0) > 0)
     calls.update(
         {
@@ -81,8 +90,11 @@ def running_bound(size: fleetmod.FleetSize, seed: int, tasks: int, clusters: int
             "inspector2:ListFindings": max(
                 math.ceil(len(per_digest) / FILTER_MAX), math.ceil(sum(per_digest.values()) / FINDINGS_PAGE)
             ),
+            # the running view's re-scan window: one registry (account, region)
+            "inspector2:GetConfiguration": 1,
             "s3:GetObject": 1,
-            "s3:PutObject": affected + 4 + 1,
+            # an affected image's JSON and its page, the 4 run objects, the state
+            "s3:PutObject": 2 * affected + 4 + 1,
         }
     )
     return {
@@ -95,6 +107,8 @@ def running_bound(size: fleetmod.FleetSize, seed: int, tasks: int, clusters: int
         "digestsRead": len(read),
         "covered": len(per_digest),
         "affected": affected,
+        # first run only (the rerun finds them in the state's KEV cache, within its TTL)
+        "kevLookups": len(cves),
     }
 
 
@@ -172,13 +186,15 @@ def targets(data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     out = []
     n1 = total(first["calls"])
     tag_reads = first["calls"].get("ecs:DescribeTaskDefinition", 0)
+    kev = b.get("kevLookups", 0)  # results written before the KEV term have none
+    first_bound = bound + kev + b["keptRevisions"]
     out.append(
         (
-            "first run: AWS calls within 1.1x of the lower bound plus the tag reads "
-            f"({b['keptRevisions']:,} running kept revisions)",
-            f"{n1:,} vs {bound:,} + {b['keptRevisions']:,} = {n1 / (bound + b['keptRevisions']):.2f}x "
+            "first run: AWS calls within 1.1x of the lower bound plus the KEV lookups (one per distinct "
+            f"CVE) and the tag reads ({b['keptRevisions']:,} running kept revisions)",
+            f"{n1:,} vs {bound:,} + {kev:,} + {b['keptRevisions']:,} = {n1 / first_bound:.2f}x "
             f"({tag_reads:,} DescribeTaskDefinition)",
-            "PASS" if n1 <= 1.1 * (bound + b["keptRevisions"]) else "FAIL",
+            "PASS" if n1 <= 1.1 * first_bound else "FAIL",
         )
     )
     n2 = total(rerun["calls"])
@@ -247,7 +263,7 @@ def section(results: Mapping[str, Mapping[str, Any]]) -> str:
         for op in ops:
             lines.append(
                 f"| {op} | {first['calls'].get(op, 0):,} | {rerun['calls'].get(op, 0):,} "
-                f"| {b['calls'].get(op, '-')} |"
+                f"| {b['calls'].get(op, KEV_ROW.format(b.get('kevLookups', 0)) if op == KEV_OP else '-')} |"
             )
         lines.append(
             f"| **total** | {total(runs['ours_first']['calls']):,} | {total(runs['ours_rerun']['calls']):,} "

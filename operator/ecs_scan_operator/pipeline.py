@@ -13,9 +13,11 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 from ecs_scan_operator.concurrency import batched, parallel_map
 from ecs_scan_operator.core.coverage import RescanWindow, at_risk
 from ecs_scan_operator.core.images import parse_image, running_image
-from ecs_scan_operator.core.kev import KevEntry, bounded, lookup_ids, stale, with_kev
+from ecs_scan_operator.core.kev import KevEntry, KevLookup, bounded, lookup_ids, stale, with_kev
 from ecs_scan_operator.core.keys import lease_key, run_folder, state_key
 from ecs_scan_operator.core.model import (
     Account,
@@ -402,13 +404,21 @@ class RunSignals:
     kev: dict[str, KevEntry] = field(default_factory=dict)
     first_seen: dict[str, datetime] = field(default_factory=dict)  # the state's, read at the start
     seen_now: dict[str, datetime] = field(default_factory=dict)  # what this run keeps
+    # One object per distinct (frozen) Signals and Assessment: a CVE's findings in many images
+    # mostly carry equal ones, and the findings are held for the whole run.
+    shared: dict[Any, Any] = field(default_factory=dict)
 
 
 def _assess(img: ImageResult, f: Finding, spec: PolicySpec, sig: RunSignals, *, actionable: bool) -> Finding:
-    key = finding_key(img.ref.display, f.vulnerability_id, f.package)
+    # Interned: the state's keys are (load_state), so a finding seen before shares its key's string.
+    key = sys.intern(finding_key(img.ref.display, f.vulnerability_id, f.package))
     out = assess(f, spec, remembered=sig.first_seen.get(key), now=sig.now, actionable=actionable)
     if out.assessment.first_seen is not None:
         sig.seen_now[key] = out.assessment.first_seen
+    signals = sig.shared.setdefault(out.signals, out.signals)
+    assessment = sig.shared.setdefault(out.assessment, out.assessment)
+    if signals is not out.signals or assessment is not out.assessment:
+        out = replace(out, signals=signals, assessment=assessment)
     return out
 
 
@@ -477,19 +487,9 @@ def read_findings(
     done = 0
     expired_used: set[str] = set()
     kev = KevLookups(state, sig)
-    # Multi-account: a batch spans several registries (account, region), read in parallel.
-    size = SCAN_BATCH * (ports.fanout.targets_at_once if spec.aws.multi_account else 1)
-    for start in range(0, len(keys), size):
-        _check(cancel)
-        batch = keys[start : start + size]
-        try:
-            scans = ports.findings.scans(batch, severities)
-        except ScanError as exc:
-            cause = str(exc.cause or "")
-            scans = {k: ImageScan(ScanState.FAILED, reason=str(exc), cause=cause) for k in batch}
-        # A rule may need KEV data: the batch's CVEs not asked yet in this run are looked up first,
-        # then its rules run and its raw scans are let go (memory stays flat with the fleet).
-        kev.lookup(scans, ports, result)
+
+    def apply(batch: list[tuple[ImageRef, str]], scans: Mapping[tuple[ImageRef, str], ImageScan]) -> None:
+        nonlocal done, expired_used
         for key in batch:
             scan = scans.get(key) or ImageScan(ScanState.FAILED, reason="no answer from the findings source")
             if seen is not None:
@@ -499,6 +499,33 @@ def read_findings(
         done += len(batch)
         if progress:
             progress("findings", done, len(keys))
+
+    # Multi-account: a batch spans several registries (account, region), read in parallel.
+    size = SCAN_BATCH * (ports.fanout.targets_at_once if spec.aws.multi_account else 1)
+    # A rule may need KEV data, so a batch's rules run once its new CVEs are looked up; those
+    # lookups (a call per CVE) run in the background while the next batch's findings are read.
+    # At most two batches' raw scans are held; each is let go once its rules ran (memory stays
+    # flat with the fleet).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kev") as background:
+        pending: tuple[list[tuple[ImageRef, str]], Mapping[tuple[ImageRef, str], ImageScan], _KevAsk] | None
+        pending = None
+        for start in range(0, len(keys), size):
+            _check(cancel)
+            batch = keys[start : start + size]
+            try:
+                scans = ports.findings.scans(batch, severities)
+            except ScanError as exc:
+                cause = str(exc.cause or "")
+                scans = {k: ImageScan(ScanState.FAILED, reason=str(exc), cause=cause) for k in batch}
+            ask = kev.start(scans, ports, background)
+            if pending is not None:
+                kev.merge(pending[2], result)
+                apply(pending[0], pending[1])
+            pending = (batch, scans, ask)
+        if pending is not None:
+            kev.merge(pending[2], result)
+            apply(pending[0], pending[1])
+        pending = None
     kev.finish(rlog)
     failed_images = [i for i in todo if i.status is ImageStatus.FAILED]
     failed = len(failed_images)
@@ -645,6 +672,15 @@ def flag_coverage(
 
 
 @dataclass
+class _KevAsk:
+    """One findings batch's CVEs new to the run, those asked, and the pending answer."""
+
+    ids: list[str]
+    ask: list[str]
+    answer: Future[KevLookup] | None
+
+
+@dataclass
 class KevLookups:
     """KEV data for the distinct CVEs of the run's ENHANCED findings, a findings batch at a time.
 
@@ -658,10 +694,10 @@ class KevLookups:
     seen: set[str] = field(default_factory=set)  # CVEs of this run's findings so far
     asked: int = 0
 
-    def lookup(
-        self, scans: Mapping[tuple[ImageRef, str], ImageScan], ports: Ports, result: RunResult
-    ) -> None:
-        """Fill `sig.kev` for the CVEs of these scans (a SearchVulnerabilities call per new one)."""
+    def start(
+        self, scans: Mapping[tuple[ImageRef, str], ImageScan], ports: Ports, background: ThreadPoolExecutor
+    ) -> _KevAsk:
+        """The CVEs of these scans new to this run; those the cache lacks are asked in `background`."""
         enhanced = [
             (key, scan)
             for key, scan in scans.items()
@@ -673,21 +709,28 @@ class KevLookups:
             if v not in self.seen
         ]
         self.seen.update(ids)
-        if not ids or ports.vulnerabilities is None:
-            return
-        ask = stale(self.state.kev, ids, self.sig.now, ports.vulnerabilities.ttl)
-        if ask:
-            self.asked += len(ask)
-            region = min(key[0].region or "" for key, _ in enhanced)
-            answer = ports.vulnerabilities.search(ask, region, self.sig.now)
+        intel = ports.vulnerabilities
+        if not ids or intel is None:
+            return _KevAsk([], [], None)
+        ask = stale(self.state.kev, ids, self.sig.now, intel.ttl)
+        if not ask:
+            return _KevAsk(ids, [], None)
+        self.asked += len(ask)
+        region = min(key[0].region or "" for key, _ in enhanced)
+        return _KevAsk(ids, ask, background.submit(intel.search, ask, region, self.sig.now))
+
+    def merge(self, job: _KevAsk, result: RunResult) -> None:
+        """Wait for a batch's lookups and fill `sig.kev` for its CVEs (in the run's thread)."""
+        if job.answer is not None:
+            answer = job.answer.result()
             self.state.kev.update(answer.entries)
-            failed = len(ask) - len(answer.entries)
+            failed = len(job.ask) - len(answer.entries)
             if failed:
                 detail = "; ".join(answer.errors) or "not asked after a refusal"
                 result.record_error(f"kev: {failed} CVE(s) not looked up (kev unknown for them): {detail}")
                 for cause in answer.causes:
                     result.record_cause(cause)
-        self.sig.kev.update({v: self.state.kev[v] for v in ids if v in self.state.kev})
+        self.sig.kev.update({v: self.state.kev[v] for v in job.ids if v in self.state.kev})
 
     def finish(self, rlog: _RunLog) -> None:
         """Keep only the CVEs this run found (bounded), and say what was asked."""
@@ -861,7 +904,8 @@ class _Run:
                 self.images = fold_running_rows(self.images)
             self.guard.enter("findings")
             seen = _Seen()
-            self.signals = RunSignals(now=self.started, first_seen=dict(self.state.first_seen))
+            # The state's own map (tens of thousands of entries on L), not a copy: replaced at the end.
+            self.signals = RunSignals(now=self.started, first_seen=self.state.first_seen)
             expired_used = read_findings(
                 self.images,
                 spec,
@@ -874,6 +918,7 @@ class _Run:
                 self.progress,
                 seen,
             )
+            self.signals.shared.clear()  # the findings hold what they share
             assess_runtime(self.images, spec, self.state, seen, self.started)
             result.running_view = spec.task_definitions.running_view
             self.guard.enter("coverage")
@@ -969,13 +1014,16 @@ class _Run:
                 return str(exc)
             return None
 
-        # Multi-account fleets have thousands of affected images: more writes at once, within the cap.
-        workers = min(64, self.ports.fanout.max_concurrency) if self.spec.aws.multi_account else 8
+        # Two objects per affected image: as many writes at once as the S3 client's 16 pooled
+        # connections (S3 takes 3,500 PUT/s per prefix); multi-account fleets have thousands of
+        # affected images: more writes at once, within the cap.
+        workers = min(64, self.ports.fanout.max_concurrency) if self.spec.aws.multi_account else 16
         for chunk in batched(
             render_images(
                 self.folder, self.policy, self.images, self.run_id, self.new_ids, self.account_names
             ),
-            max(REPORT_CHUNK, workers * 4),
+            # Single account: REPORT_CHUNK objects in memory at once, written 16 at a time.
+            max(REPORT_CHUNK, workers * 4) if self.spec.aws.multi_account else REPORT_CHUNK,
         ):
             for obj, error in zip(chunk, parallel_map(put, chunk, workers), strict=True):
                 if error is None:
@@ -1039,6 +1087,8 @@ class _Run:
         )
         self.write_state()
         self._settle()
+        # Encoded at once and let go once stored: on a large fleet the page is megabytes, and the
+        # run log and index.json are rendered after it.
         html = render_html(
             self.images,
             self.result,
@@ -1046,8 +1096,9 @@ class _Run:
             self.expired,
             self.account_names,
             pages=self._relative_links(image_page_key),
-        )
-        self.put_run_object("index.html", html.encode(), "text/html; charset=utf-8")
+        ).encode()
+        self.put_run_object("index.html", html, "text/html; charset=utf-8")
+        del html
         self._settle()
         self.rlog(
             "run_finished",
@@ -1093,10 +1144,12 @@ class _Run:
         # First sightings: this run's findings, plus those of images still used but not scanned now
         # (a failed scan is not a fix); everything else is gone and forgotten.
         unscanned = {img.ref.display for img in self.images if img.status is not ImageStatus.SCANNED}
-        self.state.first_seen = {
-            **{k: t for k, t in self.state.first_seen.items() if image_of_key(k) in unscanned},
-            **self.signals.seen_now,
-        }
+        first_seen = self.signals.seen_now  # extended in place: no second map of the fleet's findings
+        if unscanned:
+            for k, t in self.state.first_seen.items():
+                if image_of_key(k) in unscanned:
+                    first_seen.setdefault(k, t)
+        self.state.first_seen = first_seen
         body = dump_state(
             self.state, self.run_id, findings_now, key=self.ports.state_key, scope=self.policy.key
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -65,6 +66,8 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("ECS_SCAN_AWS_ENDPOINT_COOLDOWN_SECONDS", "-5"),
         ("ECS_SCAN_AWS_KEV_TTL_HOURS", "-1"),
         ("ECS_SCAN_AWS_KEV_TTL_HOURS", "721"),
+        ("ECS_SCAN_AWS_KEV_WORKERS", "0"),
+        ("ECS_SCAN_AWS_KEV_WORKERS", "65"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -154,3 +157,29 @@ def test_explicit_settings_win_over_the_environment(monkeypatch: pytest.MonkeyPa
     clients = AwsClients(aws=AwsSettings(max_attempts=2, read_timeout_seconds=7))
     assert option(clients._config, "retries") == {"mode": "standard", "total_max_attempts": 2}
     assert option(clients._config, "read_timeout") == 7
+
+
+def test_kev_lookups_get_a_client_with_a_connection_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wider than the shared clients' pool: its own client; within it: the shared client."""
+    from ecs_scan_operator.adapters.aws_session import AwsClients
+    from ecs_scan_operator.adapters.inspector import InspectorVulnerabilities
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    clients = AwsClients()
+    shared = clients.registry("inspector2", "eu-west-1")
+    assert shared.meta.config.max_pool_connections == 16
+    monkeypatch.setenv("ECS_SCAN_AWS_KEV_WORKERS", "40")
+    asked: list[int | None] = []
+    real = clients.registry
+
+    def registry(service: str, region: str, **kw: Any) -> Any:
+        asked.append(kw.get("pool"))
+        return real(service, region, **kw)
+
+    monkeypatch.setattr(clients, "registry", registry)
+    InspectorVulnerabilities(clients).search([], "eu-west-1", datetime.now(UTC))
+    wide = real("inspector2", "eu-west-1", pool=40)
+    assert asked == [40] and wide is not shared and wide.meta.config.max_pool_connections == 40
+    assert real("inspector2", "eu-west-1", pool=40) is wide  # made once
+    assert real("inspector2", "eu-west-1", pool=8) is shared  # within the shared pool

@@ -280,3 +280,40 @@ def test_kev_cache_pruned_to_the_cves_still_found() -> None:
     clock.advance(hours=1)
     run_policy(POLICY, spec(), ports(sink, fs, vi), clock, run_id="r2")
     assert "kev" not in json.loads(sink.objects[STATE])  # nothing found: nothing kept
+
+
+def test_kev_lookups_of_a_batch_overlap_the_next_batch_read_and_precede_its_rules(monkeypatch: Any) -> None:
+    """The first batch's lookups run while the second batch is read (they wait for that read, which
+    would never come if the lookups blocked the stage), and each batch's rules see its answers."""
+    import threading
+
+    from ecs_scan_operator import pipeline
+
+    monkeypatch.setattr(pipeline, "SCAN_BATCH", 1)
+    sink, fs, vi = MemorySink(), fleet_findings(), intel()
+    reads: list[str] = []
+    second_read = threading.Event()
+    scans, search = fs.scans, vi.search
+
+    def read(images: Any, severities: Any) -> Any:
+        reads.append(images[0][0].repository)
+        if len(reads) == 2:
+            second_read.set()
+        return scans(images, severities)
+
+    overlapped: list[bool] = []
+
+    def looked_up(ids: Any, region: str, now: datetime) -> Any:
+        if not overlapped:  # the first batch's lookups
+            overlapped.append(second_read.wait(timeout=30))
+        return search(ids, region, now)
+
+    fs.scans = read  # type: ignore[method-assign]
+    vi.search = looked_up  # type: ignore[method-assign, assignment]
+    run_policy(POLICY, spec(severityThreshold="LOW"), ports(sink, fs, vi), FixedClock(T0), run_id="r1")
+    assert overlapped == [True] and reads == ["app", "web"]
+    assert vi.asked == [["CVE-2024-0001", "CVE-2024-0002", "CVE-2024-0003"], ["CVE-2024-0004"]]
+    app = {x["vulnerabilityId"]: x for x in image_doc(sink, "r1", "app", "1")["findings"]}
+    web = {x["vulnerabilityId"]: x for x in image_doc(sink, "r1", "web", "2")["findings"]}
+    assert app["CVE-2024-0001"]["kev"] is True and app["CVE-2024-0002"]["kev"] is False
+    assert web["CVE-2024-0001"]["kev"] is True and web["CVE-2024-0004"]["kev"] is None

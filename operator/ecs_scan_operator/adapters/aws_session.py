@@ -342,7 +342,7 @@ class AwsClients:
         self.counter = counter or CallCounter()
         self._hooks = hooks or []
         self._sessions: dict[str | None, boto3.Session] = {}
-        self._clients: dict[tuple[str, str, str | None, bool], Any] = {}
+        self._clients: dict[tuple[str | int | bool | None, ...], Any] = {}
         self._lock = threading.Lock()
 
     def _session(self, role_arn: str | None, external_id: str | None) -> boto3.Session:
@@ -374,9 +374,18 @@ class AwsClients:
         return session
 
     def _make(
-        self, service: str, region: str, role_arn: str | None, external_id: str | None, once: bool
+        self,
+        service: str,
+        region: str,
+        role_arn: str | None,
+        external_id: str | None,
+        once: bool,
+        pool: int | None = None,
     ) -> Any:
-        key = (service, region, role_arn, once)
+        # A client with a wider connection pool is its own client: the shared one keeps its size.
+        shared: int = getattr(self._config, "max_pool_connections", None) or 10  # botocore default
+        wider = pool if pool is not None and pool > shared else None
+        key = (service, region, role_arn, once) if wider is None else (service, region, role_arn, once, wider)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
@@ -384,6 +393,8 @@ class AwsClients:
                 if once:
                     # ECR's LimitExceededException (already scanned today) must not be retried as throttling.
                     config = config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
+                if wider is not None:
+                    config = config.merge(Config(max_pool_connections=wider))
                 session: Any = self._session(role_arn, external_id)  # service names are data, not literals
                 client = session.client(service, region_name=region, config=config)
                 self.breaker.attach(client)
@@ -411,19 +422,29 @@ class AwsClients:
             return self._make(service, region, self.account_role(account), self._external_id, False)
         return self._make(service, region, self._role_arn, self._external_id, False)
 
-    def registry(self, service: str, region: str, *, single_attempt: bool = False, account: str = "") -> Any:
+    def registry(
+        self,
+        service: str,
+        region: str,
+        *,
+        single_attempt: bool = False,
+        account: str = "",
+        pool: int | None = None,
+    ) -> Any:
         """A client for ECR / Inspector in the registry account (registryRoleArn, else the workload role).
 
         Multi-account: registryRoleArn when it is a role of `account`, else that account's own role.
+        `pool`: connections the caller keeps busy at once, when more than the shared clients' pool.
         """
+        once = single_attempt
         if account and self._role_arn_pattern:
             reg = self._registry_role_arn
             if reg and account_of_role(reg) == account:
-                return self._make(service, region, reg, None, single_attempt)
-            return self._make(service, region, self.account_role(account), self._external_id, single_attempt)
+                return self._make(service, region, reg, None, once, pool)
+            return self._make(service, region, self.account_role(account), self._external_id, once, pool)
         if self._registry_role_arn:
-            return self._make(service, region, self._registry_role_arn, None, single_attempt)
-        return self._make(service, region, self._role_arn, self._external_id, single_attempt)
+            return self._make(service, region, self._registry_role_arn, None, once, pool)
+        return self._make(service, region, self._role_arn, self._external_id, once, pool)
 
     @property
     def multi_account(self) -> bool:

@@ -10,6 +10,7 @@ with backoff up to a deadline. No fixed sleeps.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -162,13 +163,13 @@ def parse_basic_finding(raw: dict[str, Any]) -> Finding:
     """An ECR BASIC finding (`findings[]`)."""
     attrs = raw.get("attributes", [])
     return Finding(
-        vulnerability_id=str(raw.get("name", "")),
+        vulnerability_id=_shared(str(raw.get("name", ""))),
         severity=Severity.parse(raw.get("severity")),
-        package=_attr(attrs, "package_name"),
-        installed_version=_attr(attrs, "package_version"),
+        package=_shared(_attr(attrs, "package_name")),
+        installed_version=_shared(_attr(attrs, "package_version")),
         fixed_version="",
-        description=str(raw.get("description", ""))[:2000],
-        url=str(raw.get("uri", "")),
+        description=_shared(str(raw.get("description", ""))[:2000]),
+        url=_shared(str(raw.get("uri", ""))),
     )
 
 
@@ -209,8 +210,15 @@ def parse_signals(raw: dict[str, Any], pkg: dict[str, Any]) -> Signals:
         last_known_exploit_at=exploit_at if isinstance(exploit_at, datetime) else None,
         fix_available=fix,
         inspector_score=_number(score),
-        remediation=" ".join(text.split())[:1000],
+        remediation=_shared(" ".join(text.split())[:1000]),
     )
+
+
+def _shared(text: str) -> str:
+    """One string per distinct text: a CVE's description, title and advice repeat in every image
+    and package it is found in (24,270 findings of 2,759 CVEs on the benchmark's fleet L), and the
+    findings are held for the whole run. Interned strings are freed when no finding holds them."""
+    return sys.intern(text)
 
 
 def parse_enhanced_finding(raw: dict[str, Any]) -> Finding:
@@ -220,18 +228,19 @@ def parse_enhanced_finding(raw: dict[str, Any]) -> Finding:
     pkg = packages[0]
     refs = details.get("referenceUrls", []) or []
     first = raw.get("firstObservedAt")
+    vid = str(details.get("vulnerabilityId") or raw.get("title", "")).split(" ", 1)[0]
     return Finding(
         signals=parse_signals(raw, pkg),
-        vulnerability_id=str(details.get("vulnerabilityId") or raw.get("title", "")).split(" ", 1)[0],
+        vulnerability_id=_shared(vid),
         severity=Severity.parse(raw.get("severity")),
-        package=str(pkg.get("name", "")),
-        installed_version=str(pkg.get("version", "")),
-        fixed_version=str(pkg.get("fixedInVersion", "") or ""),
-        description=str(raw.get("description", ""))[:2000],
-        url=str(details.get("sourceUrl") or (refs[0] if refs else "")),
+        package=_shared(str(pkg.get("name", ""))),
+        installed_version=_shared(str(pkg.get("version", ""))),
+        fixed_version=_shared(str(pkg.get("fixedInVersion", "") or "")),
+        description=_shared(str(raw.get("description", ""))[:2000]),
+        url=_shared(str(details.get("sourceUrl") or (refs[0] if refs else ""))),
         first_observed=first if isinstance(first, datetime) else None,
-        title=str(raw.get("title", ""))[:300],
-        package_manager=str(pkg.get("packageManager", "") or ""),
+        title=_shared(str(raw.get("title", ""))[:300]),
+        package_manager=_shared(str(pkg.get("packageManager", "") or "")),
     )
 
 

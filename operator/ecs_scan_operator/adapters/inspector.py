@@ -265,15 +265,18 @@ class InspectorVulnerabilities:
     """VulnerabilityIntel over inspector2 SearchVulnerabilities, one CVE per call (the API's limit)."""
 
     def __init__(
-        self, clients: AwsClients, *, workers: int = DEFAULT_WORKERS, ttl: timedelta | None = None
+        self, clients: AwsClients, *, workers: int | None = None, ttl: timedelta | None = None
     ) -> None:
+        aws = load_aws_settings()
         self._clients = clients
-        self._workers = workers
-        self.ttl = ttl if ttl is not None else timedelta(hours=load_aws_settings().kev_ttl_hours)
+        # One CVE per call: thousands on a first run, so wider than the other stages' pools
+        # (`ECS_SCAN_AWS_KEV_WORKERS`; the client gets a connection per worker).
+        self._workers = workers if workers is not None else aws.kev_workers
+        self.ttl = ttl if ttl is not None else timedelta(hours=aws.kev_ttl_hours)
 
     def search(self, vulnerability_ids: Sequence[str], region: str, now: datetime) -> KevLookup:
         """What Inspector knows of each CVE; an id it does not know is entered with kev None."""
-        i2 = self._clients.registry("inspector2", region)
+        i2 = self._clients.registry("inspector2", region, pool=self._workers)
         refused = threading.Event()
 
         def one(vid: str) -> KevEntry | ScanError | None:

@@ -22,7 +22,7 @@ CVE_RE = re.compile(r"^CVE-[12][0-9]{3}-[0-9]{1,10}$")
 MAX_ENTRIES = 50_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands cached per policy
 class KevEntry:
     """What SearchVulnerabilities said about one CVE, and when it was asked."""
 

@@ -193,9 +193,12 @@ def dump_state(
     if state.kev:
         data["kev"] = {cve: _kev_to_json(e) for cve, e in sorted(state.kev.items())}
     if state.first_seen:
-        newest = sorted(state.first_seen.items(), key=lambda kv: (kv[1], kv[0]))[-MAX_FIRST_SEEN:]
+        newest: Iterable[tuple[str, datetime]] = state.first_seen.items()
+        if len(state.first_seen) > MAX_FIRST_SEEN:  # else every entry is kept: no sorted copy by time
+            newest = sorted(newest, key=lambda kv: (kv[1], kv[0]))[-MAX_FIRST_SEEN:]
         data["firstSeen"] = {k: t.isoformat() for k, t in sorted(newest)}
     payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    del data  # its objects (megabytes on a large fleet) are not needed for the MAC and the copy below
     if key is None:
         return payload
     body = memoryview(payload)[1:]  # no copy of a payload of megabytes
@@ -329,7 +332,8 @@ def _parse(raw: bytes) -> RunState:
         # a time without a zone cannot be compared with the run's clock: asked again
         if k.at.tzinfo is not None
     }
-    first_seen = {k: _one(shared, t) for k, t in doc.first_seen.items() if t.tzinfo is not None}
+    # Interned keys: the run's own keys for the same findings (pipeline) then share these strings.
+    first_seen = {sys.intern(k): _one(shared, t) for k, t in doc.first_seen.items() if t.tzinfo is not None}
     return RunState(
         cache=cache,
         findings=doc.findings,
