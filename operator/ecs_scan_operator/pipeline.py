@@ -1016,14 +1016,15 @@ class _Run:
 
         # Two objects per affected image: as many writes at once as the S3 client's 16 pooled
         # connections (S3 takes 3,500 PUT/s per prefix); multi-account fleets have thousands of
-        # affected images: more writes at once, within the cap.
-        workers = min(64, self.ports.fanout.max_concurrency) if self.spec.aws.multi_account else 16
+        # affected images: more writes at once, within the cap (128 x ~20 PUT/s each stays under
+        # the prefix's 3,500/s), and at most 256 objects in memory.
+        workers = min(128, self.ports.fanout.max_concurrency) if self.spec.aws.multi_account else 16
         for chunk in batched(
             render_images(
                 self.folder, self.policy, self.images, self.run_id, self.new_ids, self.account_names
             ),
             # Single account: REPORT_CHUNK objects in memory at once, written 16 at a time.
-            max(REPORT_CHUNK, workers * 4) if self.spec.aws.multi_account else REPORT_CHUNK,
+            max(REPORT_CHUNK, 256) if self.spec.aws.multi_account else REPORT_CHUNK,
         ):
             for obj, error in zip(chunk, parallel_map(put, chunk, workers), strict=True):
                 if error is None:
