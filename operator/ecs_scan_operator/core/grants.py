@@ -50,6 +50,7 @@ from ecs_scan_operator.core.policy import (
     API_GROUP,
     API_VERSION,
     DNS_LABEL_RE,
+    DNS_SUBDOMAIN_RE,
     PolicyRef,
     PolicySpec,
     cel,
@@ -67,7 +68,6 @@ _PATTERN_RE = re.compile(r"^[A-Za-z0-9_+=,.@:/!'()*-]{1,512}$", re.ASCII)
 # No trailing '/': the admission policy compares the policy's URL (trailing '/' ignored) with
 # this one as written.
 _URL_RE = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~%/-]*[A-Za-z0-9._~%-])?$", re.ASCII)
-_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", re.ASCII)
 _HOST_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}$", re.ASCII)
 
 
@@ -205,7 +205,7 @@ class SecretKeyRef(_Model):
 
     namespace: str = Field(json_schema_extra={"maxLength": 63, "pattern": DNS_LABEL_RE.pattern})
     """The Secret's namespace (the operator's own, as a rule)."""
-    name: str = Field(json_schema_extra={"maxLength": 253, "pattern": _DNS_SUBDOMAIN_RE.pattern})
+    name: str = Field(json_schema_extra={"maxLength": 253, "pattern": DNS_SUBDOMAIN_RE.pattern})
     """The Secret's name."""
     key: str = Field(default="externalId", min_length=1, max_length=253)
     """The key holding the value. Default externalId."""
@@ -332,7 +332,7 @@ def parse_grant(doc: Any) -> Grant:
         problems.append(FieldError("kind", f"must be {GRANT_KIND}"))
     meta = doc.get("metadata") or {}
     name = meta.get("name", "") if isinstance(meta, Mapping) else ""
-    if not isinstance(name, str) or not _DNS_SUBDOMAIN_RE.fullmatch(name):
+    if not isinstance(name, str) or not DNS_SUBDOMAIN_RE.fullmatch(name):
         problems.append(FieldError("metadata.name", "must be a lowercase DNS name"))
     spec = None
     try:

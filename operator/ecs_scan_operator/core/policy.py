@@ -77,7 +77,7 @@ _CRON_MACROS = {
 }
 #: A Kubernetes DNS label (RFC 1123): namespaces, route names (settings.py checks namespaces with it too).
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", re.ASCII)
-_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", re.ASCII)
+DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", re.ASCII)
 _JIRA_PROJECT_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,9}$", re.ASCII)
 _JIRA_LABEL_RE = re.compile(r"^\S{1,255}$", re.ASCII)
 _JIRA_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", re.ASCII)
@@ -803,9 +803,7 @@ class JiraSpec(_Model):
     )
     """The Jira site, e.g. https://example.atlassian.net (http or https, no credentials in it, no
     query or fragment)."""
-    credentials_secret: str = Field(
-        json_schema_extra={"maxLength": 253, "pattern": _DNS_SUBDOMAIN_RE.pattern}
-    )
+    credentials_secret: str = Field(json_schema_extra={"maxLength": 253, "pattern": DNS_SUBDOMAIN_RE.pattern})
     """The name of a Secret in the policy's namespace holding the Jira credentials: keys email and
     apiToken (Jira Cloud), or token (a Jira Data Center personal access token)."""
     project: ProjectKey
@@ -860,7 +858,7 @@ class JiraSpec(_Model):
     @field_validator("credentials_secret")
     @classmethod
     def _secret(cls, v: str) -> str:
-        if not _DNS_SUBDOMAIN_RE.fullmatch(v):
+        if not DNS_SUBDOMAIN_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a Kubernetes Secret name")
         return v
 
@@ -931,7 +929,7 @@ class NotifyDestination(_Model):
     """slack (a Slack incoming webhook, Block Kit message), teams (a Teams / Power Automate
     workflow webhook, Adaptive Card) or webhook (JSON, signed with HMAC-SHA256 in the
     X-Ecsscan-Signature header)."""
-    secret: str = Field(json_schema_extra={"maxLength": 253, "pattern": _DNS_SUBDOMAIN_RE.pattern})
+    secret: str = Field(json_schema_extra={"maxLength": 253, "pattern": DNS_SUBDOMAIN_RE.pattern})
     """The name of a Secret in the policy's namespace: key url (the webhook URL, https), and for
     type webhook also signingKey (the HMAC-SHA256 key, at least 16 bytes)."""
     # Not "on": YAML 1.1 (kubectl's, PyYAML's) reads an unquoted `on:` key as the boolean true.
@@ -970,7 +968,7 @@ class NotifyDestination(_Model):
     @field_validator("secret")
     @classmethod
     def _secret(cls, v: str) -> str:
-        if not _DNS_SUBDOMAIN_RE.fullmatch(v):
+        if not DNS_SUBDOMAIN_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a Kubernetes Secret name")
         return v
 
@@ -1020,7 +1018,7 @@ class PolicySpec(_Model):
     Failed naming the stage it was in, still writes its report folder and releases its run lease;
     it also bounds how long the lease can be held. 60 to 86400 (1 day). Default 3600."""
     service_account_name: str | None = Field(
-        default=None, json_schema_extra={"maxLength": 253, "pattern": _DNS_SUBDOMAIN_RE.pattern}
+        default=None, json_schema_extra={"maxLength": 253, "pattern": DNS_SUBDOMAIN_RE.pattern}
     )
     """The ServiceAccount of the policy's namespace its runs use when the operator runs them as
     Jobs (runner mode job), so IRSA or EKS Pod Identity give the run the team's own AWS identity.
@@ -1081,7 +1079,7 @@ class PolicySpec(_Model):
     @field_validator("service_account_name")
     @classmethod
     def _service_account(cls, v: str | None) -> str | None:
-        if v is not None and not _DNS_SUBDOMAIN_RE.match(v):
+        if v is not None and not DNS_SUBDOMAIN_RE.match(v):
             raise ValueError(f"{v!r} is not a ServiceAccount name (a lowercase DNS name)")
         return v
 
@@ -1201,7 +1199,7 @@ def parse_document(doc: Any) -> tuple[PolicyRef, PolicySpec]:
         meta = doc.get("metadata") or {}
         name = meta.get("name", "") if isinstance(meta, Mapping) else ""
         namespace = (meta.get("namespace") if isinstance(meta, Mapping) else None) or "default"
-        if not isinstance(name, str) or not _DNS_SUBDOMAIN_RE.fullmatch(name):
+        if not isinstance(name, str) or not DNS_SUBDOMAIN_RE.fullmatch(name):
             problems.append(FieldError("metadata.name", "must be a lowercase DNS name"))
         if not isinstance(namespace, str) or not DNS_LABEL_RE.fullmatch(namespace):
             problems.append(FieldError("metadata.namespace", "must be a lowercase DNS label"))
