@@ -135,6 +135,7 @@ def build_ports(
         tickets=tickets,
         aws_calls=counter.by_operation,
         aws_errors=counter.errors_by_operation,
+        release_reads=clients.release_reads,
         state_key=state_key,
         notifier=notifier,
         vulnerabilities=InspectorVulnerabilities(clients),

@@ -36,9 +36,11 @@ from ecs_scan_operator.core.model import (
     ImageStatus,
     ImageUse,
     RefKind,
+    Resolution,
     RuntimeContext,
     ScanState,
     ScanType,
+    Severity,
     TaskDefinitionImages,
     TaskDefinitionListing,
 )
@@ -75,6 +77,8 @@ from ecs_scan_operator.ports import Clock, Ports
 log = logging.getLogger(__name__)
 SCAN_BATCH = 200  # images per findings call group; cancel is checked between groups
 REPORT_CHUNK = 32  # per-image report objects rendered and stored together
+REGISTRY_GROUP = 20  # Prefetch: a registry's new images that join a batch together
+FLUSH_ALL = 5  # Prefetch: this many batches waiting in small registries go together
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
 
@@ -208,12 +212,17 @@ def _listing(
     state: RunState,
     guard: Guard | threading.Event | None,
     target: tuple[str, str],
+    prefetch: Prefetch | None = None,
 ) -> TaskDefinitionListing | ScanError | None:
     """One (account, region)'s task definitions, its failure, or None when the run is stopping."""
     account, region = target
     if isinstance(guard, Guard) and guard.is_set():
         return None
     try:
+        if account and prefetch is not None:
+            return ports.images.task_definitions(
+                spec.task_definitions, region, state.cache, account, found=prefetch.found
+            )
         if account:
             return ports.images.task_definitions(spec.task_definitions, region, state.cache, account)
         return ports.images.task_definitions(spec.task_definitions, region, state.cache)
@@ -221,6 +230,147 @@ def _listing(
         if account and exc.cause is not None and not exc.cause.account:
             exc.cause = dataclasses.replace(exc.cause, account=account)
         return exc
+
+
+class Prefetch:
+    """Multi-account runs: digests, findings and KEV data of images found while the inventory is read.
+
+    A multi-account inventory takes as long as its slowest (account, region) pair's task-definition
+    reads (20 a second each), and a fleet names most of its images in its first families. An
+    image's digest, findings and KEV answers do not depend on which families use it, so they are
+    read in the background as images appear - in batches of `batch` new images, one batch at a
+    time (the adapters spread each batch's calls; KEV lookups stay within their worker count) -
+    and the stages after the inventory find them ready: the run ends soon after its slowest pair.
+
+    Best effort, never a second source of truth: only what a stage would accept is kept (a
+    digest found, a scan that did not fail, a KEV answer); the rest, a batch that failed and the
+    images of a last partial batch are read by the stages themselves, which record their failures
+    as always. Cancel and deadline stop it at the next batch. Memory: the kept scans are what the
+    findings stage would hold for the same images (multi-account batches span the fleet anyway).
+    """
+
+    def __init__(
+        self,
+        spec: PolicySpec,
+        ports: Ports,
+        state: RunState,
+        now: datetime,
+        guard: Guard | threading.Event | None,
+        batch: int = SCAN_BATCH,
+    ) -> None:
+        self._spec, self._ports, self._state, self._now, self._guard = spec, ports, state, now, guard
+        self._batch = batch
+        self._severities = severities_at_or_above(fetch_floor(spec), include_untriaged=spec.include_untriaged)
+        self._lock = threading.Lock()
+        self._seen: set[tuple[str, ...]] = set()
+        # New images wait by registry (account, region): a registry's images go together, so a
+        # repository's tags share ECR calls and Inspector's per-account filters stay full.
+        self._pending: dict[tuple[str, str], list[ImageRef]] = {}
+        self._ready: list[ImageRef] = []
+        self._waiting = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._futures: list[Future[None]] = []
+        self._cves: set[str] = set()  # asked (or being asked) by an earlier batch
+        self.digests: dict[tuple[str, ...], str] = {}  # by image identity
+        self.scans: dict[tuple[ImageRef, str], ImageScan] = {}
+        self.kev: dict[str, KevEntry] = {}
+        self.kev_asked = 0
+        self.batches = 0
+
+    def found(self, td: TaskDefinitionImages) -> None:
+        """A revision was read (in the source's thread): queue its new private ECR images.
+
+        A registry's queue joins the next batch once it holds REGISTRY_GROUP images; a batch goes
+        once it holds `batch` images, or when `FLUSH_ALL * batch` wait in all (small registries).
+        """
+        refs = [parse_image(c.image) for c in td.containers]
+        with self._lock:
+            for ref in refs:
+                key = _identity(ref)
+                if not ref.scannable or key in self._seen:
+                    continue
+                self._seen.add(key)
+                queue = self._pending.setdefault((ref.account or "", ref.region or ""), [])
+                queue.append(ref)
+                self._waiting += 1
+                if len(queue) >= REGISTRY_GROUP:
+                    self._ready.extend(queue)
+                    queue.clear()
+                if len(self._ready) >= self._batch or self._waiting >= FLUSH_ALL * self._batch:
+                    self._submit()
+
+    def _submit(self) -> None:
+        refs = self._ready
+        if self._waiting >= FLUSH_ALL * self._batch:
+            refs = refs + [r for queue in self._pending.values() for r in queue]
+            self._pending = {}
+        self._ready = []
+        self._waiting -= len(refs)
+        self._futures.append(self._pool.submit(self._read, refs))
+
+    def close(self) -> None:
+        """Wait for the batches under way (the inventory is complete); raise what a batch raised."""
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            self._pending, self._ready = {}, []
+            futures, self._futures = self._futures, []
+        for f in futures:
+            f.result()  # ScanErrors are caught in _read; anything else is a bug to surface
+
+    def _stopping(self) -> bool:
+        guard = self._guard
+        if isinstance(guard, Guard):
+            return guard.is_set()
+        return guard is not None and guard.is_set()
+
+    def _read(self, refs: list[ImageRef]) -> None:
+        if self._stopping():
+            return
+        try:
+            resolved = self._ports.digests.resolve(refs)
+        except ScanError:
+            return
+        keys = []
+        for ref in refs:
+            res = resolved.get(ref)
+            if res is not None and res.digest is not None:
+                self.digests[_identity(ref)] = res.digest
+                keys.append(_scan_key(ref, res.digest))
+        keys = sorted(set(keys) - self.scans.keys())
+        if not keys or self._stopping():
+            return
+        try:
+            scans = self._ports.findings.scans(keys, self._severities)
+        except ScanError:
+            return
+        kept = {k: v for k, v in scans.items() if v.state is not ScanState.FAILED}
+        self.scans.update(kept)
+        self.batches += 1
+        self._kev(kept)
+
+    def _kev(self, scans: Mapping[tuple[ImageRef, str], ImageScan]) -> None:
+        intel = self._ports.vulnerabilities
+        enhanced = [
+            (key, scan)
+            for key, scan in scans.items()
+            if scan.scan_type == ScanType.ENHANCED and scan.state is ScanState.COMPLETE and scan.findings
+        ]
+        if intel is None or not enhanced or self._stopping():
+            return
+        ids = lookup_ids(f.vulnerability_id for _, s in enhanced for f in s.findings)
+        ask = [v for v in stale(self._state.kev, ids, self._now, intel.ttl) if v not in self._cves]
+        if not ask:
+            return
+        self._cves.update(ask)
+        self.kev_asked += len(ask)
+        region = min(key[0].region or "" for key, _ in enhanced)
+        # A refusal leaves the rest unasked: the findings stage asks them again and records it.
+        self.kev.update(intel.search(ask, region, self._now).entries)
+
+    def handover(self, state: RunState) -> None:
+        """Hand the KEV answers to the state's cache (the findings stage reads them from there)."""
+        state.kev.update(self.kev)
+        self.kev = {}
 
 
 def _add_uses(
@@ -258,12 +408,14 @@ def collect_images(
     rlog: _RunLog,
     cancel: Guard | threading.Event | None,
     accounts: Sequence[Account] | None = None,
+    prefetch: Prefetch | None = None,
 ) -> list[ImageResult]:
     """Stage 1-2: task definitions of every (account,) region -> unique images with their uses.
 
     Multi-account policies read every (account, region) pair in parallel, `fanout.targets_at_once`
     pairs at a time: each pair is its own AWS rate-limit domain, so the stage takes about as long as
     its slowest pair. A pair that fails is that pair's stage failure; the others complete.
+    `prefetch` hears each revision as it is read (multi-account only).
     """
     images: dict[tuple[str, ...], ImageResult] = {}
     regions = spec.aws.all_regions
@@ -273,7 +425,7 @@ def collect_images(
     else:
         targets, at_once = [("", r) for r in regions], 1
     _check(cancel)
-    outcomes = parallel_map(lambda t: _listing(spec, ports, state, cancel, t), targets, at_once)
+    outcomes = parallel_map(lambda t: _listing(spec, ports, state, cancel, t, prefetch), targets, at_once)
     _check(cancel)
     for (account, region), listing in zip(targets, outcomes, strict=True):
         where = f"{account}/{region}" if account else region
@@ -343,17 +495,31 @@ def running_td_tags(
 
 
 def resolve_digests(
-    images: list[ImageResult], spec: PolicySpec, ports: Ports, result: RunResult, rlog: _RunLog
+    images: list[ImageResult],
+    spec: PolicySpec,
+    ports: Ports,
+    result: RunResult,
+    rlog: _RunLog,
+    prefetched: Mapping[tuple[str, ...], str] | None = None,
 ) -> None:
-    """Stage 3: tags -> digests; not_found and failures recorded per image."""
+    """Stage 3: tags -> digests; not_found and failures recorded per image.
+
+    `prefetched`: digests already read during the inventory (Prefetch), by image identity.
+    """
     todo = [i for i in images if i.ref.scannable and not i.awaiting_digest]
     if not todo:
         return
     # The running view: a running digest needs no lookup, but its tag's current digest does
     # (drift, redeploy needed); the resolver batches these with the declared tags per repository.
     tag_refs = {id(i): _tag_ref(i.ref) for i in todo if is_running_row(i) and i.ref.tag}
+    known = prefetched or {}
+    resolved: dict[ImageRef, Resolution] = {
+        i.ref: Resolution(digest) for i in todo if (digest := known.get(_identity(i.ref)))
+    }
+    ask = [i.ref for i in todo if i.ref not in resolved] + sorted(set(tag_refs.values()))
     try:
-        resolved = ports.digests.resolve([i.ref for i in todo] + sorted(set(tag_refs.values())))
+        if ask:
+            resolved.update(ports.digests.resolve(ask))
     except ScanError as exc:
         result.fail_stage("digests", str(exc))
         for img in todo:
@@ -465,12 +631,14 @@ def read_findings(
     cancel: Guard | threading.Event | None,
     progress: Progress | None,
     seen: _Seen | None = None,
+    prefetched: dict[tuple[ImageRef, str], ImageScan] | None = None,
 ) -> set[str]:
     """Stage 4: findings per digest (batched by the adapter), KEV data for their CVEs, then the
     rules (threshold or actOn, suppressions, noFix) and each finding's priority and SLA in the core.
 
     The running view adds one read per drifted row whose tag's current digest is no row of its own
     (its findings decide "redeploy needed"); those scans and Inspector's coverage go to `seen`.
+    `prefetched`: scans read during the inventory (Prefetch); each is taken out as it is used.
     """
     todo = [i for i in images if i.digest]
     severities = severities_at_or_above(fetch_floor(spec), include_untriaged=spec.include_untriaged)
@@ -512,11 +680,7 @@ def read_findings(
         for start in range(0, len(keys), size):
             _check(cancel)
             batch = keys[start : start + size]
-            try:
-                scans = ports.findings.scans(batch, severities)
-            except ScanError as exc:
-                cause = str(exc.cause or "")
-                scans = {k: ImageScan(ScanState.FAILED, reason=str(exc), cause=cause) for k in batch}
+            scans = _batch_scans(batch, severities, ports, prefetched)
             ask = kev.start(scans, ports, background)
             if pending is not None:
                 kev.merge(pending[2], result)
@@ -533,6 +697,25 @@ def read_findings(
         result.record_error(f"{failed} image(s) failed while reading findings{_causes_of(failed_images)}")
     rlog("findings_read", images=len(todo), failed=failed)
     return expired_used
+
+
+def _batch_scans(
+    batch: list[tuple[ImageRef, str]],
+    severities: Sequence[Severity],
+    ports: Ports,
+    prefetched: dict[tuple[ImageRef, str], ImageScan] | None,
+) -> dict[tuple[ImageRef, str], ImageScan]:
+    """A findings batch: the prefetched scans (taken out), the others read now (a failure per image)."""
+    scans = {k: prefetched.pop(k) for k in batch if k in prefetched} if prefetched else {}
+    missing = [k for k in batch if k not in scans]
+    if not missing:
+        return scans
+    try:
+        scans.update(ports.findings.scans(missing, severities))
+    except ScanError as exc:
+        cause = str(exc.cause or "")
+        scans.update({k: ImageScan(ScanState.FAILED, reason=str(exc), cause=cause) for k in missing})
+    return scans
 
 
 def _scan_key(ref: ImageRef, digest: str) -> tuple[ImageRef, str]:
@@ -892,14 +1075,14 @@ class _Run:
             self.guard.enter("taskDefinitions")
             self._progress("task definitions", 0, 1)
             errors_before = result.errors_total
-            accounts = select_accounts(spec, self.ports, result, rlog) if spec.aws.multi_account else []
-            self.account_names = {a.id: a.name for a in accounts if a.name}
-            self.images = collect_images(spec, self.ports, self.state, result, rlog, self.guard, accounts)
+            prefetch = self.inventory()
             running_td_tags(self.images, spec, self.ports, self.state, result, self.started)
             inventory_errors = result.errors_total - errors_before  # listing errors only, not the state's
             self._progress("task definitions", 1, 1)
             self.guard.enter("digests")
-            resolve_digests(self.images, spec, self.ports, result, rlog)
+            resolve_digests(
+                self.images, spec, self.ports, result, rlog, prefetch.digests if prefetch else None
+            )
             if spec.task_definitions.running_view:
                 self.images = fold_running_rows(self.images)
             self.guard.enter("findings")
@@ -917,7 +1100,9 @@ class _Run:
                 self.guard,
                 self.progress,
                 seen,
+                prefetch.scans if prefetch else None,
             )
+            prefetch = None  # what it read is in the images now
             self.signals.shared.clear()  # the findings hold what they share
             assess_runtime(self.images, spec, self.state, seen, self.started)
             result.running_view = spec.task_definitions.running_view
@@ -929,6 +1114,8 @@ class _Run:
         if not self.fatal:
             try:
                 self.guard.enter("report")
+                if self.ports.release_reads is not None:
+                    self.ports.release_reads()
                 self.write_image_objects()
                 self.guard.enter("tickets")
                 self.sync_tickets(inventory_complete=not inventory_errors)
@@ -939,6 +1126,32 @@ class _Run:
                 self.abort(exc)
         self.commit()
         return result
+
+    def inventory(self) -> Prefetch | None:
+        """The accounts (multi-account) and their images; what was prefetched meanwhile, if anything."""
+        spec, result, rlog = self.spec, self.result, self.rlog
+        accounts = select_accounts(spec, self.ports, result, rlog) if spec.aws.multi_account else []
+        self.account_names = {a.id: a.name for a in accounts if a.name}
+        if not spec.aws.multi_account:
+            self.images = collect_images(spec, self.ports, self.state, result, rlog, self.guard)
+            return None
+        # Digests, findings and KEV data are read while the inventory still runs.
+        prefetch = Prefetch(spec, self.ports, self.state, self.started, self.guard)
+        try:
+            self.images = collect_images(
+                spec, self.ports, self.state, result, rlog, self.guard, accounts, prefetch
+            )
+        finally:
+            prefetch.close()
+        prefetch.handover(self.state)
+        rlog(
+            "prefetched",
+            batches=prefetch.batches,
+            digests=len(prefetch.digests),
+            scans=len(prefetch.scans),
+            kevAsked=prefetch.kev_asked,
+        )
+        return prefetch
 
     def notify(self) -> None:
         """Tell each spec.notify destination what changed; before the state, which remembers it."""

@@ -21,6 +21,7 @@ from ecs_scan_operator.core.model import (
     ImageScan,
     Resolution,
     Severity,
+    TaskDefinitionImages,
     TaskDefinitionListing,
 )
 from ecs_scan_operator.core.policy import NotifyDestination, OrganizationSpec, TaskDefinitionsSpec
@@ -40,11 +41,18 @@ class ImageSource(Protocol):
     """Task definitions that a policy selects, with their containers' images."""
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
+        self,
+        selection: TaskDefinitionsSpec,
+        region: str,
+        cache: RevisionCache,
+        account: str = "",
+        found: Callable[[TaskDefinitionImages], None] | None = None,
     ) -> TaskDefinitionListing:
         """The selected task-definition revisions; `cache` holds revisions by ARN (they are immutable).
 
-        `account` (multi-account policies): read in that account, through its role.
+        `account` (multi-account policies): read in that account, through its role. `found`, when
+        given, is told each revision as soon as it is read (from the source's own threads), so its
+        images can be looked at before the listing is complete; a source may also never call it.
         """
         ...
 
@@ -194,6 +202,8 @@ class Ports:
     tickets: TicketSink | None = None
     aws_calls: Callable[[], dict[str, int]] | None = None  # calls by service:Operation so far
     aws_errors: Callable[[], dict[str, int]] | None = None  # failed calls by service:Operation so far
+    # The run's AWS reads are done (only report writes follow): the adapters let their clients go.
+    release_reads: Callable[[], None] | None = None
     state_key: SecretStr | None = None  # authenticates the state object (core/state.py); never logged
     notifier: Notifier | None = None
     coverage: CoverageSettings | None = None  # the running view's CoverageAtRisk (issue #12)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -54,7 +54,12 @@ class FakeImageSource:
     asked: list[tuple[str, str]] = field(default_factory=list)
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
+        self,
+        selection: TaskDefinitionsSpec,
+        region: str,
+        cache: RevisionCache,
+        account: str = "",
+        found: Callable[[TaskDefinitionImages], None] | None = None,
     ) -> TaskDefinitionListing:
         self.asked.append((account, region))
         if region in self.fail_regions:
@@ -75,6 +80,8 @@ class FakeImageSource:
                 cache.put(td)
             out.task_definitions.append(td)
             out.families_matched += 1
+            if found is not None:  # as the ECS adapter does: each revision as soon as it is read
+                found(td)
         return out
 
 

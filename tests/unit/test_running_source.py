@@ -8,7 +8,7 @@ injected by a validated hook) is tests/integration/test_running_source.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,14 @@ import pytest
 
 from ecs_scan_operator.adapters.ecs import parse_td_arn, running_task_definitions
 from ecs_scan_operator.core.images import running_image
-from ecs_scan_operator.core.model import Finding, ImageRef, Resolution, Severity, TaskDefinitionListing
+from ecs_scan_operator.core.model import (
+    Finding,
+    ImageRef,
+    Resolution,
+    Severity,
+    TaskDefinitionImages,
+    TaskDefinitionListing,
+)
 from ecs_scan_operator.core.policy import PolicyRef, TaskDefinitionsSpec, parse_spec
 from ecs_scan_operator.core.state import RevisionCache
 from ecs_scan_operator.pipeline import run_policy
@@ -127,7 +134,12 @@ class RunningTasks:
     tasks: list[dict[str, Any]]
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
+        self,
+        selection: TaskDefinitionsSpec,
+        region: str,
+        cache: RevisionCache,
+        account: str = "",
+        found: Callable[[TaskDefinitionImages], None] | None = None,
     ) -> TaskDefinitionListing:
         tds = running_task_definitions(self.tasks, selection, region)
         return TaskDefinitionListing(task_definitions=tds, families_matched=len({t.family for t in tds}))

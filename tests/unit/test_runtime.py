@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -177,7 +177,12 @@ class Fleet:
     tds: list[TaskDefinitionImages]
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
+        self,
+        selection: TaskDefinitionsSpec,
+        region: str,
+        cache: RevisionCache,
+        account: str = "",
+        found: Callable[[TaskDefinitionImages], None] | None = None,
     ) -> TaskDefinitionListing:
         return TaskDefinitionListing(task_definitions=list(self.tds), families_matched=1)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecs_scan_operator.adapters.aws_session import AwsClients, error_code, map_aws_error
 from ecs_scan_operator.core.config_inventory import LatestRevisions, select_expression
-from ecs_scan_operator.core.model import TaskDefinitionListing
+from ecs_scan_operator.core.model import TaskDefinitionImages, TaskDefinitionListing
 from ecs_scan_operator.core.policy import ConfigAggregatorSpec, TaskDefinitionsSpec
 from ecs_scan_operator.core.state import RevisionCache
 from ecs_scan_operator.errors import AuthError, NotFoundError, PermanentError, ScanError
@@ -62,12 +63,18 @@ class ConfigImageSource:
         return out
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
+        self,
+        selection: TaskDefinitionsSpec,
+        region: str,
+        cache: RevisionCache,
+        account: str = "",
+        found: Callable[[TaskDefinitionImages], None] | None = None,
     ) -> TaskDefinitionListing:
         """The newest ACTIVE revision of each selected family in `region`, for every aggregated account
         (or only `account`'s, for a multi-account policy: the region is queried once for all).
 
-        `cache` is not used: each page carries the images already, so nothing is described.
+        `cache` is not used: each page carries the images already, so nothing is described. `found`
+        is not called: the pages are few, so the listing is complete soon after its first image.
         """
         if not account:
             return self._query(selection, region)

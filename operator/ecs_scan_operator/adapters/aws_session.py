@@ -404,6 +404,21 @@ class AwsClients:
                 self._clients[key] = client
             return client
 
+    def release_reads(self) -> None:
+        """Close and forget every client but S3's, and the roles' sessions (the run only writes now).
+
+        A multi-account run holds a client per (service, account, region) - hundreds, each with its
+        own copy of botocore's event handlers and service model - that the report stage does not
+        use; letting them go leaves that memory to the report. A client asked for later is made
+        again (a role is assumed again), so this only costs time if called too early.
+        """
+        with self._lock:
+            dropped = [c for k, c in self._clients.items() if k[0] != "s3"]
+            self._clients = {k: c for k, c in self._clients.items() if k[0] == "s3"}
+            self._sessions = {}
+        for client in dropped:
+            client.close()
+
     def account_role(self, account: str) -> str:
         """The role of `account` (multi-account); raise AuthError AccessNotGranted when not granted."""
         if self._role_arn_pattern is None:

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -26,6 +26,8 @@ from ecs_scan_operator.core.policy import TaskDefinitionSource, TaskDefinitionsS
 from ecs_scan_operator.core.selection import exact_family, family_selected, literal_prefix, select_families
 from ecs_scan_operator.core.state import RevisionCache
 from ecs_scan_operator.errors import NotFoundError, ScanError
+
+Found = Callable[[TaskDefinitionImages], None]  # told each revision as it is read
 
 log = logging.getLogger(__name__)
 PAGE = 100  # the API's maximum page size for the list calls used here
@@ -201,13 +203,22 @@ class EcsImageSource:
         return best[1] if best else None
 
     def _describe_all(
-        self, ecs: Any, names: list[str], region: str, listing: TaskDefinitionListing, cache: RevisionCache
+        self,
+        ecs: Any,
+        names: list[str],
+        region: str,
+        listing: TaskDefinitionListing,
+        cache: RevisionCache,
+        found: Found | None = None,
     ) -> None:
         def one(name: str) -> TaskDefinitionImages | ScanError:
             try:
-                return self._describe(ecs, name, region)
+                td = self._describe(ecs, name, region)
             except ScanError as exc:
                 return exc
+            if found is not None:
+                found(td)  # in the worker: the pipeline may start on its images (Prefetch)
+            return td
 
         with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
             for name, outcome in zip(names, pool.map(one, names), strict=True):
@@ -259,9 +270,18 @@ class EcsImageSource:
         return out, errors
 
     def task_definitions(
-        self, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, account: str = ""
+        self,
+        selection: TaskDefinitionsSpec,
+        region: str,
+        cache: RevisionCache,
+        account: str = "",
+        found: Found | None = None,
     ) -> TaskDefinitionListing:
-        """The selected revisions of one region (of `account`); never raises for one bad family."""
+        """The selected revisions of one region (of `account`); never raises for one bad family.
+
+        `found` hears each revision of the declared view (latestRevision) as it is read or taken from
+        the cache; the running sources never call it.
+        """
         ecs = self._clients.workload("ecs", region, account)
         where = f"{account}/{region}" if account else region
         try:
@@ -269,7 +289,7 @@ class EcsImageSource:
                 return self._from_services(ecs, selection, region, cache)
             if selection.source is TaskDefinitionSource.RUNNING:
                 return self._from_running(ecs, selection, region)
-            listing = self._latest(ecs, selection, region, cache, where)
+            listing = self._latest(ecs, selection, region, cache, where, found)
             if selection.clusters:  # the running view beside the declared one (issue #12)
                 running = self._from_running(ecs, selection, region)
                 listing.task_definitions.extend(running.task_definitions)
@@ -282,7 +302,13 @@ class EcsImageSource:
             raise err from exc
 
     def _latest(
-        self, ecs: Any, selection: TaskDefinitionsSpec, region: str, cache: RevisionCache, where: str
+        self,
+        ecs: Any,
+        selection: TaskDefinitionsSpec,
+        region: str,
+        cache: RevisionCache,
+        where: str,
+        found: Found | None,
     ) -> TaskDefinitionListing:
         listing = TaskDefinitionListing()
         # `where`: the region, or account/region: each account's listing costs are its own.
@@ -304,12 +330,14 @@ class EcsImageSource:
                     to_describe.append(latest[family])
                 else:
                     listing.task_definitions.append(td)
-            self._describe_all(ecs, to_describe, region, listing, cache)
+                    if found is not None:
+                        found(td)
+            self._describe_all(ecs, to_describe, region, listing, cache, found)
             cache.listing[where] = dict(seen, activeRevisions=total, selected=len(latest))
             return listing
         families, listed = self._families(ecs, selection)
         listing.families_matched = len(families)
-        self._describe_all(ecs, families, region, listing, cache)
+        self._describe_all(ecs, families, region, listing, cache, found)
         # Estimate the account's active revisions from the selected families' revision numbers
         # (an upper bound: some old revisions are inactive); a warm run measures the real count.
         revisions = sum(td.revision for td in listing.task_definitions)
