@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 SCAN_BATCH = 200  # images per findings call group; cancel is checked between groups
 REPORT_CHUNK = 32  # per-image report objects rendered and stored together
 REGISTRY_GROUP = 20  # Prefetch: a registry's new images that join a batch together
+PREFETCH_BATCH = SCAN_BATCH  # Prefetch: images per batch
 FLUSH_ALL = 5  # Prefetch: this many batches waiting in small registries go together
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
@@ -238,7 +239,7 @@ class Prefetch:
     A multi-account inventory takes as long as its slowest (account, region) pair's task-definition
     reads (20 a second each), and a fleet names most of its images in its first families. An
     image's digest, findings and KEV answers do not depend on which families use it, so they are
-    read in the background as images appear - in batches of `batch` new images, one batch at a
+    read in the background as images appear - in batches of PREFETCH_BATCH new images, one batch at a
     time (the adapters spread each batch's calls; KEV lookups stay within their worker count) -
     and the stages after the inventory find them ready: the run ends soon after its slowest pair.
 
@@ -256,10 +257,9 @@ class Prefetch:
         state: RunState,
         now: datetime,
         guard: Guard | threading.Event | None,
-        batch: int = SCAN_BATCH,
     ) -> None:
-        self._spec, self._ports, self._state, self._now, self._guard = spec, ports, state, now, guard
-        self._batch = batch
+        self._ports, self._state, self._now, self._guard = ports, state, now, guard
+        self._batch = PREFETCH_BATCH
         self._severities = severities_at_or_above(fetch_floor(spec), include_untriaged=spec.include_untriaged)
         self._lock = threading.Lock()
         self._seen: set[tuple[str, ...]] = set()
@@ -281,7 +281,7 @@ class Prefetch:
         """A revision was read (in the source's thread): queue its new private ECR images.
 
         A registry's queue joins the next batch once it holds REGISTRY_GROUP images; a batch goes
-        once it holds `batch` images, or when `FLUSH_ALL * batch` wait in all (small registries).
+        once it holds PREFETCH_BATCH images, or when FLUSH_ALL batches wait in all (small registries).
         """
         refs = [parse_image(c.image) for c in td.containers]
         with self._lock:

@@ -13,6 +13,7 @@ import csv
 import json
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from ecs_scan_operator.adapters.ecs import EcsImageSource
 from ecs_scan_operator.adapters.s3_report import S3ReportSink
 from ecs_scan_operator.bootstrap import build_ports
 from ecs_scan_operator.core.images import parse_image
-from ecs_scan_operator.core.model import ImageStatus, ScanState
+from ecs_scan_operator.core.model import ImageStatus, ScanState, TaskDefinitionImages
 from ecs_scan_operator.core.policy import PolicyRef, TaskDefinitionsSpec, parse_spec
 from ecs_scan_operator.core.result import Outcome
 from ecs_scan_operator.core.state import RevisionCache
@@ -112,6 +113,49 @@ def test_warm_cache_describes_nothing(aws: str) -> None:
     third = source.task_definitions(TaskDefinitionsSpec(), REGION, cache)
     assert clients.counter.calls["ecs:DescribeTaskDefinition"] == before + 1
     assert any(td.family == "svc-0" and td.revision == 3 for td in third.task_definitions)
+
+
+def test_found_hears_every_revision_as_it_is_read_or_taken_from_the_cache(aws: str) -> None:
+    for i in range(6):
+        register(f"svc-{i}", f"{ECR}/svc{i}:v1", "nginx")
+    register("other", f"{ECR}/other:1")
+    source, cache = EcsImageSource(AwsClients(), concurrency=3), RevisionCache()
+    selection = TaskDefinitionsSpec(include=["svc-*"])
+    heard: list[TaskDefinitionImages] = []
+    lock = threading.Lock()
+
+    def found(td: TaskDefinitionImages) -> None:
+        with lock:
+            heard.append(td)
+
+    cold = source.task_definitions(selection, REGION, cache, found=found)
+    assert sorted(heard, key=lambda t: t.family) == sorted(cold.task_definitions, key=lambda t: t.family)
+    assert len(heard) == 6
+    heard.clear()
+    warm = source.task_definitions(selection, REGION, cache, found=found)  # from the cache
+    assert {td.arn for td in heard} == {td.arn for td in warm.task_definitions} and len(heard) == 6
+    heard.clear()
+    ecs = client("ecs")
+    ecs.create_cluster(clusterName="prod")
+    source.task_definitions(
+        TaskDefinitionsSpec(source="running", clusters=["prod"]), REGION, cache, found=found
+    )
+    assert heard == []  # the running sources never tell early
+
+
+def test_release_reads_lets_the_read_clients_go_and_keeps_s3(aws: str) -> None:
+    clients = AwsClients(role_arn=f"arn:aws:iam::{ACCOUNT}:role/reader")
+    ecs, ecr, s3 = (
+        clients.workload("ecs", REGION),
+        clients.registry("ecr", REGION),
+        clients.base("s3", REGION),
+    )
+    ecs.list_clusters()
+    clients.release_reads()
+    assert clients.base("s3", REGION) is s3
+    again = clients.workload("ecs", REGION)
+    assert again is not ecs and clients.registry("ecr", REGION) is not ecr
+    assert again.list_clusters()["clusterArns"] == []  # a fresh client (and role session) works
 
 
 def test_services_source(aws: str) -> None:
