@@ -237,7 +237,9 @@ class Prefetch:
     """Multi-account runs: digests, findings and KEV data of images found while the inventory is read.
 
     A multi-account inventory takes as long as its slowest (account, region) pair's task-definition
-    reads (20 a second each), and a fleet names most of its images in its first families. An
+    reads (20 a second each), and a fleet names most of its images in its first families. The
+    source tells it each revision it describes (not those in the revision cache: a warm rerun's
+    inventory is quick, and the stages read with more concurrency than one batch at a time). An
     image's digest, findings and KEV answers do not depend on which families use it, so they are
     read in the background as images appear - in batches of PREFETCH_BATCH new images, one batch at a
     time (the adapters spread each batch's calls; KEV lookups stay within their worker count) -
@@ -309,7 +311,7 @@ class Prefetch:
         self._futures.append(self._pool.submit(self._read, refs))
 
     def close(self) -> None:
-        """Wait for the batches under way (the inventory is complete); raise what a batch raised."""
+        """The inventory is complete: wait for the batches submitted; raise what a batch raised."""
         self._pool.shutdown(wait=True)
         with self._lock:
             self._pending, self._ready = {}, []

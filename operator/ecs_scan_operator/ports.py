@@ -51,8 +51,8 @@ class ImageSource(Protocol):
         """The selected task-definition revisions; `cache` holds revisions by ARN (they are immutable).
 
         `account` (multi-account policies): read in that account, through its role. `found`, when
-        given, is told each revision as soon as it is read (from the source's own threads), so its
-        images can be looked at before the listing is complete; a source may also never call it.
+        given, is told revisions as soon as they are read from AWS (in the source's own threads), so
+        their images can be looked at before the listing is complete; a source need not call it.
         """
         ...
 

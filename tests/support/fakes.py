@@ -78,10 +78,10 @@ class FakeImageSource:
                     arn, family, 1, tuple(ContainerImage(n, i) for n, i in containers), region
                 )
                 cache.put(td)
+                if found is not None:  # as the ECS adapter does: each revision it describes
+                    found(td)
             out.task_definitions.append(td)
             out.families_matched += 1
-            if found is not None:  # as the ECS adapter does: each revision as soon as it is read
-                found(td)
         return out
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from ecs_scan_operator import pipeline
 from ecs_scan_operator.core.kev import KevEntry
@@ -159,7 +161,7 @@ def run(
 def outcome(result: RunResult) -> dict[str, Any]:
     """What a user sees of a run, without its id and times."""
     data = result.to_dict()
-    for key in ("id", "runId", "startedAt", "finishedAt", "durationSeconds", "awsCalls", "reportUri"):
+    for key in ("id", "startTime", "completionTime", "durationSeconds", "awsCalls", "reportUri"):
         data.pop(key, None)
     return data
 
@@ -180,7 +182,22 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "PREFETCH_BATCH", 8)
 
 
-def test_a_prefetched_run_equals_a_run_without_it_and_the_stages_ask_only_the_rest() -> None:
+@pytest.fixture
+def slow_inventory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inventory outlasts the prefetch, as on a cold multi-account run: every batch submitted
+    has run when the inventory ends (the fakes' inventory is instant, so close() would drop them)."""
+    real = Prefetch.close
+
+    def close(self: Prefetch) -> None:
+        futures.wait(self._futures)
+        real(self)
+
+    monkeypatch.setattr(Prefetch, "close", close)
+
+
+def test_a_prefetched_run_equals_a_run_without_it_and_the_stages_ask_only_the_rest(
+    slow_inventory: None,
+) -> None:
     quiet, quiet_ports, quiet_intel = run(early=False)
     early, early_ports, early_intel = run(early=True)
     assert outcome(early) == outcome(quiet)
@@ -206,7 +223,9 @@ def test_a_prefetched_run_equals_a_run_without_it_and_the_stages_ask_only_the_re
 
 
 @pytest.mark.parametrize("fail", ["digests", "findings"])
-def test_a_prefetch_read_that_raises_is_read_again_by_its_stage_and_recorded_by_none(fail: str) -> None:
+def test_a_prefetch_read_that_raises_is_read_again_by_its_stage_and_recorded_by_none(
+    fail: str, slow_inventory: None
+) -> None:
     quiet, quiet_ports, _ = run(early=False)
     digests = Digests(fail_prefetch=fail == "digests")
     findings = Findings(fail_prefetch=fail == "findings")
@@ -218,7 +237,9 @@ def test_a_prefetch_read_that_raises_is_read_again_by_its_stage_and_recorded_by_
         assert any(pre for pre, _ in findings.keys)
 
 
-def test_a_refused_kev_lookup_is_asked_again_by_the_findings_stage_which_records_it() -> None:
+def test_a_refused_kev_lookup_is_asked_again_by_the_findings_stage_which_records_it(
+    slow_inventory: None,
+) -> None:
     quiet, _, quiet_intel = run(early=False, refuse={"CVE-2024-0002"})
     early, _, early_intel = run(early=True, refuse={"CVE-2024-0002"})
     assert outcome(early) == outcome(quiet)
@@ -280,9 +301,35 @@ def test_batches_keep_a_registry_together_and_small_registries_go_when_enough_wa
     tell(ACCOUNTS[1], 200)  # the 16th waiting image (2 batches of 8): everything waiting goes
     assert len(prefetch._futures) == 2
     tell(ACCOUNTS[2], 300)  # waits; the stages will read it
+    futures.wait(prefetch._futures)
     prefetch.close()
     batches = [refs for _, refs in digests.asked]
     assert [len(b) for b in batches] == [8, 16]
     assert {r.account for r in batches[0]} == {ACCOUNTS[0]}
     assert {r.account for r in batches[1]} == set(ACCOUNTS)
     assert len(prefetch.digests) == 24 and len(prefetch.scans) == 24
+
+
+def test_a_warm_rerun_prefetches_only_the_revisions_it_describes(slow_inventory: None) -> None:
+    """Revisions from the state's cache are known at once: the stages read their images (with all
+    their concurrency) instead of the prefetch, one batch at a time."""
+    fleets = {a: fleet(a) for a in ACCOUNTS}
+    src = FakeImageSource({}, by_account=fleets)
+    digests, sink = Digests(), MemorySink()
+    ports = Ports(
+        images=src,
+        digests=digests,
+        findings=Findings(),
+        reports=sink,
+        fanout=FanOut(workers_per_target=2, max_concurrency=12),
+        state_key=SecretStr("k" * 32),  # the revision cache is used only from a trusted state
+    )
+    clock = FixedClock()
+    first = run_policy(REF, policy(), ports, clock)
+    assert any(pre for pre, _ in digests.asked)
+    digests.asked.clear()
+    clock.advance(days=1)
+    second = run_policy(REF, policy(), ports, clock)
+    assert src.described == len(ACCOUNTS) * len(REGIONS) * 24  # in the first run only
+    assert not any(pre for pre, _ in digests.asked)
+    assert outcome(second) == outcome(first)

@@ -279,8 +279,9 @@ class EcsImageSource:
     ) -> TaskDefinitionListing:
         """The selected revisions of one region (of `account`); never raises for one bad family.
 
-        `found` hears each revision of the declared view (latestRevision) as it is read or taken from
-        the cache; the running sources never call it.
+        `found` hears each revision of the declared view (latestRevision) as soon as it is described
+        (not those taken from the revision cache, which are known at once); the running sources
+        never call it.
         """
         ecs = self._clients.workload("ecs", region, account)
         where = f"{account}/{region}" if account else region
@@ -330,8 +331,6 @@ class EcsImageSource:
                     to_describe.append(latest[family])
                 else:
                     listing.task_definitions.append(td)
-                    if found is not None:
-                        found(td)
             self._describe_all(ecs, to_describe, region, listing, cache, found)
             cache.listing[where] = dict(seen, activeRevisions=total, selected=len(latest))
             return listing
