@@ -43,3 +43,29 @@ def test_clients_of_two_runs_in_threads_use_the_shared_models(monkeypatch: pytes
     assert errors == []
     assert len(made) == 10
     assert len({id(m) for m in made}) == 2  # one ecs and one s3 model for all five runs
+
+
+def test_clients_carry_no_docstring_objects_and_still_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each client's generated methods drop their help() text (~80 KiB a client; Fleet XL has 205)."""
+    from botocore.stub import Stubber
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    clients = AwsClients(role_arn="arn:aws:iam::111122223333:role/scan")
+    for client in (
+        clients.workload("ecs", "us-east-1"),
+        clients.registry("ecr", "eu-west-1"),
+        clients.base("s3", "us-east-1"),
+    ):
+        methods = [getattr(client, name) for name in client.meta.method_to_api_mapping]
+        assert methods and all(m.__doc__ is None for m in methods)
+    ecs = clients.base("ecs", "us-east-1")
+    with Stubber(ecs) as stub:
+        stub.add_response("list_clusters", {"clusterArns": []}, {})
+        assert ecs.list_clusters()["clusterArns"] == []
+    # a session made elsewhere (boto3's default) keeps them: only ours are shaped
+    import boto3
+
+    plain = boto3.Session(region_name="us-east-1").client("ecs")
+    assert plain.list_clusters.__doc__ is not None

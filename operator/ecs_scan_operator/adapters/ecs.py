@@ -21,7 +21,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecs_scan_operator.adapters.aws_session import AwsClients, map_aws_error
-from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages, TaskDefinitionListing
+from ecs_scan_operator.core.model import (
+    ContainerImage,
+    TaskDefinitionImages,
+    TaskDefinitionListing,
+    declared_containers,
+)
 from ecs_scan_operator.core.policy import TaskDefinitionSource, TaskDefinitionsSpec
 from ecs_scan_operator.core.selection import exact_family, family_selected, literal_prefix, select_families
 from ecs_scan_operator.core.state import RevisionCache
@@ -46,10 +51,9 @@ def parse_td_arn(arn: str) -> tuple[str, int]:
 def _td_from_description(
     desc: dict[str, Any], tags: list[dict[str, str]], region: str
 ) -> TaskDefinitionImages:
-    # Interned: thousands of revisions name the same few images, containers and families.
-    containers = tuple(
-        ContainerImage(name=sys.intern(str(c.get("name", ""))), image=sys.intern(str(c.get("image", ""))))
-        for c in desc.get("containerDefinitions", [])
+    # Shared: thousands of revisions name the same few container lists and families.
+    containers = declared_containers(
+        tuple((str(c.get("name", "")), str(c.get("image", ""))) for c in desc.get("containerDefinitions", []))
     )
     return TaskDefinitionImages(
         arn=str(desc["taskDefinitionArn"]),

@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages
+from ecs_scan_operator.core.model import TaskDefinitionImages, declared_containers
 from ecs_scan_operator.core.policy import TaskDefinitionsSpec
 from ecs_scan_operator.core.selection import family_selected
 
@@ -228,7 +228,9 @@ class LatestRevisions:
                 arn=ident.arn,
                 family=family,
                 revision=revision,
-                containers=tuple(ContainerImage(c.name, c.image) for c in content.configuration.containers),
+                containers=declared_containers(
+                    tuple((c.name, c.image) for c in content.configuration.containers)
+                ),
                 region=ident.aws_region,
                 tags=tuple(sorted((t.key, t.value) for t in content.tags)),
                 account=ident.account_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -148,6 +150,17 @@ class ContainerImage:
     # source: running only: the digest the task runs (`containers[].imageDigest`); None while the
     # container is still PENDING (ECS records the digest once the image is pulled).
     digest: str | None = None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def declared_containers(pairs: tuple[tuple[str, str], ...]) -> tuple[ContainerImage, ...]:
+    """The containers (name, image) of a declared revision, one shared tuple per distinct list.
+
+    Thousands of revisions name the same few lists (Fleet XL: 40,000 revisions, 4,001 lists), and
+    the run holds every revision (and the state's cache) to its end. Bounded: a fleet with more
+    distinct lists than the cache holds only shares less.
+    """
+    return tuple(ContainerImage(sys.intern(name), sys.intern(image)) for name, image in pairs)
 
 
 @dataclass(frozen=True, slots=True)

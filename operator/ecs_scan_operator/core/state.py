@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ecs_scan_operator.core.kev import KevEntry
-from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages
+from ecs_scan_operator.core.model import TaskDefinitionImages, declared_containers
 
 STATE_VERSION = 1
 MAC_PREFIX = "hmac-sha256:"
@@ -309,7 +309,7 @@ def _parse(raw: bytes) -> RunState:
                 revision=v.revision,
                 region=v.region,
                 # Interned: thousands of revisions repeat the same container names and images.
-                containers=tuple(ContainerImage(sys.intern(n), sys.intern(i)) for n, i in v.containers),
+                containers=declared_containers(tuple((n, i) for n, i in v.containers)),
                 tags=v.tags,
             )
             for arn, v in doc.revisions.items()
