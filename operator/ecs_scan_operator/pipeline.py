@@ -50,7 +50,7 @@ from ecs_scan_operator.core.report import (
     image_page_key,
     image_report_key,
     render_csv,
-    render_html,
+    render_html_bytes,
     render_images,
     render_index_json,
     render_log,
@@ -1088,16 +1088,16 @@ class _Run:
         )
         self.write_state()
         self._settle()
-        # Encoded at once and let go once stored: on a large fleet the page is megabytes, and the
-        # run log and index.json are rendered after it.
-        html = render_html(
+        # Rendered straight to bytes and let go once stored: on a large fleet the page is megabytes,
+        # and the run log and index.json are rendered after it.
+        html = render_html_bytes(
             self.images,
             self.result,
             self._relative_links(image_report_key),
             self.expired,
             self.account_names,
             pages=self._relative_links(image_page_key),
-        ).encode()
+        )
         self.put_run_object("index.html", html, "text/html; charset=utf-8")
         del html
         self._settle()
