@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -147,12 +148,17 @@ def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
     }
 
 
+def _mac_of(key: SecretStr, scope: str) -> hmac.HMAC:
+    """The MAC of a state payload, to be fed; bound to the policy it belongs to (`namespace/name`)."""
+    return hmac.new(key.get_secret_value().encode(), scope.encode() + b"\n", hashlib.sha256)
+
+
 def _mac(key: SecretStr, scope: str, *parts: bytes | memoryview) -> bytes:
-    """The MAC (hex) of a state payload given in parts, bound to the policy it belongs to (`namespace/name`).
+    """The MAC (hex) of a state payload given in parts (`_mac_of`).
 
     Fed part by part: a large fleet's state is megabytes, and joining it first would copy it.
     """
-    mac = hmac.new(key.get_secret_value().encode(), scope.encode() + b"\n", hashlib.sha256)
+    mac = _mac_of(key, scope)
     for part in parts:
         mac.update(part)
     return mac.hexdigest().encode()
@@ -169,40 +175,75 @@ def dump_state(
     """Serialize the state to keep (revisions used in this run, this run's findings), MACed with `key`.
 
     Without a key the revision cache is left out: it would not be read back (see the module doc).
+    The bytes are those of one `json.dumps(..., separators=(",", ":"), sort_keys=True)` of the
+    whole, made a member at a time: on a large fleet the state is megabytes, and the whole as
+    objects, then as text, then as bytes, then with its MAC, would all be held at once.
     """
-    data: dict[str, Any] = {
-        "version": STATE_VERSION,
-        "lastRunId": run_id,
-        "listing": state.cache.listing,
-        "revisions": {
+    members = _state_members(state, run_id, findings, keyed=key is not None)
+    out = io.BytesIO()
+    mac = _mac_of(key, scope) if key is not None else None
+    if mac is not None:  # its head is written over once the MAC is known: same length
+        out.write(bytes(len(_MAC_HEAD) + _MAC_HEX + 2))
+    else:
+        out.write(b"{")
+    if mac is not None:
+        mac.update(b"{")
+    for i, name in enumerate(sorted(members)):
+        # One member's objects, text and bytes at a time.
+        part = (b"," if i else b"") + json.dumps(
+            {name: members[name]()}, separators=(",", ":"), sort_keys=True
+        )[1:-1].encode()
+        out.write(part)
+        if mac is not None:
+            mac.update(part)
+    out.write(b"}")
+    if mac is not None:
+        mac.update(b"}")
+        out.seek(0)
+        out.write(b"".join((_MAC_HEAD, mac.hexdigest().encode(), b'",')))
+    return out.getvalue()  # the buffer itself (trimmed), not a copy
+
+
+def _state_members(
+    state: RunState, run_id: str, findings: Mapping[str, Iterable[str]], *, keyed: bool
+) -> dict[str, Callable[[], Any]]:
+    """The state object's members, each built only when it is serialized."""
+    members: dict[str, Callable[[], Any]] = {
+        "version": lambda: STATE_VERSION,
+        "lastRunId": lambda: run_id,
+        "listing": lambda: state.cache.listing,
+        "revisions": lambda: {
             arn: _td_to_json(td)
             for arn, td in sorted(state.cache.by_arn.items())
-            if arn in state.cache.used and key is not None
+            if arn in state.cache.used and keyed
         },
-        "findings": {k: sorted(set(v)) for k, v in sorted(findings.items())},
+        "findings": lambda: {k: sorted(set(v)) for k, v in sorted(findings.items())},
     }
     if state.running:  # absent when unused, as `notified`
-        data["running"] = {k: [f.isoformat(), la.isoformat()] for k, (f, la) in sorted(state.running.items())}
-    tags = {a: t for a, t in sorted(state.cache.tags.items()) if a in state.cache.tags_used}
-    if tags and key is not None:  # like the revisions: only under a key (they steer ticket routing)
-        data["tdTags"] = {
-            a: {"at": at.isoformat(), "tags": [list(kv) for kv in t]} for a, (at, t) in tags.items()
+        members["running"] = lambda: {
+            k: [f.isoformat(), la.isoformat()] for k, (f, la) in sorted(state.running.items())
+        }
+    if keyed and any(a in state.cache.tags_used for a in state.cache.tags):
+        # like the revisions: only under a key (they steer ticket routing)
+        members["tdTags"] = lambda: {
+            a: {"at": at.isoformat(), "tags": [list(kv) for kv in t]}
+            for a, (at, t) in sorted(state.cache.tags.items())
+            if a in state.cache.tags_used
         }
     if state.notified:  # absent when unused: older readers and states stay byte-identical
-        data["notified"] = {d: dict(sorted(m.items())) for d, m in sorted(state.notified.items())}
+        members["notified"] = lambda: {d: dict(sorted(m.items())) for d, m in sorted(state.notified.items())}
     if state.kev:
-        data["kev"] = {cve: _kev_to_json(e) for cve, e in sorted(state.kev.items())}
+        members["kev"] = lambda: {cve: _kev_to_json(e) for cve, e in sorted(state.kev.items())}
     if state.first_seen:
-        newest: Iterable[tuple[str, datetime]] = state.first_seen.items()
-        if len(state.first_seen) > MAX_FIRST_SEEN:  # else every entry is kept: no sorted copy by time
-            newest = sorted(newest, key=lambda kv: (kv[1], kv[0]))[-MAX_FIRST_SEEN:]
-        data["firstSeen"] = {k: t.isoformat() for k, t in sorted(newest)}
-    payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
-    del data  # its objects (megabytes on a large fleet) are not needed for the MAC and the copy below
-    if key is None:
-        return payload
-    body = memoryview(payload)[1:]  # no copy of a payload of megabytes
-    return b"".join((_MAC_HEAD, _mac(key, scope, b"{", body), b'",', body))
+        members["firstSeen"] = lambda: _first_seen_json(state.first_seen)
+    return members
+
+
+def _first_seen_json(first_seen: Mapping[str, datetime]) -> dict[str, str]:
+    newest: Iterable[tuple[str, datetime]] = first_seen.items()
+    if len(first_seen) > MAX_FIRST_SEEN:  # else every entry is kept: no sorted copy by time
+        newest = sorted(newest, key=lambda kv: (kv[1], kv[0]))[-MAX_FIRST_SEEN:]
+    return {k: t.isoformat() for k, t in sorted(newest)}
 
 
 def verify_state(raw: bytes, *, key: SecretStr, scope: str) -> str:
