@@ -49,7 +49,7 @@ from ecs_scan_operator.core.report import (
     ReportObject,
     image_page_key,
     image_report_key,
-    render_csv,
+    render_csv_bytes,
     render_html_bytes,
     render_images,
     render_index_json,
@@ -1084,7 +1084,7 @@ class _Run:
         """summary.csv, the state, index.html, run.log.jsonl, then index.json with the final outcome."""
         self._settle()
         self.put_run_object(
-            "summary.csv", render_csv(self.images, self.account_names).encode(), "text/csv; charset=utf-8"
+            "summary.csv", render_csv_bytes(self.images, self.account_names), "text/csv; charset=utf-8"
         )
         self.write_state()
         self._settle()

@@ -31,6 +31,8 @@ from ecs_scan_operator.core.model import (
 from ecs_scan_operator.core.policy import PolicyRef
 from ecs_scan_operator.core.report import (
     encode_stream,
+    render_csv,
+    render_csv_bytes,
     render_html,
     render_html_bytes,
     render_image_page,
@@ -358,3 +360,12 @@ def test_index_json_is_one_json_dumps_of_the_whole() -> None:
         body = render_index_json("f", POLICY, subset, _result(), {}, [], written=written, objects=["a.csv"])
         assert body == json.dumps(json.loads(body), separators=(",", ":")).encode()
         assert len(json.loads(body)["images"]) == len(subset)
+
+
+@pytest.mark.parametrize("images", [[], [image()], _varied_fleet()], ids=["empty", "one", "varied"])
+def test_summary_csv_as_bytes_is_the_text_encoded(images: list[ImageResult]) -> None:
+    uses = [ImageUse(f, 1, "app", "arn") for f in ("a\r\nb", "c\rd", "é\u2028f", "=1+1")]
+    crlf = image("e/crlf", findings=[finding(title="x\r\ny")], uses=uses)
+    names = {"111122223333": "payments, prod"}
+    for fleet in (images, [*images, crlf]):
+        assert render_csv_bytes(fleet, names) == render_csv(fleet, names).encode()

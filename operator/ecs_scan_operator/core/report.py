@@ -194,9 +194,27 @@ def render_csv(images: Sequence[ImageResult], account_names: Mapping[str, str] |
 
     Multi-account runs (an image used in some account) add a last column, accounts.
     """
+    buf = io.StringIO()
+    _write_csv(images, account_names, buf)
+    return buf.getvalue()
+
+
+def render_csv_bytes(images: Sequence[ImageResult], account_names: Mapping[str, str] | None = None) -> bytes:
+    """`render_csv(...).encode()`, encoded as it is written: never the whole as text besides its bytes."""
+    out = io.BytesIO()
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="")  # newline="": the rows' CRLF as they are
+    _write_csv(images, account_names, text)
+    text.flush()
+    body = out.getvalue()
+    text.detach()  # closing the wrapper would close the buffer; nothing is left to write
+    return body
+
+
+def _write_csv(
+    images: Sequence[ImageResult], account_names: Mapping[str, str] | None, buf: io.TextIOBase
+) -> None:
     names = account_names or {}
     multi = any(img.accounts for img in images)
-    buf = io.StringIO()
     # QUOTE_ALL: a cell holding CR, LF or any other line break (VT, FF, U+2028...) is always inside
     # quotes, so no reader - csv, universal newlines, str.splitlines - can start a row inside it.
     w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
@@ -243,7 +261,6 @@ def render_csv(images: Sequence[ImageResult], account_names: Mapping[str, str] |
                 *([csv_cell(", ".join(account_label(a, names) for a in img.accounts))] if multi else []),
             ]
         )
-    return buf.getvalue()
 
 
 #: summary.csv's running-view columns, after the older ones (whose order never changes); empty
