@@ -289,8 +289,19 @@ def _full_state() -> RunState:
     return state
 
 
+def _large_state() -> RunState:
+    """Maps of more entries than dump_state serializes together, keys not in insertion order."""
+    state = _full_state()
+    at = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+    state.first_seen = {f"img{(i * 7919) % 1500}{SEP}CVE-{i}{SEP}pkg": at for i in range(1500)}
+    state.running = {f"{ECR}/r{(i * 31) % 1100}@sha256:{i:064x}": (at, at) for i in range(1100)}
+    return state
+
+
 @pytest.mark.parametrize("key", [KEY, None], ids=["keyed", "unkeyed"])
-@pytest.mark.parametrize("build", [RunState, _state, _full_state], ids=["empty", "cache", "full"])
+@pytest.mark.parametrize(
+    "build", [RunState, _state, _full_state, _large_state], ids=["empty", "cache", "full", "large"]
+)
 def test_the_stored_bytes_are_one_canonical_dump_of_the_whole(
     build: Callable[[], RunState], key: SecretStr | None
 ) -> None:
@@ -305,5 +316,6 @@ def test_the_stored_bytes_are_one_canonical_dump_of_the_whole(
     else:
         assert raw == ('{"_mac":' + json.dumps(mac) + "," + payload[1:]).encode()
         assert verify_state(raw, key=key, scope=SCOPE) == ""
-        assert ("tdTags" in data) == (build is _full_state)
+        assert ("tdTags" in data) == (build in (_full_state, _large_state))
     assert load_state(raw, key=key, scope=SCOPE).findings == {"a:1": [], "b:1": ["CVE-1", "CVE-2"]}
+    assert len(data.get("firstSeen", {})) == len(build().first_seen)

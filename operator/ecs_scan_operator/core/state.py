@@ -31,10 +31,10 @@ import hmac
 import io
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -46,6 +46,7 @@ MAC_PREFIX = "hmac-sha256:"
 # `_mac` sorts before every payload member, so a MACed state is still canonical, sorted JSON.
 _MAC_HEAD = b'{"_mac":"' + MAC_PREFIX.encode()
 _MAC_HEX = 64
+T = TypeVar("T")
 UNAUTHENTICATED = "no state key configured: the revision cache is not used"
 # Task-definition tags are mutable (the revision is not): a cached answer is used for this long,
 # then DescribeTaskDefinition is asked again. So a tag changed on a revision reaches ticket routing
@@ -184,66 +185,106 @@ def dump_state(
     mac = _mac_of(key, scope) if key is not None else None
     if mac is not None:  # its head is written over once the MAC is known: same length
         out.write(bytes(len(_MAC_HEAD) + _MAC_HEX + 2))
+        mac.update(b"{")
     else:
         out.write(b"{")
-    if mac is not None:
-        mac.update(b"{")
-    for i, name in enumerate(sorted(members)):
-        # One member's objects, text and bytes at a time.
-        part = (b"," if i else b"") + json.dumps(
-            {name: members[name]()}, separators=(",", ":"), sort_keys=True
-        )[1:-1].encode()
+
+    def write(text: str) -> None:
+        part = text.encode()
         out.write(part)
         if mac is not None:
             mac.update(part)
-    out.write(b"}")
+
+    for i, name in enumerate(sorted(members)):
+        member = members[name]
+        write(("," if i else "") + json.dumps(name) + ":")
+        if isinstance(member, _Entries):
+            # A map of thousands of entries, a slice at a time: keys sorted as sort_keys would.
+            write("{")
+            for j, chunk in enumerate(_slices(member.entries(), _SLICE)):
+                write(("," if j else "") + _compact(dict(chunk))[1:-1])
+            write("}")
+        else:
+            write(_compact(member()))
+    write("}")
     if mac is not None:
-        mac.update(b"}")
         out.seek(0)
         out.write(b"".join((_MAC_HEAD, mac.hexdigest().encode(), b'",')))
     return out.getvalue()  # the buffer itself (trimmed), not a copy
 
 
+_SLICE = 512  # map entries serialized together
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _slices(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass(frozen=True)
+class _Entries:
+    """A member that is a map: its (key, value) pairs in key order, made as they are written."""
+
+    entries: Callable[[], Iterable[tuple[str, Any]]]
+
+
 def _state_members(
     state: RunState, run_id: str, findings: Mapping[str, Iterable[str]], *, keyed: bool
-) -> dict[str, Callable[[], Any]]:
-    """The state object's members, each built only when it is serialized."""
-    members: dict[str, Callable[[], Any]] = {
+) -> dict[str, Callable[[], Any] | _Entries]:
+    """The state object's members, each built only as it is serialized (the maps an entry at a time)."""
+    used, tags_used = state.cache.used, state.cache.tags_used
+    members: dict[str, Callable[[], Any] | _Entries] = {
         "version": lambda: STATE_VERSION,
         "lastRunId": lambda: run_id,
         "listing": lambda: state.cache.listing,
-        "revisions": lambda: {
-            arn: _td_to_json(td)
-            for arn, td in sorted(state.cache.by_arn.items())
-            if arn in state.cache.used and keyed
-        },
-        "findings": lambda: {k: sorted(set(v)) for k, v in sorted(findings.items())},
+        "revisions": _Entries(
+            lambda: (
+                (arn, _td_to_json(td))
+                for arn, td in sorted(state.cache.by_arn.items())
+                if arn in used and keyed
+            )
+        ),
+        "findings": _Entries(lambda: ((k, sorted(set(v))) for k, v in sorted(findings.items()))),
     }
     if state.running:  # absent when unused, as `notified`
-        members["running"] = lambda: {
-            k: [f.isoformat(), la.isoformat()] for k, (f, la) in sorted(state.running.items())
-        }
-    if keyed and any(a in state.cache.tags_used for a in state.cache.tags):
+        members["running"] = _Entries(
+            lambda: ((k, [f.isoformat(), la.isoformat()]) for k, (f, la) in sorted(state.running.items()))
+        )
+    if keyed and any(a in tags_used for a in state.cache.tags):
         # like the revisions: only under a key (they steer ticket routing)
-        members["tdTags"] = lambda: {
-            a: {"at": at.isoformat(), "tags": [list(kv) for kv in t]}
-            for a, (at, t) in sorted(state.cache.tags.items())
-            if a in state.cache.tags_used
-        }
+        members["tdTags"] = _Entries(
+            lambda: (
+                (a, {"at": at.isoformat(), "tags": [list(kv) for kv in t]})
+                for a, (at, t) in sorted(state.cache.tags.items())
+                if a in tags_used
+            )
+        )
     if state.notified:  # absent when unused: older readers and states stay byte-identical
-        members["notified"] = lambda: {d: dict(sorted(m.items())) for d, m in sorted(state.notified.items())}
+        members["notified"] = _Entries(
+            lambda: ((d, dict(sorted(m.items()))) for d, m in sorted(state.notified.items()))
+        )
     if state.kev:
-        members["kev"] = lambda: {cve: _kev_to_json(e) for cve, e in sorted(state.kev.items())}
+        members["kev"] = _Entries(lambda: ((cve, _kev_to_json(e)) for cve, e in sorted(state.kev.items())))
     if state.first_seen:
-        members["firstSeen"] = lambda: _first_seen_json(state.first_seen)
+        members["firstSeen"] = _Entries(lambda: _first_seen_entries(state.first_seen))
     return members
 
 
-def _first_seen_json(first_seen: Mapping[str, datetime]) -> dict[str, str]:
+def _first_seen_entries(first_seen: Mapping[str, datetime]) -> Iterator[tuple[str, str]]:
     newest: Iterable[tuple[str, datetime]] = first_seen.items()
     if len(first_seen) > MAX_FIRST_SEEN:  # else every entry is kept: no sorted copy by time
         newest = sorted(newest, key=lambda kv: (kv[1], kv[0]))[-MAX_FIRST_SEEN:]
-    return {k: t.isoformat() for k, t in sorted(newest)}
+    return ((k, t.isoformat()) for k, t in sorted(newest))
 
 
 def verify_state(raw: bytes, *, key: SecretStr, scope: str) -> str:
