@@ -48,6 +48,8 @@ FILE_NAME  # crd.py: the generated CRD's file name (the "generated equals commit
 MAX_STATUS_BYTES  # core/status.py: the status budget tests hold every status to
 status_bytes  # core/status.py: the size of a status as the API server stores it (tests)
 find_condition  # core/status.py: reads one condition back (controller and status tests)
+render_html  # core/report.py: index.html as text, the reference render_html_bytes (the pipeline's) is tested against
+render_csv  # core/report.py: summary.csv as text, the reference render_csv_bytes (the pipeline's) is tested against
 running_task_definitions  # adapters/ecs.py: RunningGroups over one list of tasks (the unit tables)
 
 # Keys of the wire TypedDicts (core/status.py status, controller/leader.py Lease): the API's field names,

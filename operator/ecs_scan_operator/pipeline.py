@@ -51,8 +51,8 @@ from ecs_scan_operator.core.report import (
     ReportObject,
     image_page_key,
     image_report_key,
-    render_csv,
-    render_html,
+    render_csv_bytes,
+    render_html_bytes,
     render_images,
     render_index_json,
     render_log,
@@ -1299,20 +1299,20 @@ class _Run:
         """summary.csv, the state, index.html, run.log.jsonl, then index.json with the final outcome."""
         self._settle()
         self.put_run_object(
-            "summary.csv", render_csv(self.images, self.account_names).encode(), "text/csv; charset=utf-8"
+            "summary.csv", render_csv_bytes(self.images, self.account_names), "text/csv; charset=utf-8"
         )
         self.write_state()
         self._settle()
-        # Encoded at once and let go once stored: on a large fleet the page is megabytes, and the
-        # run log and index.json are rendered after it.
-        html = render_html(
+        # Rendered straight to bytes and let go once stored: on a large fleet the page is megabytes,
+        # and the run log and index.json are rendered after it.
+        html = render_html_bytes(
             self.images,
             self.result,
             self._relative_links(image_report_key),
             self.expired,
             self.account_names,
             pages=self._relative_links(image_page_key),
-        ).encode()
+        )
         self.put_run_object("index.html", html, "text/html; charset=utf-8")
         del html
         self._settle()

@@ -29,7 +29,16 @@ from ecs_scan_operator.core.model import (
     Signals,
 )
 from ecs_scan_operator.core.policy import PolicyRef
-from ecs_scan_operator.core.report import render_html, render_image_page, render_images, render_index_json
+from ecs_scan_operator.core.report import (
+    encode_stream,
+    render_csv,
+    render_csv_bytes,
+    render_html,
+    render_html_bytes,
+    render_image_page,
+    render_images,
+    render_index_json,
+)
 from tests.unit.test_report import ECR, HOSTILE, HOSTILE_URLS, _Page, _result
 
 POLICY = PolicyRef(namespace="team-a", name="nightly")
@@ -313,3 +322,50 @@ def test_index_json_names_each_image_page_and_priority_only_when_stored() -> Non
         "P2",
     )
     assert (second["report"], second["page"], second["priority"]) == ("images/b/c/1.json", None, None)
+
+
+def _varied_fleet() -> list[ImageResult]:
+    """Images covering every row shape: hostile and non-ASCII text, no findings, runtime, accounts."""
+    use = ImageUse("svc", 1, "app", "arn", account="111122223333", service="web", tasks=3)
+    out = [
+        image("a/none", findings=[]),
+        image("b/kev", findings=[finding(signals=Signals(kev=True), assessment=Assessment(priority="P1"))]),
+        image("c/run", uses=[use], redeploy_needed=True, runtime=RuntimeContext(clusters=("c1",))),
+        image("d/unicode", findings=[finding(title="é \u2013 ü 漢字 \U0001f600", package="пакет")]),
+    ]
+    out += [image(f"h/{i}", findings=[finding(title=t, package=t)]) for i, t in enumerate(HOSTILE)]
+    return out
+
+
+@pytest.mark.parametrize("images", [[], [image()], _varied_fleet()], ids=["empty", "one", "varied"])
+def test_index_html_as_bytes_is_the_page_encoded(images: list[ImageResult]) -> None:
+    links = {img.ref.raw: f"images/{img.ref.repository}/1.json" for img in images[::2]}
+    pages = {img.ref.raw: f"images/{img.ref.repository}/1.html" for img in images[::3]}
+    names = {"111122223333": "payments <prod>"}
+    text = render_html(images, _result(), links, [], names, pages=pages)
+    assert render_html_bytes(images, _result(), links, [], names, pages=pages) == text.encode()
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 4096])
+def test_encode_stream_is_the_joined_text_encoded(batch: int) -> None:
+    pieces = ["", "a", "é", "\U0001f600", "x" * 5000, "漢", ""] * 3
+    assert encode_stream(iter(pieces), batch) == "".join(pieces).encode()
+    assert encode_stream([], batch) == b""
+
+
+def test_index_json_is_one_json_dumps_of_the_whole() -> None:
+    images = _varied_fleet()
+    written = {o.key for o in render_images("f", POLICY, images, "r1", {})}
+    for subset in ([], images[:1], images):
+        body = render_index_json("f", POLICY, subset, _result(), {}, [], written=written, objects=["a.csv"])
+        assert body == json.dumps(json.loads(body), separators=(",", ":")).encode()
+        assert len(json.loads(body)["images"]) == len(subset)
+
+
+@pytest.mark.parametrize("images", [[], [image()], _varied_fleet()], ids=["empty", "one", "varied"])
+def test_summary_csv_as_bytes_is_the_text_encoded(images: list[ImageResult]) -> None:
+    uses = [ImageUse(f, 1, "app", "arn") for f in ("a\r\nb", "c\rd", "é\u2028f", "=1+1")]
+    crlf = image("e/crlf", findings=[finding(title="x\r\ny")], uses=uses)
+    names = {"111122223333": "payments, prod"}
+    for fleet in (images, [*images, crlf]):
+        assert render_csv_bytes(fleet, names) == render_csv(fleet, names).encode()

@@ -6,19 +6,23 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
+from ecs_scan_operator.core.kev import KevEntry
 from ecs_scan_operator.core.model import ContainerImage, TaskDefinitionImages
 from ecs_scan_operator.core.state import (
     MAC_PREFIX,
+    SEP,
     UNAUTHENTICATED,
     RevisionCache,
     RunState,
     dump_state,
     load_state,
+    verify_state,
 )
 
 KEY = SecretStr("0123456789abcdef0123456789abcdef")
@@ -267,3 +271,51 @@ def test_names_and_images_read_back_are_interned() -> None:
     a, b = by_arn[ARN_A], by_arn[ARN_B]
     assert a.family is b.family
     assert a.containers[0].name is b.containers[0].name and a.containers[0].image is b.containers[0].image
+
+
+def _full_state() -> RunState:
+    """A state with every member dump_state may write, non-ASCII text included."""
+    state = _state()
+    at = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+    state.cache.put_tags(ARN_A, (("team", "paiements é"), ("owner", "漢字")), at)
+    state.cache.tags[ARN_B] = (at, (("unused", "x"),))  # cached, not used this run: left out
+    state.running = {f"{ECR}/app@sha256:{'a' * 64}": (at, at + timedelta(hours=1))}
+    state.notified = {"slack-b": {"x": "o"}, "slack-a": {"z": "f", "y": "o"}}
+    state.kev = {
+        "CVE-2": KevEntry(at, True, date(2024, 1, 2), date(2024, 2, 2), "apply \u2028 fix", at, 0.5),
+        "CVE-1": KevEntry(at, None),
+    }
+    state.first_seen = {f"img{SEP}CVE-{i}{SEP}pkg": at - timedelta(days=i) for i in range(5, 0, -1)}
+    return state
+
+
+def _large_state() -> RunState:
+    """Maps of more entries than dump_state serializes together, keys not in insertion order."""
+    state = _full_state()
+    at = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+    state.first_seen = {f"img{(i * 7919) % 1500}{SEP}CVE-{i}{SEP}pkg": at for i in range(1500)}
+    state.running = {f"{ECR}/r{(i * 31) % 1100}@sha256:{i:064x}": (at, at) for i in range(1100)}
+    return state
+
+
+@pytest.mark.parametrize("key", [KEY, None], ids=["keyed", "unkeyed"])
+@pytest.mark.parametrize(
+    "build", [RunState, _state, _full_state, _large_state], ids=["empty", "cache", "full", "large"]
+)
+def test_the_stored_bytes_are_one_canonical_dump_of_the_whole(
+    build: Callable[[], RunState], key: SecretStr | None
+) -> None:
+    findings = {"b:1": ["CVE-2", "CVE-1", "CVE-2"], "a:1": []}
+    raw = dump_state(build(), "r1", findings, key=key, scope=SCOPE)
+    data = json.loads(raw)
+    mac = data.pop("_mac", None)
+    payload = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    if key is None:
+        assert mac is None
+        assert raw == payload.encode()
+    else:
+        assert raw == ('{"_mac":' + json.dumps(mac) + "," + payload[1:]).encode()
+        assert verify_state(raw, key=key, scope=SCOPE) == ""
+        assert ("tdTags" in data) == (build in (_full_state, _large_state))
+    assert load_state(raw, key=key, scope=SCOPE).findings == {"a:1": [], "b:1": ["CVE-1", "CVE-2"]}
+    assert len(data.get("firstSeen", {})) == len(build().first_seen)

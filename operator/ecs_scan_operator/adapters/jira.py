@@ -208,7 +208,14 @@ class JiraTicketSink:
         try:
             existing, failed = self._find(request, jira, groups)
             plan = plan_tickets(
-                request, existing, failed_routes=failed, workflow=self.options.workflow, groups=groups
+                request,
+                existing,
+                failed_routes=failed,
+                workflow=self.options.workflow,
+                groups=groups,
+                # Each description rendered as its write is sent: a large first run plans a
+                # thousand creates, and their texts would all be held at once (tens of MiB).
+                defer_text=True,
             )
             for r in sorted(failed):
                 run.error(f"route {r}: search failed; its tickets wait for the next run")
@@ -357,8 +364,9 @@ class JiraTicketSink:
                 out["assignee"] = {"accountId": fields.assignee} if self.cloud else {"name": fields.assignee}
         if fields.summary is not None:
             out["summary"] = fields.summary
-        if fields.description is not None:
-            out["description"] = fields.description
+        text = fields.text()
+        if text is not None:
+            out["description"] = text
         if fields.priority:
             out["priority"] = {"name": fields.priority}
         if fields.duedate:

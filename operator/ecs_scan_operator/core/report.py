@@ -15,7 +15,7 @@ import io
 import json
 import re
 import unicodedata
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -194,9 +194,27 @@ def render_csv(images: Sequence[ImageResult], account_names: Mapping[str, str] |
 
     Multi-account runs (an image used in some account) add a last column, accounts.
     """
+    buf = io.StringIO()
+    _write_csv(images, account_names, buf)
+    return buf.getvalue()
+
+
+def render_csv_bytes(images: Sequence[ImageResult], account_names: Mapping[str, str] | None = None) -> bytes:
+    """`render_csv(...).encode()`, encoded as it is written: never the whole as text besides its bytes."""
+    out = io.BytesIO()
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="")  # newline="": the rows' CRLF as they are
+    _write_csv(images, account_names, text)
+    text.flush()
+    body = out.getvalue()
+    text.detach()  # closing the wrapper would close the buffer; nothing is left to write
+    return body
+
+
+def _write_csv(
+    images: Sequence[ImageResult], account_names: Mapping[str, str] | None, buf: io.TextIOBase
+) -> None:
     names = account_names or {}
     multi = any(img.accounts for img in images)
-    buf = io.StringIO()
     # QUOTE_ALL: a cell holding CR, LF or any other line break (VT, FF, U+2028...) is always inside
     # quotes, so no reader - csv, universal newlines, str.splitlines - can start a row inside it.
     w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
@@ -243,7 +261,6 @@ def render_csv(images: Sequence[ImageResult], account_names: Mapping[str, str] |
                 *([csv_cell(", ".join(account_label(a, names) for a in img.accounts))] if multi else []),
             ]
         )
-    return buf.getvalue()
 
 
 #: summary.csv's running-view columns, after the older ones (whose order never changes); empty
@@ -405,29 +422,78 @@ def render_html(
     `links` and `pages` map an image's raw reference to its JSON report and its page (relative).
     Without JavaScript the table stays in its static order (priority, then severity) unfiltered.
     """
-    pages = pages or {}
+    return _template().render(**_index_context(images, result, links, expired, account_names, pages or {}))
+
+
+def render_html_bytes(
+    images: Sequence[ImageResult],
+    result: RunResult,
+    links: dict[str, str],
+    expired: Sequence[Suppression],
+    account_names: Mapping[str, str] | None = None,
+    *,
+    pages: dict[str, str] | None = None,
+) -> bytes:
+    """`render_html(...).encode()`, built without the whole page as text or every row at once.
+
+    On a large fleet the page is megabytes: `render` holds each of its hundreds of thousands of
+    small pieces, then the text, then its bytes; here each row is made as the template reaches it
+    and the pieces are encoded a batch at a time into the one buffer that is returned.
+    """
+    ctx = _index_context(images, result, links, expired, account_names, pages or {}, lazy_rows=True)
+    return encode_stream(_template().generate(**ctx))
+
+
+def encode_stream(pieces: Iterable[str], batch: int = 4096) -> bytes:
+    """The UTF-8 bytes of `"".join(pieces)`, holding at most `batch` pieces as text at a time."""
+    out = io.BytesIO()
+    held: list[str] = []
+    for piece in pieces:
+        held.append(piece)
+        if len(held) >= batch:
+            out.write("".join(held).encode())
+            held.clear()
+    out.write("".join(held).encode())
+    return out.getvalue()  # the buffer itself (trimmed), not a copy
+
+
+def _index_context(
+    images: Sequence[ImageResult],
+    result: RunResult,
+    links: Mapping[str, str],
+    expired: Sequence[Suppression],
+    account_names: Mapping[str, str] | None,
+    pages: Mapping[str, str],
+    *,
+    lazy_rows: bool = False,
+) -> dict[str, Any]:
     ordered = sorted(images, key=index_order)
-    rows = [_index_row(img, links.get(img.ref.raw), pages.get(img.ref.raw), account_names) for img in ordered]
+    rows: Iterable[dict[str, Any]] = (
+        _index_row(img, links.get(img.ref.raw), pages.get(img.ref.raw), account_names) for img in ordered
+    )
+    if not lazy_rows:
+        rows = list(rows)
     script, script_hash = _script()
-    return _template().render(
-        policy=result.policy,
-        run_id=result.run_id,
-        started=result.started.isoformat(),
-        outcome=result.outcome.value,
-        dry_run=result.dry_run,
-        images_total=result.images_total,
-        images_by_status=list(result.images_by_status.items()),
-        findings_by_severity=list(result.findings_by_severity.items()),
-        expired=[
+    return {
+        "policy": result.policy,
+        "run_id": result.run_id,
+        "started": result.started.isoformat(),
+        "outcome": result.outcome.value,
+        "dry_run": result.dry_run,
+        "images_total": result.images_total,
+        "images_by_status": list(result.images_by_status.items()),
+        "findings_by_severity": list(result.findings_by_severity.items()),
+        "expired": [
             {"id": s.vulnerability_id, "expires": s.expires.isoformat(), "reason": s.reason} for s in expired
         ],
-        severities=[s.value.title() for s in SEVERITY_ORDER],
-        accounts=sorted({a for img in images for a in image_accounts(img)}),
-        rows=rows,
-        script=script,  # our packaged file, not data: the template marks it |safe
-        csp=f"default-src 'none'; style-src 'unsafe-inline'; script-src {script_hash}; "
+        "severities": [s.value.title() for s in SEVERITY_ORDER],
+        "accounts": sorted({a for img in images for a in image_accounts(img)}),
+        # The template walks the rows once (no `loop`, no length), so a generator serves as well.
+        "rows": rows,
+        "script": script,  # our packaged file, not data: the template marks it |safe
+        "csp": f"default-src 'none'; style-src 'unsafe-inline'; script-src {script_hash}; "
         "base-uri 'none'; form-action 'none'",
-    )
+    }
 
 
 _SEVERITY_CLASS = {"CRITICAL": "n crit", "HIGH": "n high"}
@@ -525,22 +591,23 @@ def render_index_json(
         ],
     }
     # Compact: index.json is for programs (index.html and summary.csv are for people). Each image is
-    # serialised on its own and "images" (the last member) is joined as text, so a large fleet's
-    # per-image dicts never all exist at once; the bytes are those of one json.dumps of the whole.
+    # serialised on its own and written, encoded, to the one buffer returned ("images" is the last
+    # member): a large fleet's per-image dicts, and the text of the whole, never exist at once; the
+    # bytes are those of one json.dumps of the whole.
     compact = (",", ":")
-    rows = ",".join(
-        json.dumps(
-            dict(
-                _image_summary(img, new_ids.get(img.ref.display, []), account_names),
-                report=_relative(folder, img, written),
-                page=_relative_page(folder, img, written),
-                priority=image_priority(img) or None,
-            ),
-            separators=compact,
+    out = io.BytesIO()
+    out.write(json.dumps(head, separators=compact)[:-1].encode())
+    out.write(b',"images":[')
+    for i, img in enumerate(images):
+        row = dict(
+            _image_summary(img, new_ids.get(img.ref.display, []), account_names),
+            report=_relative(folder, img, written),
+            page=_relative_page(folder, img, written),
+            priority=image_priority(img) or None,
         )
-        for img in images
-    )
-    return (json.dumps(head, separators=compact)[:-1] + ',"images":[' + rows + "]}").encode()
+        out.write((b"," if i else b"") + json.dumps(row, separators=compact).encode())
+    out.write(b"]}")
+    return out.getvalue()  # the buffer itself (trimmed), not a copy
 
 
 def _relative(folder: str, img: ImageResult, written: Collection[str]) -> str | None:

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -45,6 +46,7 @@ MAC_PREFIX = "hmac-sha256:"
 # `_mac` sorts before every payload member, so a MACed state is still canonical, sorted JSON.
 _MAC_HEAD = b'{"_mac":"' + MAC_PREFIX.encode()
 _MAC_HEX = 64
+T = TypeVar("T")
 UNAUTHENTICATED = "no state key configured: the revision cache is not used"
 # Task-definition tags are mutable (the revision is not): a cached answer is used for this long,
 # then DescribeTaskDefinition is asked again. So a tag changed on a revision reaches ticket routing
@@ -147,12 +149,17 @@ def _td_to_json(td: TaskDefinitionImages) -> dict[str, Any]:
     }
 
 
+def _mac_of(key: SecretStr, scope: str) -> hmac.HMAC:
+    """The MAC of a state payload, to be fed; bound to the policy it belongs to (`namespace/name`)."""
+    return hmac.new(key.get_secret_value().encode(), scope.encode() + b"\n", hashlib.sha256)
+
+
 def _mac(key: SecretStr, scope: str, *parts: bytes | memoryview) -> bytes:
-    """The MAC (hex) of a state payload given in parts, bound to the policy it belongs to (`namespace/name`).
+    """The MAC (hex) of a state payload given in parts (`_mac_of`).
 
     Fed part by part: a large fleet's state is megabytes, and joining it first would copy it.
     """
-    mac = hmac.new(key.get_secret_value().encode(), scope.encode() + b"\n", hashlib.sha256)
+    mac = _mac_of(key, scope)
     for part in parts:
         mac.update(part)
     return mac.hexdigest().encode()
@@ -169,40 +176,115 @@ def dump_state(
     """Serialize the state to keep (revisions used in this run, this run's findings), MACed with `key`.
 
     Without a key the revision cache is left out: it would not be read back (see the module doc).
+    The bytes are those of one `json.dumps(..., separators=(",", ":"), sort_keys=True)` of the
+    whole, made a member at a time: on a large fleet the state is megabytes, and the whole as
+    objects, then as text, then as bytes, then with its MAC, would all be held at once.
     """
-    data: dict[str, Any] = {
-        "version": STATE_VERSION,
-        "lastRunId": run_id,
-        "listing": state.cache.listing,
-        "revisions": {
-            arn: _td_to_json(td)
-            for arn, td in sorted(state.cache.by_arn.items())
-            if arn in state.cache.used and key is not None
-        },
-        "findings": {k: sorted(set(v)) for k, v in sorted(findings.items())},
+    members = _state_members(state, run_id, findings, keyed=key is not None)
+    out = io.BytesIO()
+    mac = _mac_of(key, scope) if key is not None else None
+    if mac is not None:  # its head is written over once the MAC is known: same length
+        out.write(bytes(len(_MAC_HEAD) + _MAC_HEX + 2))
+        mac.update(b"{")
+    else:
+        out.write(b"{")
+
+    def write(text: str) -> None:
+        part = text.encode()
+        out.write(part)
+        if mac is not None:
+            mac.update(part)
+
+    for i, name in enumerate(sorted(members)):
+        member = members[name]
+        write(("," if i else "") + json.dumps(name) + ":")
+        if isinstance(member, _Entries):
+            # A map of thousands of entries, a slice at a time: keys sorted as sort_keys would.
+            write("{")
+            for j, chunk in enumerate(_slices(member.entries(), _SLICE)):
+                write(("," if j else "") + _compact(dict(chunk))[1:-1])
+            write("}")
+        else:
+            write(_compact(member()))
+    write("}")
+    if mac is not None:
+        out.seek(0)
+        out.write(b"".join((_MAC_HEAD, mac.hexdigest().encode(), b'",')))
+    return out.getvalue()  # the buffer itself (trimmed), not a copy
+
+
+_SLICE = 512  # map entries serialized together
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _slices(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass(frozen=True)
+class _Entries:
+    """A member that is a map: its (key, value) pairs in key order, made as they are written."""
+
+    entries: Callable[[], Iterable[tuple[str, Any]]]
+
+
+def _state_members(
+    state: RunState, run_id: str, findings: Mapping[str, Iterable[str]], *, keyed: bool
+) -> dict[str, Callable[[], Any] | _Entries]:
+    """The state object's members, each built only as it is serialized (the maps an entry at a time)."""
+    used, tags_used = state.cache.used, state.cache.tags_used
+    members: dict[str, Callable[[], Any] | _Entries] = {
+        "version": lambda: STATE_VERSION,
+        "lastRunId": lambda: run_id,
+        "listing": lambda: state.cache.listing,
+        "revisions": _Entries(
+            lambda: (
+                (arn, _td_to_json(td))
+                for arn, td in sorted(state.cache.by_arn.items())
+                if arn in used and keyed
+            )
+        ),
+        "findings": _Entries(lambda: ((k, sorted(set(v))) for k, v in sorted(findings.items()))),
     }
     if state.running:  # absent when unused, as `notified`
-        data["running"] = {k: [f.isoformat(), la.isoformat()] for k, (f, la) in sorted(state.running.items())}
-    tags = {a: t for a, t in sorted(state.cache.tags.items()) if a in state.cache.tags_used}
-    if tags and key is not None:  # like the revisions: only under a key (they steer ticket routing)
-        data["tdTags"] = {
-            a: {"at": at.isoformat(), "tags": [list(kv) for kv in t]} for a, (at, t) in tags.items()
-        }
+        members["running"] = _Entries(
+            lambda: ((k, [f.isoformat(), la.isoformat()]) for k, (f, la) in sorted(state.running.items()))
+        )
+    if keyed and any(a in tags_used for a in state.cache.tags):
+        # like the revisions: only under a key (they steer ticket routing)
+        members["tdTags"] = _Entries(
+            lambda: (
+                (a, {"at": at.isoformat(), "tags": [list(kv) for kv in t]})
+                for a, (at, t) in sorted(state.cache.tags.items())
+                if a in tags_used
+            )
+        )
     if state.notified:  # absent when unused: older readers and states stay byte-identical
-        data["notified"] = {d: dict(sorted(m.items())) for d, m in sorted(state.notified.items())}
+        members["notified"] = _Entries(
+            lambda: ((d, dict(sorted(m.items()))) for d, m in sorted(state.notified.items()))
+        )
     if state.kev:
-        data["kev"] = {cve: _kev_to_json(e) for cve, e in sorted(state.kev.items())}
+        members["kev"] = _Entries(lambda: ((cve, _kev_to_json(e)) for cve, e in sorted(state.kev.items())))
     if state.first_seen:
-        newest: Iterable[tuple[str, datetime]] = state.first_seen.items()
-        if len(state.first_seen) > MAX_FIRST_SEEN:  # else every entry is kept: no sorted copy by time
-            newest = sorted(newest, key=lambda kv: (kv[1], kv[0]))[-MAX_FIRST_SEEN:]
-        data["firstSeen"] = {k: t.isoformat() for k, t in sorted(newest)}
-    payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
-    del data  # its objects (megabytes on a large fleet) are not needed for the MAC and the copy below
-    if key is None:
-        return payload
-    body = memoryview(payload)[1:]  # no copy of a payload of megabytes
-    return b"".join((_MAC_HEAD, _mac(key, scope, b"{", body), b'",', body))
+        members["firstSeen"] = _Entries(lambda: _first_seen_entries(state.first_seen))
+    return members
+
+
+def _first_seen_entries(first_seen: Mapping[str, datetime]) -> Iterator[tuple[str, str]]:
+    newest: Iterable[tuple[str, datetime]] = first_seen.items()
+    if len(first_seen) > MAX_FIRST_SEEN:  # else every entry is kept: no sorted copy by time
+        newest = sorted(newest, key=lambda kv: (kv[1], kv[0]))[-MAX_FIRST_SEEN:]
+    return ((k, t.isoformat()) for k, t in sorted(newest))
 
 
 def verify_state(raw: bytes, *, key: SecretStr, scope: str) -> str:

@@ -287,3 +287,35 @@ def test_a_mixed_failed_group_is_left_alone() -> None:
     later = [fleet.image("app/api", "1.0", []), fleet.image("app/api", "0.9", status=ImageStatus.FAILED)]
     (got,) = plan(later, [ticket_from(create)])
     assert got.action is Action.UNCHANGED and not got.writes
+
+
+_SCENARIOS: dict[
+    str, tuple[list[tuple[str, str, str]] | None, dict[str, Any], list[tuple[str, str, str]], dict[str, Any]]
+] = {
+    "create": (None, {}, [HIGH], {}),
+    "update": ([HIGH], {}, [HIGH, CRIT], {}),
+    "reopen-same": ([HIGH], DONE, [HIGH], {}),
+    "reopen-other": ([HIGH], DONE, [CRIT], {}),
+    "new-linked": ([HIGH], {**DONE, "resolved": NOW - timedelta(days=40)}, [HIGH], {}),
+    "fixed-kept-open": ([HIGH], {}, [], {"spec": spec_with(closeWhenFixed=False)}),
+    "route-moved": ([HIGH], {}, [HIGH], {"spec": spec_with(**ROUTED)}),
+    "unmonitored": ([HIGH], {}, [], {"status": ImageStatus.NOT_SCANNED}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_SCENARIOS))
+def test_deferred_descriptions_are_the_eager_ones(name: str) -> None:
+    before, ticket, now_findings, options = _SCENARIOS[name]
+    kw = dict(options)
+    status = kw.pop("status", ImageStatus.SCANNED)
+    images = [fleet.image("app/api", "1.0", now_findings, status=status)]
+    tickets = [existing(before, **ticket)] if before is not None else []
+    eager = plan(images, tickets, **kw)
+    lazy = plan(images, tickets, defer_text=True, **kw)
+    assert lazy and all(a.fields.description is None for a in lazy)  # nothing rendered yet
+    assert [a.fields.empty for a in lazy] == [a.fields.empty for a in eager]
+    rendered = [
+        replace(a, fields=replace(a.fields, description=a.fields.text(), describe=None)) for a in lazy
+    ]
+    assert rendered == eager
+    assert [a.fields.text() for a in eager] == [a.fields.description for a in eager]

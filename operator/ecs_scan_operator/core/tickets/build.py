@@ -5,6 +5,7 @@ Pure. One builder per verdict about a group's ticket; the orphan verdicts are bu
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +45,7 @@ class Ctx:
     request: TicketRequest
     jira: JiraSpec
     workflow: JiraWorkflow
+    defer_text: bool = False  # descriptions rendered when sent (TicketFields.describe), not now
     actions: list[PlannedAction] = field(default_factory=list)
     _ids: dict[tuple[str, str], TicketIdentity] = field(default_factory=dict)
 
@@ -162,13 +164,15 @@ def create_action(
 ) -> PlannedAction:
     """A new ticket for `group`: every field, all labels, the property."""
     priority = priority_of(ctx.jira, gf)
+    text, describe = _description(ctx, group, gf, note)
     labels = tuple(dict.fromkeys([*group.route.labels, *ctx.ident(group).labels, *gf.signal_labels()]))
     return replace(
         base_action(ctx, group, gf, action, reason),
         link_to=link_to,
         fields=TicketFields(
             summary=render_summary(group, gf),
-            description=render_description(ctx.request, group, gf, note=note),
+            description=text,
+            describe=describe,
             priority=priority,
             duedate=_due(ctx.jira, gf, ctx.request.now),
             labels=labels,
@@ -179,15 +183,26 @@ def create_action(
     )
 
 
+def _description(
+    ctx: Ctx, group: Group, gf: GroupFindings, note: str | None
+) -> tuple[str | None, Callable[[], str] | None]:
+    """TicketFields' description, or (ctx.defer_text) the call that renders the same text later."""
+    if ctx.defer_text:
+        return None, functools.partial(render_description, ctx.request, group, gf, note=note)
+    return render_description(ctx.request, group, gf, note=note), None
+
+
 def update_fields(ctx: Ctx, group: Group, gf: GroupFindings, ticket: ExistingTicket) -> TicketFields:
     """The fields to edit on an open ticket: the text, and priority / due date only if the tool owns them."""
     prev = ticket.prop
     priority = priority_of(ctx.jira, gf)
     due = _due(ctx.jira, gf, ctx.request.now)
     add, remove = signal_label_changes(gf, ticket)
+    text, describe = _description(ctx, group, gf, None)
     return TicketFields(
         summary=render_summary(group, gf),
-        description=render_description(ctx.request, group, gf),
+        description=text,
+        describe=describe,
         # Only what the tool itself last set is changed, so a person's choice is kept.
         priority=priority if priority and (prev is None or prev.priority != priority) else None,
         # SLA dates only ever get earlier (a worse finding arrived), never later.

@@ -102,23 +102,27 @@ def evaluate_group(group: Group, prev: TicketProperty | None) -> GroupFindings:
     content: list[object] = []
     for img in group.images:
         slot = image_slot(img.ref.raw)
+        # Made once per image, not per finding: a large plan holds every group's `where` at once.
+        display = img.ref.display
         idents: list[str] = []
         if img in group.known:
             for f in img.findings:
                 row = FindingRow(f.vulnerability_id, f.package, f.severity)
-                idents.append(row.ident)
-                old = by_ident.get(row.ident)
+                ident = row.ident
+                idents.append(ident)
+                old = by_ident.get(ident)
                 if old is None or _worse(row.severity, old.severity) is row.severity:
-                    by_ident[row.ident] = row
-                    details[row.ident] = f
-                where.setdefault(row.ident, []).append(img.ref.display)
+                    by_ident[ident] = row
+                    details[ident] = f
+                where.setdefault(ident, []).append(display)
         else:
             for row in prev.rows_of(slot) if prev else ():
-                idents.append(row.ident)
-                if row.ident not in by_ident:
-                    by_ident[row.ident] = row
-                    carried.add(row.ident)
-                where.setdefault(row.ident, []).append(img.ref.display)
+                ident = row.ident
+                idents.append(ident)
+                if ident not in by_ident:
+                    by_ident[ident] = row
+                    carried.add(ident)
+                where.setdefault(ident, []).append(display)
         per_image[slot] = sorted(set(idents))
         content.append(
             [

@@ -9,6 +9,7 @@ plan of writes (plan.py).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -140,6 +141,10 @@ class TicketFields:
 
     summary: str | None = None
     description: str | None = None
+    # Or the description still to render (plan_tickets(defer_text=True)): on a large first run
+    # the plan holds a thousand creates of ~25 KB of text each; rendered as each is sent, at most
+    # one exists at a time. `text()` is the description either way.
+    describe: Callable[[], str] | None = field(default=None, compare=False, repr=False)
     priority: str | None = None
     duedate: date | None = None
     labels: tuple[str, ...] = ()  # on create: all labels; on update: labels to add
@@ -147,12 +152,19 @@ class TicketFields:
     components: tuple[str, ...] = ()
     assignee: str | None = None
 
+    def text(self) -> str | None:
+        """The description to write, rendered now when it was deferred."""
+        if self.description is None and self.describe is not None:
+            return self.describe()
+        return self.description
+
     @property
     def empty(self) -> bool:
         """Nothing to write."""
         return not (
             self.summary
             or self.description
+            or self.describe is not None
             or self.priority
             or self.duedate
             or self.labels

@@ -306,12 +306,17 @@ def plan_tickets(
     failed_routes: Iterable[str] = (),
     workflow: JiraWorkflow | None = None,
     groups: Sequence[Group] | None = None,
+    defer_text: bool = False,
 ) -> TicketPlan:
-    """Decide every ticket's action; creates first (they may be linked to), worst findings first."""
+    """Decide every ticket's action; creates first (they may be linked to), worst findings first.
+
+    `defer_text`: descriptions are left to render when sent (`TicketFields.text()`), so a large
+    plan never holds all of them at once; by default they are rendered here.
+    """
     jira = request.spec.jira
     if jira is None:
         return TicketPlan()
-    ctx = Ctx(request=request, jira=jira, workflow=workflow or JiraWorkflow())
+    ctx = Ctx(request=request, jira=jira, workflow=workflow or JiraWorkflow(), defer_text=defer_text)
     groups = list(groups) if groups is not None else group_images(request.images, jira)
     failed = set(failed_routes)
     tickets = {t.key: t for t in existing}  # a ticket found by two searches counts once
