@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,10 +19,3 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int = DEFAUL
         return [fn(x) for x in todo]
     with ThreadPoolExecutor(max_workers=min(workers, len(todo)), thread_name_prefix="aws") as pool:
         return list(pool.map(fn, todo))
-
-
-def batched(items: Iterable[T], n: int) -> Iterator[list[T]]:
-    """Lists of up to n items, pulled lazily (itertools.batched needs Python 3.12)."""
-    it = iter(items)
-    while chunk := list(islice(it, n)):
-        yield chunk

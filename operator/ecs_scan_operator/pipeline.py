@@ -16,13 +16,13 @@ import secrets
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from ecs_scan_operator.concurrency import batched, parallel_map
+from ecs_scan_operator.concurrency import parallel_map
 from ecs_scan_operator.core.coverage import RescanWindow, at_risk
 from ecs_scan_operator.core.images import parse_image, running_image
 from ecs_scan_operator.core.kev import KevEntry, KevLookup, bounded, lookup_ids, stale, with_kev
@@ -76,9 +76,10 @@ from ecs_scan_operator.ports import Clock, Ports
 
 log = logging.getLogger(__name__)
 SCAN_BATCH = 200  # images per findings call group; cancel is checked between groups
-REPORT_CHUNK = 32  # per-image report objects rendered and stored together
+REPORT_CHUNK = 32  # per-image report objects rendered ahead of their writes, at least
 REGISTRY_GROUP = 20  # Prefetch: a registry's new images that join a batch together
 PREFETCH_BATCH = SCAN_BATCH  # Prefetch: images per batch
+STALL = 400  # Prefetch: revisions in a row without a new image after which everything waiting goes
 FLUSH_ALL = 5  # Prefetch: this many batches waiting in small registries go together
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
@@ -265,6 +266,8 @@ class Prefetch:
         self._severities = severities_at_or_above(fetch_floor(spec), include_untriaged=spec.include_untriaged)
         self._lock = threading.Lock()
         self._seen: set[tuple[str, ...]] = set()
+        self._raw: set[str] = set()  # image strings already looked at (most revisions repeat them)
+        self._quiet = 0  # revisions in a row that named no new image
         # New images wait by registry (account, region): a registry's images go together, so a
         # repository's tags share ECR calls and Inspector's per-account filters stay full.
         self._pending: dict[tuple[str, str], list[ImageRef]] = {}
@@ -283,10 +286,15 @@ class Prefetch:
         """A revision was read (in the source's thread): queue its new private ECR images.
 
         A registry's queue joins the next batch once it holds REGISTRY_GROUP images; a batch goes
-        once it holds PREFETCH_BATCH images, or when FLUSH_ALL batches wait in all (small registries).
+        once it holds PREFETCH_BATCH images. Everything waiting goes when FLUSH_ALL batches wait
+        (many small registries), or when STALL revisions in a row named no new image (a fleet
+        names most of its images early: the stragglers need not wait for the inventory's end).
         """
-        refs = [parse_image(c.image) for c in td.containers]
         with self._lock:
+            new = [c.image for c in td.containers if c.image not in self._raw]
+            self._raw.update(new)
+            refs = [parse_image(image) for image in new]
+            queued = False
             for ref in refs:
                 key = _identity(ref)
                 if not ref.scannable or key in self._seen:
@@ -295,15 +303,19 @@ class Prefetch:
                 queue = self._pending.setdefault((ref.account or "", ref.region or ""), [])
                 queue.append(ref)
                 self._waiting += 1
+                queued = True
                 if len(queue) >= REGISTRY_GROUP:
                     self._ready.extend(queue)
                     queue.clear()
                 if len(self._ready) >= self._batch or self._waiting >= FLUSH_ALL * self._batch:
-                    self._submit()
+                    self._submit(everything=self._waiting >= FLUSH_ALL * self._batch)
+            self._quiet = 0 if queued else self._quiet + 1
+            if self._waiting and self._quiet >= STALL:
+                self._submit(everything=True)
 
-    def _submit(self) -> None:
+    def _submit(self, *, everything: bool) -> None:
         refs = self._ready
-        if self._waiting >= FLUSH_ALL * self._batch:
+        if everything:
             refs = refs + [r for queue in self._pending.values() for r in queue]
             self._pending = {}
         self._ready = []
@@ -1217,7 +1229,7 @@ class _Run:
         )
 
     def write_image_objects(self) -> None:
-        """The per-image objects, a chunk at a time (memory stays flat with the fleet)."""
+        """The per-image objects, written as they are rendered (memory stays flat with the fleet)."""
         reports, guard = self.ports.reports, self.guard
 
         def put(obj: ReportObject) -> str | None:
@@ -1232,21 +1244,32 @@ class _Run:
         # Two objects per affected image: as many writes at once as the S3 client's 16 pooled
         # connections (S3 takes 3,500 PUT/s per prefix); multi-account fleets have thousands of
         # affected images: more writes at once, within the cap (128 x ~20 PUT/s each stays under
-        # the prefix's 3,500/s), and at most 256 objects in memory.
+        # the prefix's 3,500/s). Writes stream: an object is rendered when a write is free (at most
+        # twice as many objects as writes in memory), never a chunk waiting for its slowest write.
         workers = min(128, self.ports.fanout.max_concurrency) if self.spec.aws.multi_account else 16
-        for chunk in batched(
-            render_images(
-                self.folder, self.policy, self.images, self.run_id, self.new_ids, self.account_names
-            ),
-            # Single account: REPORT_CHUNK objects in memory at once, written 16 at a time.
-            max(REPORT_CHUNK, 256) if self.spec.aws.multi_account else REPORT_CHUNK,
-        ):
-            for obj, error in zip(chunk, parallel_map(put, chunk, workers), strict=True):
+        ahead = max(2 * workers, REPORT_CHUNK)
+        inflight: dict[Future[str | None], ReportObject] = {}
+
+        def settle(done: Iterable[Future[str | None]]) -> None:
+            for future in done:
+                obj = inflight.pop(future)
+                error = future.result()
                 if error is None:
                     self.written[obj.key] = reports.link(obj.key)
                 elif error != "stopped":
                     self.result.record_error(f"report object {obj.key}: {error}")
-            guard.check()
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
+            for obj in render_images(
+                self.folder, self.policy, self.images, self.run_id, self.new_ids, self.account_names
+            ):
+                if len(inflight) >= ahead:
+                    settle(wait(inflight, return_when=FIRST_COMPLETED).done)
+                    if guard.is_set():
+                        break
+                inflight[pool.submit(put, obj)] = obj
+            settle(wait(inflight).done)
+        guard.check()
         self._progress("report", 1, 2)
 
     def sync_tickets(self, *, inventory_complete: bool) -> None:

@@ -333,3 +333,28 @@ def test_a_warm_rerun_prefetches_only_the_revisions_it_describes(slow_inventory:
     assert src.described == len(ACCOUNTS) * len(REGIONS) * 24  # in the first run only
     assert not any(pre for pre, _ in digests.asked)
     assert outcome(second) == outcome(first)
+
+
+def test_images_waiting_go_once_revisions_stop_naming_new_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet names most of its images early: the stragglers of a small registry are read while
+    the inventory still runs, not left to the stages after it."""
+    monkeypatch.setattr(pipeline, "STALL", 5)
+    digests = Digests()
+    ports = Ports(
+        images=Quiet(FakeImageSource({})), digests=digests, findings=Findings(), reports=MemorySink()
+    )
+    prefetch = Prefetch(policy(), ports, RunState(), FixedClock().now(), None)
+    images = [f"{registry(ACCOUNTS[0], REGIONS[0])}/app:v{n}" for n in range(3)]
+
+    def tell(n: int, image: str) -> None:
+        prefetch.found(TaskDefinitionImages(f"arn:{n}", f"svc-{n}", 1, (container(image),), REGIONS[0]))
+
+    for n, image in enumerate(images):
+        tell(n, image)
+    for n in range(4):  # 4 revisions naming known images: still waiting (a group needs 4)
+        tell(10 + n, images[n % 3])
+    assert prefetch._futures == []
+    tell(20, images[0])  # the 5th in a row: the 3 waiting go
+    futures.wait(prefetch._futures)
+    prefetch.close()
+    assert [sorted(r.tag or "" for r in refs) for _, refs in digests.asked] == [["v0", "v1", "v2"]]
