@@ -59,6 +59,17 @@ class SlowFindings(FakeFindings):
         return super().scans(images, severities)
 
 
+class SlowSink(MemorySink):
+    """Each per-image report object takes two hours to write."""
+
+    clock: FixedClock | None = None
+
+    def put(self, key: str, body: bytes, content_type: str) -> None:
+        if self.clock is not None and "/images/" in key:
+            self.clock.advance(hours=2)
+        super().put(key, body, content_type)
+
+
 class SlowTickets(RecordingTickets):
     clock: FixedClock
 
@@ -67,9 +78,11 @@ class SlowTickets(RecordingTickets):
         return super().sync(request)
 
 
-@pytest.mark.parametrize("stage", ["taskDefinitions", "digests", "findings", "tickets"])
+@pytest.mark.parametrize("stage", ["taskDefinitions", "digests", "findings", "report", "tickets"])
 def test_past_the_deadline_the_run_fails_naming_the_stage(stage: str) -> None:
-    clock, sink = FixedClock(), MemorySink()
+    clock, sink = FixedClock(), SlowSink()
+    if stage == "report":
+        sink.clock = clock
     p = ports(sink)
     if stage == "taskDefinitions":
         p.images = SlowImages(clock, 2)
