@@ -588,7 +588,7 @@ def run_once(deny: str | None, latency: float, max_concurrency: int, per_pair: i
     import boto3
 
     from ecs_scan_operator.adapters.aws_session import AwsClients, core_session
-    from ecs_scan_operator.bootstrap import build_ports
+    from ecs_scan_operator.bootstrap import build_ports, client_cap
     from ecs_scan_operator.core.grants import role_session
     from ecs_scan_operator.core.policy import PolicyRef, parse_spec
     from ecs_scan_operator.pipeline import run_policy
@@ -607,6 +607,7 @@ def run_once(deny: str | None, latency: float, max_concurrency: int, per_pair: i
         role_arn_pattern=spec.aws.role_arn_pattern,
         inspector_admin_role_arn=spec.aws.inspector_admin_role_arn,
         hooks=[model.attach, fake.attach],
+        max_clients=client_cap(spec),  # as bootstrap.aws_clients sizes it
     )
     ports = build_ports(policy, spec, clients=clients)
     probe = RssProbe()

@@ -47,6 +47,7 @@ def aws_clients(
     # every pair at once; its connection pool is sized for the global cap.
     pool = min(load_aws_settings().max_concurrency, 128) if spec.aws.multi_account else 16
     return AwsClients(
+        max_clients=client_cap(spec),
         pool=max(pool, 16),
         role_arn=spec.aws.role_arn,
         external_id=spec.aws.external_id,
@@ -59,6 +60,15 @@ def aws_clients(
         account_scope=account_scope,
         hooks=hooks,  # each new botocore client is passed to these (the demo's emulated Inspector)
     )
+
+
+def client_cap(spec: PolicySpec) -> int | None:
+    """How many AWS clients a run keeps (AwsClients' max_clients): multi-account runs keep those of
+    the pairs being read and the registries being looked at; single-account runs hold a handful."""
+    if not spec.aws.multi_account:
+        return None
+    aws = load_aws_settings()
+    return 4 * FanOut(aws.workers_per_account_region, aws.max_concurrency).targets_at_once + 32
 
 
 def build_ports(

@@ -403,6 +403,27 @@ def test_registry_role_is_used_in_its_own_account_the_account_role_elsewhere() -
     assert clients.workload("ecs", "eu-west-1", A) is not clients.workload("ecs", "us-east-1", A)
 
 
+@pytest.mark.usefixtures("env")
+def test_clients_past_the_cap_go_least_recently_used_first_and_are_made_again() -> None:
+    """A multi-account run keeps the clients of the pairs it is reading, not of every pair it read."""
+    from ecs_scan_operator.adapters.aws_session import AwsClients
+
+    accounts = [f"{n:012d}" for n in range(1, 9)]
+    clients = AwsClients(role_arn_pattern=PATTERN, max_clients=4)
+    first = {a: clients.workload("ecs", "eu-west-1", a) for a in accounts[:4]}
+    assert clients.workload("ecs", "eu-west-1", accounts[0]) is first[accounts[0]]  # now the newest
+    for a in accounts[4:7]:
+        clients.workload("ecs", "eu-west-1", a)
+    # kept: accounts[0] (used again) and the three newest; accounts[1..3] went, oldest first
+    assert clients.workload("ecs", "eu-west-1", accounts[0]) is first[accounts[0]]
+    again = clients.workload("ecs", "eu-west-1", accounts[1])
+    assert again is not first[accounts[1]] and again.meta.region_name == "eu-west-1"
+    assert len(clients._clients) == 4 and len(clients._sessions) <= 2
+    unbounded = AwsClients(role_arn_pattern=PATTERN)
+    made = [unbounded.workload("ecs", "eu-west-1", a) for a in accounts]
+    assert all(unbounded.workload("ecs", "eu-west-1", a) is c for a, c in zip(accounts, made, strict=True))
+
+
 @pytest.mark.parametrize(
     ("per", "cap", "at_once"), [(4, 64, 16), (8, 8, 1), (8, 4, 1), (2, 256, 128), (1, 1, 1)]
 )
@@ -410,3 +431,12 @@ def test_pairs_at_once_fit_the_global_cap(per: int, cap: int, at_once: int) -> N
     fan = FanOut(workers_per_target=per, max_concurrency=cap)
     assert fan.targets_at_once == at_once
     assert fan.targets_at_once * per <= max(cap, per)  # one pair runs even when the cap is below its workers
+
+
+def test_the_client_cap_follows_the_pairs_read_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecs_scan_operator.bootstrap import client_cap
+
+    monkeypatch.setenv("ECS_SCAN_AWS_MAX_CONCURRENCY", "64")
+    monkeypatch.setenv("ECS_SCAN_AWS_WORKERS_PER_ACCOUNT_REGION", "4")
+    assert client_cap(spec({"accounts": [A, B], "roleArnPattern": PATTERN})) == 4 * 16 + 32
+    assert client_cap(spec({})) is None  # one account: a handful of clients

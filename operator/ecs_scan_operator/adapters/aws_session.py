@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import types
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -338,6 +338,7 @@ class AwsClients:
         inspector_admin_role_arn: str | None = None,
         account_scope: AccountScope | None = None,
         pool: int = 16,
+        max_clients: int | None = None,
     ) -> None:
         self._base = base_session or boto3.Session(botocore_session=core_session())
         self._role_arn = role_arn
@@ -356,15 +357,24 @@ class AwsClients:
         self.breaker = EndpointBreaker(aws.endpoint_cooldown_seconds)
         self.counter = counter or CallCounter()
         self._hooks = hooks or []
-        self._sessions: dict[str | None, boto3.Session] = {}
-        self._clients: dict[tuple[str | int | bool | None, ...], Any] = {}
+        # Multi-account runs read (account, region) pairs a few at a time, but a client per
+        # service, account and region would otherwise stay for the whole run (~170 KiB each;
+        # 800 pairs: ~270 MiB): the least recently used go past `max_clients` (None: all kept),
+        # and role sessions (~140 KiB each) past half as many. An evicted client is not closed (a
+        # thread may be using it; its connections close with it); asked for again, it is made
+        # again, and an evicted role is assumed again.
+        self._max_clients = max_clients
+        self._sessions: OrderedDict[str | None, boto3.Session] = OrderedDict()
+        self._clients: OrderedDict[tuple[str | int | bool | None, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def _session(self, role_arn: str | None, external_id: str | None) -> boto3.Session:
         if role_arn is None:
             return self._base
         session = self._sessions.get(role_arn)
-        if session is None:
+        if session is not None:
+            self._sessions.move_to_end(role_arn)
+        else:
             extra: dict[str, Any] = {"RoleSessionName": self._session_name}
             if external_id:
                 extra["ExternalId"] = external_id
@@ -386,6 +396,8 @@ class AwsClients:
             core._credentials = creds  # type: ignore[attr-defined]  # no public setter for refreshable creds
             session = boto3.Session(botocore_session=core)
             self._sessions[role_arn] = session
+            if self._max_clients is not None and len(self._sessions) > max(self._max_clients // 2, 1):
+                self._sessions.popitem(last=False)
         return session
 
     def _make(
@@ -403,7 +415,9 @@ class AwsClients:
         key = (service, region, role_arn, once) if wider is None else (service, region, role_arn, once, wider)
         with self._lock:
             client = self._clients.get(key)
-            if client is None:
+            if client is not None:
+                self._clients.move_to_end(key)
+            else:
                 config = self._config
                 if once:
                     # ECR's LimitExceededException (already scanned today) must not be retried as throttling.
@@ -417,6 +431,8 @@ class AwsClients:
                 for hook in self._hooks:
                     hook(client)
                 self._clients[key] = client
+                if self._max_clients is not None and len(self._clients) > self._max_clients:
+                    self._clients.popitem(last=False)
             return client
 
     def release_reads(self) -> None:
@@ -429,8 +445,8 @@ class AwsClients:
         """
         with self._lock:
             dropped = [c for k, c in self._clients.items() if k[0] != "s3"]
-            self._clients = {k: c for k, c in self._clients.items() if k[0] == "s3"}
-            self._sessions = {}
+            self._clients = OrderedDict((k, c) for k, c in self._clients.items() if k[0] == "s3")
+            self._sessions = OrderedDict()
         for client in dropped:
             client.close()
 
